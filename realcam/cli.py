@@ -1,0 +1,42 @@
+"""The ``realcam`` command: parses and dispatches, nothing more.
+
+``realcam data ...`` and ``realcam bench ...`` are tool commands with their own argparse parsers.
+Plugins (entry-point group ``realcam.plugins``) are imported before any parsing, so a third-party
+camera encoder is a valid registry name and ``class_path`` in every command.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from realcam.registry import load_plugins
+
+# sub-command -> "module:function"; each function takes argv (list[str]) and returns an exit code.
+TOOL_COMMANDS = {
+    "data": "realcam.data.cli:main",
+    "bench": "realcam.bench:main",
+}
+
+
+def _usage() -> str:
+    tools = ", ".join(sorted(TOOL_COMMANDS))
+    return f"usage: realcam {{{tools}}} ...\n  realcam <command> --help for details"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    load_plugins()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    command = argv[0]
+    if command in TOOL_COMMANDS:
+        module_name, func_name = TOOL_COMMANDS[command].split(":")
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(argv[1:]) or 0)
+    print(f"realcam: unknown command {command!r}\n{_usage()}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Multiview sources, LoopAug strategies, shards and the DataModule; nothing here knows about models."""
