@@ -1,0 +1,330 @@
+"""A Wan-shaped diffusion transformer over interleaved source/target frames.
+
+One file, top to bottom: embedders, the block, the model, presets. Every call follows the denoiser
+protocol ``model(x, sigma, cond, cache=None) -> flow`` with x [B, F, C, h, w] the noisy target
+latents, sigma [B, F] per target frame (source tokens are always clean, sigma = 0) and flow = eps - x0.
+
+The sequence is a list of *groups*, one per (stream, token frame), each a (gh x gw) token grid:
+- ``interleaved`` (RealCam): per chunk ``[S_i | Y_i]``, the source and target frames of one instant
+  share their time index, so the model is length-agnostic and ready for causal attention;
+- ``prefix`` (ReCamMaster ablation): ``[S_1..S_T, Y_1..Y_T]``, target times offset by T,
+  bidirectional only.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from realcam.modules.attention import AttentionBackend, MaskSpec
+from realcam.modules.cache import KVCache, ChunkInfo
+from realcam.modules.camera import CameraEncoder
+from realcam.modules.cond import Cond
+from realcam.modules.rope import Rope3D
+from realcam.registry import ATTENTION_BACKENDS, BACKBONES, CAMERA_ENCODERS
+
+# ---------------------------------------------------------------------------------------------
+# Embedders
+# ---------------------------------------------------------------------------------------------
+
+
+def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
+    """t [...] (sigma * 1000) -> [..., dim] in float32, cos first as in Wan."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float64) / half)
+    ang = t.double()[..., None] * freqs
+    return torch.cat([ang.cos(), ang.sin()], dim=-1).float()
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+# ---------------------------------------------------------------------------------------------
+# Block
+# ---------------------------------------------------------------------------------------------
+
+
+class DiTBlock(nn.Module):
+    """Per-token time modulation -> RoPE self-attention (q/k RMSNorm) -> modulation -> GELU FFN."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
+        self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.zeros(1, 1, 6, dim))
+
+    def forward(self, x: Tensor, e6: Tensor, rope: tuple[Tensor, Tensor], attend, layer: int,
+                cache: KVCache | None = None, rotate_cached=None) -> Tensor:
+        """x [B, G*n, D]; e6 [B, G, 6, D] per-group modulation; ``attend(q, k, v)`` applies the mask;
+        ``rotate_cached(k, chunks, starts)`` applies RoPE to cached keys at their policy positions."""
+        B, L, D = x.shape
+        G = e6.shape[1]
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + e6).unbind(2)  # each [B, G, D]
+
+        def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+            return (h.view(B, G, -1, D) * (1 + scale[:, :, None]) + shift[:, :, None]).view(B, L, D)
+
+        def gated(h: Tensor, gate: Tensor) -> Tensor:
+            return (h.view(B, G, -1, D) * gate[:, :, None]).view(B, L, D)
+
+        h = modulate(self.norm1(x), shift1, scale1)
+        heads = lambda t: t.view(B, L, self.heads, -1).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(self.norm_q(self.q(h))), heads(self.norm_k(self.k(h))), heads(self.v(h))
+        cos, sin = rope
+        k_rot = Rope3D.apply(k, cos, sin)
+        if cache is not None:
+            cache.stage(layer, k, v)
+            past_k = cache.rotated_keys(layer, rotate_cached)
+            if past_k is not None:
+                k_rot = torch.cat([past_k.to(k_rot.dtype), k_rot], dim=2)
+                v = torch.cat([cache.v[layer].to(v.dtype), v], dim=2)
+        out = attend(Rope3D.apply(q, cos, sin), k_rot, v)
+        x = x + gated(self.o(out.transpose(1, 2).reshape(B, L, D)), gate1)
+        x = x + gated(self.ffn(modulate(self.norm2(x), shift2, scale2)), gate2)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+Layout = Literal["interleaved", "prefix"]
+AttentionMode = Literal["bidirectional", "causal"]
+
+
+@BACKBONES.register("dit")
+class CrossFrameDiT(nn.Module):
+    """Wan-shaped DiT over ``[S_i | Y_i]`` pairs; every size is a parameter.
+
+    Args:
+        in_channels: latent channels C (must match the codec).
+        patch: (pt, ph, pw) patch size over (frames, rows, cols).
+        chunk_frames: latent frames per chunk (block-causal unit and cache unit).
+        attention_mode: ``bidirectional`` (teacher, critic) or ``causal`` (student; chunk i sees chunks <= i).
+        sink_chunks / window_chunks: the causal visibility (window None = unbounded); also the KV cache's.
+        rope_policy: ``window`` (positions relative to the visible chunks) or ``absolute``.
+        camera_encoder: a registry name or a :class:`CameraEncoder` instance (``class_path`` in YAML).
+        attention: a registry name or an :class:`AttentionBackend` instance.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 48,
+        dim: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        ffn_dim: int = 512,
+        patch: tuple[int, int, int] = (1, 2, 2),
+        freq_dim: int = 256,
+        chunk_frames: int = 1,
+        layout: Layout = "interleaved",
+        attention_mode: AttentionMode = "bidirectional",
+        sink_chunks: int = 1,
+        window_chunks: int | None = None,
+        rope_policy: Literal["window", "absolute"] = "window",
+        rope_theta: float = 10000.0,
+        camera_encoder: str | CameraEncoder = "plucker",
+        camera_encoder_args: dict | None = None,
+        attention: str | AttentionBackend = "sdpa",
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim={dim} is not divisible by heads={heads}")
+        if layout == "prefix" and attention_mode != "bidirectional":
+            raise ValueError("layout='prefix' needs the whole source first, so it only supports "
+                             "attention_mode='bidirectional'; use layout='interleaved' for causal models")
+        if chunk_frames % patch[0]:
+            raise ValueError(f"chunk_frames={chunk_frames} must be a multiple of the temporal patch {patch[0]}")
+        self.in_channels, self.dim, self.depth, self.heads = in_channels, dim, depth, heads
+        self.patch, self.chunk_frames, self.layout = tuple(patch), chunk_frames, layout
+        self.attention_mode, self.sink_chunks, self.window_chunks = attention_mode, sink_chunks, window_chunks
+        self.rope_policy, self.freq_dim = rope_policy, freq_dim
+        pt, ph, pw = self.patch
+        patch_feats = in_channels * pt * ph * pw
+
+        self.patch_embed = nn.Linear(patch_feats, dim)
+        self.stream_embed = nn.Parameter(torch.randn(2, dim) * 0.02)   # 0 = source, 1 = target
+        self.time_embed = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_proj = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.time_proj[1].weight)
+        nn.init.zeros_(self.time_proj[1].bias)
+        self.blocks = nn.ModuleList(DiTBlock(dim, heads, ffn_dim, eps) for _ in range(depth))
+        self.head_norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.head_modulation = nn.Parameter(torch.zeros(1, 1, 2, dim))
+        self.head = nn.Linear(dim, patch_feats)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.rope = Rope3D(dim // heads, rope_theta)
+
+        if isinstance(camera_encoder, str):
+            camera_encoder = CAMERA_ENCODERS.build(camera_encoder, dim=dim, **(camera_encoder_args or {}))
+        if getattr(camera_encoder, "dim", dim) != dim:
+            raise ValueError(f"camera_encoder.dim={camera_encoder.dim} does not match the backbone dim={dim}; "
+                             f"set init_args.dim: {dim}")
+        self.camera_encoder = camera_encoder
+        self.attention = ATTENTION_BACKENDS.build(attention) if isinstance(attention, str) else attention
+
+    # ---- tokens --------------------------------------------------------------------------------
+    def patchify(self, x: Tensor) -> Tensor:
+        """[B, F, C, h, w] -> [B, F/pt, gh*gw, C*pt*ph*pw]."""
+        B, Fr, C, h, w = x.shape
+        pt, ph, pw = self.patch
+        if Fr % pt or h % ph or w % pw:
+            raise ValueError(f"latents {tuple(x.shape)} do not divide into patches {self.patch}")
+        x = x.view(B, Fr // pt, pt, C, h // ph, ph, w // pw, pw).permute(0, 1, 4, 6, 3, 2, 5, 7)
+        return x.reshape(B, Fr // pt, (h // ph) * (w // pw), C * pt * ph * pw)
+
+    def unpatchify(self, tokens: Tensor, h: int, w: int) -> Tensor:
+        """[B, Ft, gh*gw, C*pt*ph*pw] -> [B, Ft*pt, C, h, w]."""
+        B, Ft = tokens.shape[:2]
+        pt, ph, pw = self.patch
+        C = self.in_channels
+        x = tokens.view(B, Ft, h // ph, w // pw, C, pt, ph, pw).permute(0, 1, 5, 4, 2, 6, 3, 7)
+        return x.reshape(B, Ft * pt, C, h, w)
+
+    def group_order(self, frames: int) -> tuple[Tensor, Tensor]:
+        """Sequence order of the 2*frames groups (index into [S_0..S_{F-1}, Y_0..Y_{F-1}]) and their times."""
+        idx = torch.arange(2 * frames)
+        times = torch.cat([torch.arange(frames), torch.arange(frames)])
+        if self.layout == "prefix":
+            return idx, torch.cat([torch.arange(frames), torch.arange(frames) + frames])
+        c = self.chunk_frames // self.patch[0]
+        if frames % c:
+            raise ValueError(f"{frames} token frames do not split into chunks of {c}; "
+                             f"use a frame count that is a multiple of chunk_frames={self.chunk_frames}")
+        chunks = idx.view(2, frames // c, c).transpose(0, 1).reshape(-1)   # [S_i | Y_i] per chunk
+        return chunks, times[chunks]
+
+    # ---- attention plumbing ----------------------------------------------------------------------
+    def _rotate_cached_keys(self, k: Tensor, chunks: list[ChunkInfo], starts: list[int],
+                            grid: tuple[int, int]) -> Tensor:
+        times = []
+        for info, t0 in zip(chunks, starts):
+            _, t = self.group_order(info.frames)
+            times.append(t + t0)
+        cos, sin = self.rope.angles(torch.cat(times), grid)
+        return Rope3D.apply(k, cos, sin)
+
+    def full_mask(self, frames: int, tokens_per_group: int) -> MaskSpec:
+        if self.attention_mode == "bidirectional":
+            return MaskSpec.full()
+        c = self.chunk_frames // self.patch[0]
+        chunk_tokens = (2 * c * tokens_per_group,) * (frames // c)
+        if self.window_chunks is None:
+            return MaskSpec.block_causal(chunk_tokens)
+        return MaskSpec.sink_window(chunk_tokens, self.sink_chunks, self.window_chunks)
+
+    def new_cache(self, sink: int | None = None, window: int | None | str = "default",
+                  rope: str | None = None) -> KVCache:
+        """A KV cache configured like this model (overridable for inference experiments)."""
+        if self.attention_mode != "causal":
+            raise ValueError("a KV cache needs attention_mode='causal'; a bidirectional model sees the future")
+        return KVCache(self.depth, self.sink_chunks if sink is None else sink,
+                       self.window_chunks if window == "default" else window, rope or self.rope_policy)
+
+    # ---- forward ---------------------------------------------------------------------------------
+    def forward(self, x: Tensor, sigma: Tensor, cond: Cond, cache: KVCache | None = None) -> Tensor:
+        """x [B, F, C, h, w] noisy target, sigma [B, F] (or [B]) -> flow [B, F, C, h, w].
+
+        With a cache, x is the next chunk; its K/V are staged in the cache and written by
+        ``cache.commit()`` (call it after the pass that should be remembered, usually sigma = 0).
+        """
+        B, Fr, C, h, w = x.shape
+        if C != self.in_channels:
+            raise ValueError(f"x has {C} channels but the backbone expects in_channels={self.in_channels}")
+        if cond.source.shape != x.shape:
+            raise ValueError(f"cond.source {tuple(cond.source.shape)} must match x {tuple(x.shape)}")
+        sigma = sigma.expand(B, Fr) if sigma.dim() == 2 else sigma.view(B, 1).expand(B, Fr)
+        pt, ph, pw = self.patch
+        grid = (h // ph, w // pw)
+        n = grid[0] * grid[1]
+        Ft = Fr // pt
+
+        if cache is not None:
+            if Fr != self.chunk_frames:
+                raise ValueError(f"cached forward takes one chunk of {self.chunk_frames} frames, got {Fr}")
+            if self.attention_mode != "causal":
+                raise ValueError("cache given to a bidirectional model; build it with attention_mode='causal'")
+
+        tokens = self.patch_embed(torch.cat([self.patchify(cond.source), self.patchify(x)], dim=1))
+        tokens = tokens + self.stream_embed.repeat_interleave(Ft, dim=0)[None, :, None].to(tokens.dtype)
+        tokens = tokens + self._camera_embedding(cond, Ft, grid).to(tokens.dtype)     # [B, 2Ft, n|1, D]
+
+        order, times = self.group_order(Ft)
+        order = order.to(x.device)
+        if cache is not None:
+            times = times + cache.query_t_start()
+            cache.stage_chunk(Ft, 2 * Ft * n)
+        seq = tokens[:, order].reshape(B, 2 * Ft * n, self.dim)
+        group_sigma = torch.cat([torch.zeros_like(sigma[:, ::pt]), sigma[:, ::pt]], dim=1)[:, order]
+        e = self.time_embed(sinusoidal_embedding(group_sigma * 1000.0, self.freq_dim).to(seq.dtype))   # [B, G, D]
+        e6 = self.time_proj(e).unflatten(-1, (6, self.dim))
+        rope = self.rope.angles(times, grid)
+
+        mask = MaskSpec.full() if cache is not None else self.full_mask(Ft, n)
+        attend = lambda q, k, v: self.attention(q, k, v, mask)  # noqa: E731
+        rotate = lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)  # noqa: E731
+        for i, block in enumerate(self.blocks):
+            seq = block(seq, e6, rope, attend, i, cache, rotate)
+
+        # Head on target groups only, back in frame order.
+        target_pos = torch.argsort(order)[Ft:].to(x.device)
+        out = seq.view(B, 2 * Ft, n, self.dim)[:, target_pos]
+        shift, scale = (self.head_modulation + e[:, target_pos, None]).unbind(2)
+        out = self.head(self.head_norm(out) * (1 + scale[:, :, None]) + shift[:, :, None])
+        return self.unpatchify(out, h, w).to(x.dtype)
+
+    def _camera_embedding(self, cond: Cond, Ft: int, grid: tuple[int, int]) -> Tensor:
+        """[B, 2*Ft, n|1, D]: identity pose for the source stream, the target cameras for the target."""
+        pt = self.patch[0]
+        tgt_c2w, tgt_K = cond.target_c2w[:, ::pt], cond.target_K[:, ::pt]
+        src_K = tgt_K if cond.source_K is None else cond.source_K[:, ::pt]
+        eye = torch.eye(4, device=tgt_c2w.device, dtype=tgt_c2w.dtype).expand_as(tgt_c2w)
+        both = self.camera_encoder(torch.cat([eye, tgt_c2w], 1), torch.cat([src_K, tgt_K], 1), cond.image_size, grid)
+        if cond.camera_keep is not None:
+            keep = torch.cat([torch.ones_like(both[:, :Ft, :1, :1]),
+                              cond.camera_keep.view(-1, 1, 1, 1).to(both.dtype).expand(-1, Ft, 1, 1)], dim=1)
+            both = both * keep
+        return both
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict] = {
+    # Trains in minutes on 2 CPU cores: 64x64 video through the pixel codec (factor 4) -> 48 x 16 x 16.
+    "tiny": dict(in_channels=48, dim=128, depth=4, heads=4, ffn_dim=512, patch=(1, 2, 2), freq_dim=128),
+    # Wan2.1-T2V-1.3B's transformer shape (no text cross-attention): shape only, random weights.
+    "wan1.3b": dict(in_channels=16, dim=1536, depth=30, heads=12, ffn_dim=8960, patch=(1, 2, 2), freq_dim=256,
+                    chunk_frames=3),
+}
+
+
+def _preset_factory(name: str):
+    def build(**overrides) -> CrossFrameDiT:
+        return CrossFrameDiT(**{**PRESETS[name], **overrides})
+
+    build.__name__ = f"dit_{name}"
+    build.__doc__ = f"CrossFrameDiT with the {name!r} preset: {PRESETS[name]}; keyword overrides win."
+    return build
+
+
+for _name in PRESETS:
+    BACKBONES.register(_name)(_preset_factory(_name))

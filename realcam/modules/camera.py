@@ -1,0 +1,85 @@
+"""Camera encoders: relative target cameras -> embeddings added onto tokens.
+
+Every encoder maps ``c2w [B, F, 4, 4]`` (relative to the pose reference, OpenCV) and intrinsics
+``K [B, F, 3, 3]`` (pixels of an ``image_size`` image) to ``[B, F, n, dim]`` with ``n`` either the
+number of tokens per frame (per-token encoders) or 1 (per-frame encoders, broadcast over tokens).
+Output projections start at zero, so a fresh encoder leaves a pretrained backbone unchanged.
+
+Write your own by subclassing :class:`CameraEncoder`; register it with
+``@CAMERA_ENCODERS.register("name")`` or reference it by ``class_path`` in YAML.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from realcam import geometry
+from realcam.registry import CAMERA_ENCODERS
+
+
+class CameraEncoder(nn.Module, ABC):
+    """Base class. ``dim`` must equal the backbone width; the backbone checks it."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    @abstractmethod
+    def forward(self, c2w: Tensor, K: Tensor, image_size: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+        """c2w [B, F, 4, 4], K [B, F, 3, 3] -> [B, F, gh*gw or 1, dim]."""
+
+
+def zero_linear(fan_in: int, fan_out: int) -> nn.Linear:
+    layer = nn.Linear(fan_in, fan_out)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+@CAMERA_ENCODERS.register("plucker")
+class PluckerEncoder(CameraEncoder):
+    """Per-token Plücker rays (o x d, d), sampled ``rays_per_token`` x ``rays_per_token`` inside each
+    token's footprint, flattened (6 * r * r features), then an MLP with a zero-initialized output."""
+
+    def __init__(self, dim: int, rays_per_token: int = 2, hidden: int | None = None):
+        super().__init__(dim)
+        self.rays_per_token = rays_per_token
+        feat = 6 * rays_per_token**2
+        hidden = hidden or dim
+        self.mlp = nn.Sequential(nn.Linear(feat, hidden), nn.SiLU(), zero_linear(hidden, dim))
+
+    def forward(self, c2w: Tensor, K: Tensor, image_size: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+        r = self.rays_per_token
+        gh, gw = grid
+        # Rays on an (gh*r, gw*r) grid spanning the whole image: intrinsics rescaled to that grid.
+        K_grid = geometry.resize_intrinsics(K.float(), image_size, (gh * r, gw * r))
+        rays = geometry.plucker_rays(c2w.float(), K_grid, gh * r, gw * r)         # [B, F, 6, gh*r, gw*r]
+        B, Fr = rays.shape[:2]
+        rays = rays.view(B, Fr, 6, gh, r, gw, r).permute(0, 1, 3, 5, 2, 4, 6)    # [B, F, gh, gw, 6, r, r]
+        feats = rays.reshape(B, Fr, gh * gw, 6 * r * r)
+        return self.mlp(feats.to(self.mlp[0].weight.dtype))
+
+
+@CAMERA_ENCODERS.register("extrinsics_mlp")
+class ExtrinsicsMLPEncoder(CameraEncoder):
+    """The relative 3x4 pose (optionally with intrinsics normalized by the image size) through an MLP
+    to one vector per frame; zero-initialized output, broadcast over the frame's tokens."""
+
+    def __init__(self, dim: int, use_intrinsics: bool = True, hidden: int | None = None):
+        super().__init__(dim)
+        self.use_intrinsics = use_intrinsics
+        feat = 12 + (4 if use_intrinsics else 0)
+        hidden = hidden or dim
+        self.mlp = nn.Sequential(nn.Linear(feat, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 zero_linear(hidden, dim))
+
+    def forward(self, c2w: Tensor, K: Tensor, image_size: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+        feats = [c2w[..., :3, :4].flatten(-2).float()]
+        if self.use_intrinsics:
+            h, w = image_size
+            norm = torch.tensor([w, h, w, h], dtype=torch.float32, device=K.device)
+            feats.append(torch.stack([K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2]], -1).float() / norm)
+        x = torch.cat(feats, dim=-1)
+        return self.mlp(x.to(self.mlp[0].weight.dtype)).unsqueeze(2)

@@ -1,0 +1,155 @@
+"""``realcam bench``: speed measurements that print a table and write JSON (never timed tests).
+
+Sub-benchmarks:
+  cache     per-chunk latency of cached causal inference early (chunk 16) and late (chunk 1024) in
+            the stream, sink + window against an unbounded cache, and attention backends side by side.
+Every ratio is measured side by side in one run, since the machines are noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from realcam.modules.attention import MaskSpec
+from realcam.modules.cond import Cond
+from realcam.registry import ATTENTION_BACKENDS, BACKBONES
+
+DEFAULT_OUT = Path("docs/benchmarks")
+
+
+def machine_info() -> dict:
+    return {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def autocast(device: str, dtype: str):
+    if dtype == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+def tiny_chunk_inputs(model, batch: int = 1, height: int = 16, width: int = 16, device: str = "cpu"):
+    """One chunk of random latents/conditions at the model's chunk size (latent grid height x width)."""
+    c = model.chunk_frames
+    x = torch.randn(batch, c, model.in_channels, height, width, device=device)
+    K = torch.tensor([[4.0 * width, 0, 2.0 * width], [0, 4.0 * height, 2.0 * height], [0, 0, 1]], device=device)
+    cond = Cond(torch.randn_like(x), torch.eye(4, device=device).repeat(batch, c, 1, 1),
+                K.repeat(batch, c, 1, 1), (4 * height, 4 * width))
+    return x, torch.full((batch, c), 0.5, device=device), cond
+
+
+@torch.no_grad()
+def stream_latency(model, chunks: int, sink: int, window: int | None, dtype: str, device: str,
+                   grid: tuple[int, int], desc: str) -> list[float]:
+    """Seconds per chunk (one cached forward + commit) for every chunk of a stream of ``chunks``."""
+    x, sigma, cond = tiny_chunk_inputs(model, height=grid[0], width=grid[1], device=device)
+    cache = model.new_cache(sink=sink, window=window)
+    times = []
+    with autocast(device, dtype):
+        for _ in tqdm(range(chunks), desc=desc, leave=False):
+            t0 = time.perf_counter()
+            model(x, sigma, cond, cache=cache)
+            cache.commit()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def _median_around(times: list[float], index: int, radius: int = 4) -> float:
+    """Median latency of chunks index-radius .. index+radius (1-based chunk numbers)."""
+    lo, hi = max(0, index - 1 - radius), min(len(times), index + radius)
+    return statistics.median(times[lo:hi])
+
+
+@torch.no_grad()
+def backend_table(model, grid, dtype, device, chunks: int, repeats: int) -> list[dict]:
+    """Each backend on (a) one cached chunk step against a full cache, (b) a full block-causal forward."""
+    rows = []
+    n = grid[0] * grid[1] // (model.patch[1] * model.patch[2])
+    heads, head_dim = model.heads, model.dim // model.heads
+    tokens = 2 * n * chunks
+    q = torch.randn(1, heads, tokens, head_dim, device=device)
+    k, v = torch.randn_like(q), torch.randn_like(q)
+    mask = MaskSpec.block_causal((2 * n,) * chunks)
+    for name in ATTENTION_BACKENDS.list():
+        backend = ATTENTION_BACKENDS.build(name)
+        with autocast(device, dtype):
+            backend(q, k, v, mask)   # warm-up (flex compiles its block mask / kernel here)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                backend(q, k, v, mask)
+            full = (time.perf_counter() - t0) / repeats
+            model.attention = backend
+            lat = stream_latency(model, 24, model.sink_chunks, model.window_chunks, dtype, device, grid, name)
+        rows.append({"backend": name, "block_causal_ms": 1e3 * full, "tokens": tokens,
+                     "cached_chunk_ms": 1e3 * statistics.median(lat[8:])})
+    return rows
+
+
+def bench_cache(args: argparse.Namespace) -> dict:
+    torch.manual_seed(0)
+    device = args.device
+    model = BACKBONES.build(args.preset, attention_mode="causal", sink_chunks=args.sink,
+                            window_chunks=args.window, attention=args.attention).to(device).eval()
+    grid = tuple(args.grid)
+    result: dict = {"benchmark": "cache", "preset": args.preset, "device": device, "dtype": args.dtype,
+                    "grid": grid, "chunk_frames": model.chunk_frames, "sink": args.sink, "window": args.window,
+                    "attention": args.attention, "chunks": args.chunks, "machine": machine_info(),
+                    "includes": "transformer forward + cache commit; no codec encode/decode"}
+    rows = []
+    for label, window in (("sink+window", args.window), ("unbounded", None)):
+        if label == "unbounded" and not args.compare_unbounded:
+            continue
+        times = stream_latency(model, args.chunks, args.sink, window, args.dtype, device, grid, label)
+        early, late = _median_around(times, 16), _median_around(times, args.chunks)
+        rows.append({"cache": label, "window": window, "chunk16_ms": 1e3 * early,
+                     f"chunk{args.chunks}_ms": 1e3 * late, "ratio": late / early})
+    result["latency"] = rows
+    result["backends"] = backend_table(model, grid, args.dtype, device, chunks=args.backend_chunks,
+                                       repeats=args.repeats)
+
+    print(f"\nrealcam bench cache — preset={args.preset} dtype={args.dtype} device={device} "
+          f"sink={args.sink} window={args.window} ({result['machine']['threads']} threads)")
+    print(f"{'cache':<12} {'chunk 16 (ms)':>14} {f'chunk {args.chunks} (ms)':>16} {'ratio':>7}")
+    for r in rows:
+        print(f"{r['cache']:<12} {r['chunk16_ms']:>14.2f} {r[f'chunk{args.chunks}_ms']:>16.2f} {r['ratio']:>7.2f}")
+    print(f"\n{'backend':<8} {'block-causal fwd (ms)':>22} {'cached chunk (ms)':>18}   ({result['backends'][0]['tokens']} tokens)")
+    for r in result["backends"]:
+        print(f"{r['backend']:<8} {r['block_causal_ms']:>22.2f} {r['cached_chunk_ms']:>18.2f}")
+    return result
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="realcam bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="which", required=True)
+    p = sub.add_parser("cache", help="per-chunk latency early vs late in the stream; attention backends")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--chunks", type=int, default=1024)
+    p.add_argument("--sink", type=int, default=1)
+    p.add_argument("--window", type=int, default=6)
+    p.add_argument("--grid", type=int, nargs=2, default=(16, 16), help="latent height width")
+    p.add_argument("--attention", default="sdpa")
+    p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compare-unbounded", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--backend-chunks", type=int, default=8, help="chunks in the backend comparison sequence")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT / "cache.json")
+    args = parser.parse_args(argv)
+    result = {"cache": bench_cache}[args.which](args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {args.out}")
+    return 0
