@@ -11,6 +11,7 @@ Write your own by subclassing :class:`CameraEncoder`; register it with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,11 @@ class CameraEncoder(nn.Module, ABC):
     @abstractmethod
     def forward(self, c2w: Tensor, K: Tensor, image_size: tuple[int, int], grid: tuple[int, int]) -> Tensor:
         """c2w [B, F, 4, 4], K [B, F, 3, 3] -> [B, F, gh*gw or 1, dim]."""
+
+
+def _fp32(device: torch.device):
+    """Disable autocast on real devices (``meta``, used for shape checks, has no autocast)."""
+    return nullcontext() if device.type == "meta" else torch.autocast(device_type=device.type, enabled=False)
 
 
 def zero_linear(fan_in: int, fan_out: int) -> nn.Linear:
@@ -54,8 +60,10 @@ class PluckerEncoder(CameraEncoder):
         r = self.rays_per_token
         gh, gw = grid
         # Rays on an (gh*r, gw*r) grid spanning the whole image: intrinsics rescaled to that grid.
-        K_grid = geometry.resize_intrinsics(K.float(), image_size, (gh * r, gw * r))
-        rays = geometry.plucker_rays(c2w.float(), K_grid, gh * r, gw * r)         # [B, F, 6, gh*r, gw*r]
+        # Ray geometry stays in fp32 even under bf16 autocast: directions and moments lose too much in bf16.
+        with _fp32(c2w.device):
+            K_grid = geometry.resize_intrinsics(K.float(), image_size, (gh * r, gw * r))
+            rays = geometry.plucker_rays(c2w.float(), K_grid, gh * r, gw * r)     # [B, F, 6, gh*r, gw*r]
         B, Fr = rays.shape[:2]
         rays = rays.view(B, Fr, 6, gh, r, gw, r).permute(0, 1, 3, 5, 2, 4, 6)    # [B, F, gh, gw, 6, r, r]
         feats = rays.reshape(B, Fr, gh * gw, 6 * r * r)

@@ -1,0 +1,69 @@
+"""PyAV helpers: H.264 write/read round trip, frame ranges, resize on decode, side-by-side stacking."""
+import pytest
+import torch
+
+from realcam.data.video import probe_video, read_video, side_by_side, write_video
+
+
+def _frames(T=6, H=32, W=48) -> torch.Tensor:
+    """Smooth, moving gradients (H.264-friendly, and every frame differs)."""
+    t, y, x = torch.meshgrid(torch.arange(T), torch.arange(H), torch.arange(W), indexing="ij")
+    r = (x * 255 // (W - 1) + 20 * t) % 256
+    g = y * 255 // (H - 1)
+    b = ((x + y) * 3 + 40 * t) % 256
+    return torch.stack([r, g, b], -1).to(torch.uint8)
+
+
+def test_write_read_round_trip(tmp_path):
+    frames = _frames()
+    path = write_video(tmp_path / "sub" / "clip.mp4", frames, fps=12)
+    assert path.is_file() and not list(path.parent.glob(".*partial"))   # no temporary left behind
+    info = probe_video(path)
+    assert (info.height, info.width, info.codec) == (32, 48, "h264")
+    assert info.fps == pytest.approx(12.0)
+    back = read_video(path)
+    assert back.shape == frames.shape and back.dtype == torch.uint8
+    err = (back.float() - frames.float()).abs().mean()
+    assert err < 6.0, f"mean abs error {err:.2f} too large for crf 18"
+
+
+def test_frame_range_stride_and_resize(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", _frames(T=10), fps=10)
+    full = read_video(path)
+    assert torch.equal(read_video(path, start=2, stop=9, stride=3), full[2:9:3])
+    assert torch.equal(read_video(path, start=7), full[7:])
+    small = read_video(path, stop=2, size=(16, 24))
+    assert small.shape == (2, 16, 24, 3)
+    assert (small.float().mean() - full[:2].float().mean()).abs() < 8
+    with pytest.raises(ValueError, match="selects no frame"):
+        read_video(path, start=20)
+    with pytest.raises(ValueError, match="frame range"):
+        read_video(path, start=3, stop=1)
+
+
+def test_odd_size_and_input_errors(tmp_path):
+    odd = _frames(T=3, H=15, W=21)
+    back = read_video(write_video(tmp_path / "odd.mp4", odd.numpy(), fps=5))
+    assert back.shape == odd.shape
+    with pytest.raises(TypeError, match="uint8"):
+        write_video(tmp_path / "bad.mp4", odd.float(), fps=5)
+    with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
+        write_video(tmp_path / "bad.mp4", odd[..., :2], fps=5)
+    with pytest.raises(FileNotFoundError):
+        read_video(tmp_path / "missing.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(ValueError, match="cannot be opened"):
+        read_video(tmp_path / "junk.mp4")
+
+
+def test_side_by_side():
+    a, b = _frames(T=4, H=8, W=5), _frames(T=4, H=8, W=7)
+    out = side_by_side([a, b[0].numpy()], gap=2, gap_value=0)   # a single frame repeats over T
+    assert out.shape == (4, 8, 5 + 2 + 7, 3)
+    assert torch.equal(out[:, :, :5], a) and torch.equal(out[3, :, 7:], b[0])
+    assert (out[:, :, 5:7] == 0).all()
+    assert side_by_side([a]).shape == a.shape
+    with pytest.raises(ValueError, match="H=8"):
+        side_by_side([a, _frames(T=4, H=6, W=5)])
+    with pytest.raises(ValueError, match="empty"):
+        side_by_side([])
