@@ -1,6 +1,7 @@
 """The ``realcam`` command: parses and dispatches, nothing more.
 
-``realcam data ...`` and ``realcam bench ...`` are tool commands with their own argparse parsers.
+``realcam fit|validate|test|predict`` go to LightningCLI (realcam/lightning_cli.py); ``realcam data``
+and ``realcam bench`` are tool commands with their own argparse parsers.
 Plugins (entry-point group ``realcam.plugins``) are imported before any parsing, so a third-party
 camera encoder is a valid registry name and ``class_path`` in every command.
 """
@@ -18,9 +19,12 @@ TOOL_COMMANDS = {
 }
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
 def _usage() -> str:
-    tools = ", ".join(sorted(TOOL_COMMANDS))
-    return f"usage: realcam {{{tools}}} ...\n  realcam <command> --help for details"
+    commands = ", ".join([*LIGHTNING_COMMANDS, *sorted(TOOL_COMMANDS)])
+    return f"usage: realcam {{{commands}}} ...\n  realcam <command> --help for details"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     command = argv[0]
+    if command in LIGHTNING_COMMANDS:
+        from realcam.lightning_cli import main as lightning_main
+
+        return int(lightning_main(argv) or 0)
     if command in TOOL_COMMANDS:
         module_name, func_name = TOOL_COMMANDS[command].split(":")
         func = getattr(importlib.import_module(module_name), func_name)

@@ -1,0 +1,204 @@
+"""``realcam data {make-shards, check, bench}``: parse the arguments, then call the library.
+
+    realcam data make-shards --source synthetic --loopaug pingpong,orbit_return,none --num-sequences 256 \\
+        --out data/tiny --lengths 8,12,16 --height 64 --width 64 --split train
+    realcam data make-shards ... --split val      # held-out scenes: the split salts every scene seed
+    realcam data check data/tiny
+    realcam data bench --out bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from realcam.data.shards import FRAME_FORMATS, ShardWriter, check_name, check_shards, write_index
+from realcam.registry import LOOPAUG_STRATEGIES, MULTIVIEW_SOURCES
+
+
+def sequence_seed(seed: int, split: str, index: int) -> int:
+    """Seed of the strategy's generator for sequence ``index``: stable across processes and platforms."""
+    digest = hashlib.blake2b(f"realcam-make-shards|{split}|{seed}|{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def build_source(name: str, args: dict[str, Any], *, height: int, width: int, num_frames: int, seed: int,
+                 split: str) -> Any:
+    """A multiview source from the registry; the common options go to it only where its signature takes them."""
+    factory = MULTIVIEW_SOURCES.get(name)
+    params = inspect.signature(factory).parameters
+    common = dict(height=height, width=width, num_frames=num_frames, seed=seed, split=split)
+    kwargs = {k: v for k, v in common.items() if k in params}
+    kwargs.update(args)
+    return factory(**kwargs)
+
+
+def make_shards(out: str | Path, num_sequences: int, *, source: str = "synthetic",
+                source_args: dict[str, Any] | None = None, strategies: Sequence[str] = ("pingpong", "orbit_return",
+                                                                                        "none"),
+                strategy_args: dict[str, dict[str, Any]] | None = None, lengths: Sequence[int] = (16,),
+                height: int = 64, width: int = 64, seed: int = 0, split: str = "train",
+                samples_per_shard: int = 64, frame_format: str = "npy", overwrite: bool = False,
+                progress: bool = True) -> dict[str, Any]:
+    """Render ``num_sequences`` LoopSequences into ``out/SPLIT-NNNNNN.tar`` and record them in ``out/index.json``.
+
+    Sequence i uses strategy ``strategies[i % S]`` at length ``lengths[(i // S) % L]`` (every combination equally
+    often), scene ``i`` of the source built with (seed, split), and a generator seeded from (seed, split, i):
+    the same arguments give byte-identical shards. Returns the split's index entry.
+    """
+    from tqdm import tqdm
+
+    out, split = Path(out), check_name(split, "split")
+    strategies, lengths = list(strategies), [int(x) for x in lengths]
+    if num_sequences < 1:
+        raise ValueError(f"num_sequences={num_sequences}: expected >= 1")
+    if not strategies or not lengths or min(lengths) < 1:
+        raise ValueError(f"need at least one strategy and positive lengths (got {strategies}, {lengths})")
+    for name in strategies:
+        LOOPAUG_STRATEGIES.get(name)  # unknown names fail here, before any rendering
+    out.mkdir(parents=True, exist_ok=True)
+    existing = sorted(out.glob(f"{split}-*.tar"))
+    if existing and not overwrite:
+        raise FileExistsError(f"{out} already holds {len(existing)} {split} shards ({existing[0].name}, ...): "
+                              f"pass --overwrite to replace them or choose another --out")
+    for path in [*existing, *out.glob(f".{split}-*.tar.tmp")]:  # temp files are leftovers of killed runs
+        path.unlink()
+    src_args = dict(source_args or {})
+    src = build_source(source, src_args, height=height, width=width, num_frames=max(lengths), seed=seed,
+                       split=split)
+    builders = {(name, L): LOOPAUG_STRATEGIES.build(name, length=L, **(strategy_args or {}).get(name, {}))
+                for name in strategies for L in lengths}
+    num_scenes = len(src) if hasattr(src, "__len__") else None
+    length_counts: dict[int, int] = {}
+    strategy_counts: dict[str, int] = {}
+    resolutions: dict[str, int] = {}  # "HxW" -> count, as rendered (a source may ignore --height/--width)
+    with ShardWriter(out, split, samples_per_shard, frame_format) as writer, \
+            tqdm(total=num_sequences, desc=f"make-shards {split}", unit="seq", disable=not progress) as bar:
+        for i in range(num_sequences):
+            name, L = strategies[i % len(strategies)], lengths[(i // len(strategies)) % len(lengths)]
+            scene = i % num_scenes if num_scenes else i
+            seq = builders[name, L](src, scene, torch.Generator().manual_seed(sequence_seed(seed, split, i)))
+            size = "x".join(map(str, seq.image_size))
+            resolutions[size] = resolutions.get(size, 0) + 1
+            writer.write(f"{split}-{i:08d}", seq)
+            length_counts[L] = length_counts.get(L, 0) + 1
+            strategy_counts[name] = strategy_counts.get(name, 0) + 1
+            bar.update()
+    summary = dict(split=split, source=source, source_args=src_args, strategies=strategies,
+                   strategy_args=strategy_args or {}, seed=seed, num_sequences=num_sequences, lengths=lengths,
+                   length_counts={str(k): v for k, v in sorted(length_counts.items())},
+                   strategy_counts=strategy_counts, height=height, width=width, resolutions=resolutions,
+                   frame_format=frame_format,
+                   samples_per_shard=samples_per_shard, num_shards=len(writer.shards),
+                   pattern=f"{split}-{{000000..{len(writer.shards) - 1:06d}}}.tar", shards=writer.shards)
+    write_index(out, split, summary)
+    return summary
+
+
+# -- argument parsing ---------------------------------------------------------------------------------------------
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 8,12,16")
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({err}); e.g. '{{\"num_cameras\": 4}}'")
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a JSON object")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="realcam data", description="Make, check and benchmark LoopSequence "
+                                     "shards (format: docs/data.md).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mk = sub.add_parser("make-shards", help="render LoopAug sequences into WebDataset tar shards")
+    mk.add_argument("--source", default="synthetic", help=f"multiview source ({', '.join(MULTIVIEW_SOURCES.list())})")
+    mk.add_argument("--source-args", type=_json_dict, default={}, help="extra source arguments as a JSON object")
+    mk.add_argument("--loopaug", default="pingpong,orbit_return,none",
+                    help=f"comma-separated strategies ({', '.join(LOOPAUG_STRATEGIES.list())})")
+    mk.add_argument("--loopaug-args", type=_json_dict, default={},
+                    help='per-strategy arguments, e.g. \'{"orbit_return": {"laps": 3}}\'')
+    mk.add_argument("--num-sequences", type=int, required=True)
+    mk.add_argument("--out", required=True, help="output directory (shards + index.json)")
+    mk.add_argument("--seed", type=int, default=0)
+    length = mk.add_mutually_exclusive_group()
+    length.add_argument("--length", type=int, help="steps per sequence (default 16)")
+    length.add_argument("--lengths", type=_int_list, help="several lengths, used equally often, e.g. 8,12,16")
+    mk.add_argument("--height", type=int, default=64)
+    mk.add_argument("--width", type=int, default=64)
+    mk.add_argument("--samples-per-shard", type=int, default=64)
+    mk.add_argument("--split", default="train", help="shard prefix and scene salt: train, val or test")
+    mk.add_argument("--frame-format", choices=FRAME_FORMATS, default="npy")
+    mk.add_argument("--overwrite", action="store_true", help="replace existing shards of this split")
+    mk.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ck = sub.add_parser("check", help="decode and validate every sample; non-zero exit if anything is bad")
+    ck.add_argument("dir")
+    ck.add_argument("--frame-tol", type=float, default=1.0,
+                    help="allowed mean |difference| (uint8 levels) between target frames at a revisit")
+
+    bn = sub.add_parser("bench", help="renderer (clips/s) and loader (samples/s) throughput")
+    bn.add_argument("--out", help="write the results as JSON here")
+    bn.add_argument("--height", type=int, default=64)
+    bn.add_argument("--width", type=int, default=64)
+    bn.add_argument("--length", type=int, default=16)
+    bn.add_argument("--num-samples", type=int, default=64)
+    bn.add_argument("--batch-size", type=int, default=8)
+    bn.add_argument("--workers", type=_int_list, default=[0, 2], help="num_workers values to time, e.g. 0,2")
+    bn.add_argument("--render-repeats", type=int, default=5)
+    return parser
+
+
+def _check(directory: str, frame_tol: float) -> int:
+    report = check_shards(directory, frame_tol=frame_tol)
+    for bad in report["bad"]:
+        where = bad["shard"] + (f" {bad['key']}" if bad["key"] is not None else "")
+        print(f"BAD  {where}: {bad['reason']}")
+    for name in report["temp_files"]:
+        print(f"note {name}: unfinished temporary shard (an interrupted write); no reader matches it")
+    lengths = ", ".join(f"T={k}: {v}" for k, v in report["lengths"].items()) or "-"
+    strategies = ", ".join(f"{k}: {v}" for k, v in report["strategies"].items()) or "-"
+    status = f"{len(report['bad'])} problem(s)" if report["bad"] else "all good"
+    print(f"{directory}: {report['shards']} shards, {report['samples']} valid samples ({lengths}; {strategies}); "
+          f"{status}")
+    return 1 if report["bad"] or report["shards"] == 0 else 0
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "make-shards":
+            summary = make_shards(args.out, args.num_sequences, source=args.source, source_args=args.source_args,
+                                  strategies=[s.strip() for s in args.loopaug.split(",") if s.strip()],
+                                  strategy_args=args.loopaug_args,
+                                  lengths=args.lengths or [args.length or 16], height=args.height,
+                                  width=args.width, seed=args.seed, split=args.split,
+                                  samples_per_shard=args.samples_per_shard, frame_format=args.frame_format,
+                                  overwrite=args.overwrite, progress=not args.quiet)
+            print(f"wrote {summary['num_sequences']} sequences in {summary['num_shards']} shards: "
+                  f"{Path(args.out) / summary['pattern']} (index: {Path(args.out) / 'index.json'})")
+            return 0
+        if args.command == "check":
+            return _check(args.dir, args.frame_tol)
+        from realcam.data.bench import run_bench
+
+        run_bench(out=args.out, height=args.height, width=args.width, length=args.length,
+                  num_samples=args.num_samples, batch_size=args.batch_size, workers=args.workers,
+                  render_repeats=args.render_repeats)
+        return 0
+    except (ValueError, FileExistsError, FileNotFoundError, KeyError) as err:
+        print(f"realcam data {args.command}: error: {err}", file=sys.stderr)
+        return 2

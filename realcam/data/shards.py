@@ -1,0 +1,460 @@
+"""WebDataset tar shards of LoopSequences: the sample format, an atomic shard writer, a reader and a checker.
+
+One tar member per field, WebDataset style (``KEY.FIELD.EXT``, all members of a sample adjacent)::
+
+    KEY.json             metadata: format_version, key, scene_id, strategy, length T, height H, width W,
+                         frame_format, metadata (the sequence's own dict)
+    KEY.source.npy       uint8   [T, H, W, 3]   (or KEY.source.png: a lossless RGB film strip [T*H, W, 3])
+    KEY.target.npy       uint8   [T, H, W, 3]   (or KEY.target.png)
+    KEY.source_c2w.npy   float32 [T, 4, 4]      OpenCV camera-to-world, metres
+    KEY.target_c2w.npy   float32 [T, 4, 4]
+    KEY.source_k.npy     float32 [T, 3, 3]      intrinsics in pixels (lower-case k: WebDataset lower-cases suffixes)
+    KEY.target_k.npy     float32 [T, 3, 3]
+    KEY.revisit.npy      int64   [T]            m for a revisit n -> m, -1 elsewhere
+
+Tars are written with fixed member metadata (mtime 0, uid 0, mode 644), so the same sequences give byte-identical
+shards. A shard is written as ``.PREFIX-NNNNNN.tar.tmp`` and renamed to ``PREFIX-NNNNNN.tar`` only when complete.
+The full description, with a plain tar + numpy example, is docs/data.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from realcam.data.loopaug import LoopSequence
+
+FORMAT_VERSION = 1
+FRAME_FORMATS = ("npy", "png")
+ARRAY_FIELDS = {  # tar suffix -> (LoopSequence field, dtype, trailing shape)
+    "source_c2w.npy": ("source_c2w", np.float32, (4, 4)),
+    "target_c2w.npy": ("target_c2w", np.float32, (4, 4)),
+    "source_k.npy": ("source_K", np.float32, (3, 3)),
+    "target_k.npy": ("target_K", np.float32, (3, 3)),
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ShardError(Exception):
+    """A shard or one of its samples cannot be read; ``shard`` and ``key`` say where (key may be None)."""
+
+    def __init__(self, shard: str, key: str | None, reason: str):
+        self.shard, self.key, self.reason = str(shard), key, reason
+        where = f"{self.shard}" + (f" sample {key!r}" if key is not None else "")
+        super().__init__(f"{where}: {reason}")
+
+
+# -- names ----------------------------------------------------------------------------------------------------
+def check_name(name: str, what: str) -> str:
+    """Keys and prefixes must be plain words: a dot would split a WebDataset key, a slash would make a folder."""
+    if not _NAME_RE.match(name) or name.startswith("__"):
+        raise ValueError(f"{what} {name!r} is invalid: use 1-64 letters, digits, '-' or '_' (no dots, no slashes)")
+    return name
+
+
+def shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:06d}.tar"
+
+
+def temp_shard_name(prefix: str, index: int) -> str:
+    # Leading dot and trailing .tmp: neither `prefix-*.tar` globs nor `prefix-{000000..N}.tar` braces match it.
+    return f".{prefix}-{index:06d}.tar.tmp"
+
+
+# -- sample encoding ------------------------------------------------------------------------------------------
+def revisit_to_array(revisit: Mapping[int, int], length: int) -> np.ndarray:
+    """{n: m} -> int64 [T] with m at n and -1 elsewhere."""
+    out = np.full(length, -1, dtype=np.int64)
+    for n, m in revisit.items():
+        out[int(n)] = int(m)
+    return out
+
+
+def revisit_from_array(revisit: np.ndarray) -> dict[int, int]:
+    return {int(n): int(m) for n, m in enumerate(np.asarray(revisit).tolist()) if m >= 0}
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "tolist"):  # numpy arrays / scalars and torch tensors in metadata
+        return x.tolist()
+    raise TypeError(f"metadata value of type {type(x).__name__} is not JSON-serializable")
+
+
+def _npy_bytes(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(x), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _png_bytes(frames: np.ndarray) -> bytes:
+    from PIL import Image
+
+    T, H, W, _ = frames.shape
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(frames).reshape(T * H, W, 3), mode="RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def encode_sample(seq: LoopSequence, key: str, frame_format: str = "npy") -> list[tuple[str, bytes]]:
+    """The tar members of one sample, in write order: ``[(f"{key}.{suffix}", bytes), ...]``."""
+    check_name(key, "sample key")
+    if frame_format not in FRAME_FORMATS:
+        raise ValueError(f"frame_format {frame_format!r} is unknown: expected one of {FRAME_FORMATS}")
+    T, H, W = seq.num_steps, *seq.image_size
+    meta = dict(format_version=FORMAT_VERSION, key=key, scene_id=seq.scene_id, strategy=seq.strategy,
+                length=T, height=H, width=W, frame_format=frame_format, metadata=seq.metadata)
+    entries = [("json", json.dumps(meta, sort_keys=True, separators=(",", ":"), default=_json_default).encode())]
+    for stream in ("source", "target"):
+        frames = getattr(seq, f"{stream}_frames").cpu().numpy()
+        data = _npy_bytes(frames) if frame_format == "npy" else _png_bytes(frames)
+        entries.append((f"{stream}.{frame_format}", data))
+    for suffix, (field, dtype, _) in ARRAY_FIELDS.items():
+        entries.append((suffix, _npy_bytes(getattr(seq, field).cpu().numpy().astype(dtype, copy=False))))
+    entries.append(("revisit.npy", _npy_bytes(revisit_to_array(seq.revisit, T))))
+    return [(f"{key}.{suffix}", data) for suffix, data in entries]
+
+
+def _load_npy(data: bytes, suffix: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        x = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as err:  # truncated header, garbage bytes, pickled objects
+        raise ValueError(f"{suffix} is not a readable .npy array ({type(err).__name__}: {err})") from None
+    if x.dtype != dtype or x.shape != shape:
+        raise ValueError(f"{suffix} has dtype {x.dtype} shape {x.shape}: expected {np.dtype(dtype)} {shape}")
+    return x
+
+
+def _load_png_strip(data: bytes, suffix: str, shape: tuple[int, int, int, int]) -> np.ndarray:
+    from PIL import Image
+
+    T, H, W, _ = shape
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            mode, x = img.mode, np.array(img)  # a writable copy (torch warns on read-only arrays)
+    except Exception as err:
+        raise ValueError(f"{suffix} is not a readable PNG ({type(err).__name__}: {err})") from None
+    if mode != "RGB" or x.shape != (T * H, W, 3):
+        raise ValueError(f"{suffix} is a {mode} image of shape {x.shape}: expected an RGB strip {(T * H, W, 3)}")
+    return x.reshape(shape)
+
+
+def decode_sample(entries: Mapping[str, bytes], key: str = "?") -> LoopSequence:
+    """Members of one sample (suffix -> bytes, e.g. ``{"json": b"...", "source.npy": b"...", ...}``) -> LoopSequence.
+
+    Raises ValueError naming the member for anything missing, unreadable, mis-shaped or inconsistent; the
+    LoopSequence constructor then validates poses (rigid c2w), intrinsics and the revisit map.
+    """
+    if "json" not in entries:
+        raise ValueError(f"sample {key!r} has no json member (has {sorted(entries)})")
+    try:
+        meta = json.loads(entries["json"])
+        T, H, W, fmt = int(meta["length"]), int(meta["height"]), int(meta["width"]), meta["frame_format"]
+    except Exception as err:
+        raise ValueError(f"sample {key!r}: json is broken ({type(err).__name__}: {err})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"sample {key!r}: format_version {meta.get('format_version')} != {FORMAT_VERSION}")
+    if fmt not in FRAME_FORMATS or min(T, H, W) < 1:
+        raise ValueError(f"sample {key!r}: json has frame_format={fmt!r} length={T} size={H}x{W}")
+    needed = [f"source.{fmt}", f"target.{fmt}", *ARRAY_FIELDS, "revisit.npy"]
+    missing = [s for s in needed if s not in entries]
+    if missing:
+        raise ValueError(f"sample {key!r} is missing members {missing} (has {sorted(entries)})")
+    arrays: dict[str, Any] = {}
+    for stream in ("source", "target"):
+        suffix, data = f"{stream}.{fmt}", entries[f"{stream}.{fmt}"]
+        arrays[f"{stream}_frames"] = (_load_npy(data, suffix, np.uint8, (T, H, W, 3)) if fmt == "npy"
+                                      else _load_png_strip(data, suffix, (T, H, W, 3)))
+    for suffix, (field, dtype, tail) in ARRAY_FIELDS.items():
+        arrays[field] = _load_npy(entries[suffix], suffix, dtype, (T, *tail))
+    revisit = _load_npy(entries["revisit.npy"], "revisit.npy", np.int64, (T,))
+    bad = [n for n, m in enumerate(revisit.tolist()) if not -1 <= m < n]
+    if bad:
+        raise ValueError(f"sample {key!r}: revisit.npy[{bad[0]}] = {revisit[bad[0]]}: need -1 or 0 <= m < n")
+    return LoopSequence.from_dict(dict(arrays, revisit=revisit_from_array(revisit),
+                                       strategy=meta.get("strategy", "none"), scene_id=meta.get("scene_id", ""),
+                                       metadata=meta.get("metadata", {})))
+
+
+def sequence_problems(seq: LoopSequence, pose_atol: float = 1e-4, frame_tol: float = 1.0) -> list[str]:
+    """Revisit consistency beyond what LoopSequence checks: at a revisit n -> m the target pose must match, and
+    the target frames must agree to ``frame_tol`` mean absolute uint8 levels (lossless frames: equal)."""
+    problems = []
+    for n, m in seq.revisit.items():
+        dpose = float((seq.target_c2w[n] - seq.target_c2w[m]).abs().max())
+        if dpose > pose_atol:
+            problems.append(f"revisit {n}->{m}: target_c2w differs by {dpose:.3g} (> {pose_atol})")
+        dframe = float((seq.target_frames[n].float() - seq.target_frames[m].float()).abs().mean())
+        if dframe > frame_tol:
+            problems.append(f"revisit {n}->{m}: target frames differ by {dframe:.3g} levels on average")
+    return problems
+
+
+# -- writer ---------------------------------------------------------------------------------------------------
+def _tar_member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = size, 0, 0o644, 0, 0, "", ""
+    return info
+
+
+class ShardWriter:
+    """Writes samples into ``out_dir/PREFIX-NNNNNN.tar``, ``samples_per_shard`` per shard, each atomically.
+
+    Use as a context manager. An exception inside the ``with`` deletes the unfinished temporary shard; a killed
+    process leaves only a ``.PREFIX-NNNNNN.tar.tmp`` that no reader pattern matches. ``shards`` lists the
+    finished shards: ``{"name", "num_samples", "keys", "bytes", "sha256"}``.
+    """
+
+    def __init__(self, out_dir: str | Path, prefix: str = "train", samples_per_shard: int = 64,
+                 frame_format: str = "npy", start_index: int = 0):
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard={samples_per_shard}: expected >= 1")
+        if frame_format not in FRAME_FORMATS:
+            raise ValueError(f"frame_format {frame_format!r} is unknown: expected one of {FRAME_FORMATS}")
+        self.out_dir, self.prefix = Path(out_dir), check_name(prefix, "shard prefix")
+        self.samples_per_shard, self.frame_format, self.index = samples_per_shard, frame_format, start_index
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.shards: list[dict[str, Any]] = []
+        self._tar: tarfile.TarFile | None = None
+        self._file: Any = None
+        self._keys: list[str] = []
+        self._all_keys: set[str] = set()
+        self._hash = hashlib.sha256()
+
+    def write(self, key: str, seq: LoopSequence) -> None:
+        members = encode_sample(seq, key, self.frame_format)  # encode first: a bad sample never opens a shard
+        if key in self._all_keys:
+            raise ValueError(f"sample key {key!r} was already written by this writer: keys must be unique")
+        if self._tar is None:
+            self._open()
+        self._all_keys.add(key)
+        for name, data in members:
+            self._tar.addfile(_tar_member(name, len(data)), io.BytesIO(data))
+        self._keys.append(key)
+        if len(self._keys) >= self.samples_per_shard:
+            self._finish()
+
+    def _open(self) -> None:
+        self._file = _HashingFile(open(self.out_dir / temp_shard_name(self.prefix, self.index), "wb"), self._hash)
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+
+    def _finish(self) -> None:
+        self._tar.close()  # writes the two zero end-of-archive blocks
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        size = self._file.tell()
+        self._file.close()
+        name = shard_name(self.prefix, self.index)
+        os.replace(self.out_dir / temp_shard_name(self.prefix, self.index), self.out_dir / name)
+        self.shards.append(dict(name=name, num_samples=len(self._keys), keys=list(self._keys), bytes=size,
+                                sha256=self._hash.hexdigest()))
+        self._tar, self._file, self._keys, self._hash = None, None, [], hashlib.sha256()
+        self.index += 1
+
+    def abort(self) -> None:
+        """Drop the unfinished shard (finished ones stay: each is complete on its own)."""
+        if self._tar is not None:
+            self._file.close()
+            (self.out_dir / temp_shard_name(self.prefix, self.index)).unlink(missing_ok=True)
+            self._tar, self._file, self._keys, self._hash = None, None, [], hashlib.sha256()
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._finish()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.abort() if exc_type is not None else self.close()
+
+
+class _HashingFile:
+    """A write-only file wrapper that feeds a sha256 as bytes go out (shard checksums cost no second read)."""
+
+    def __init__(self, f: Any, hasher: Any):
+        self._f, self._hash = f, hasher
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def write_shards(sequences: Iterable[tuple[str, LoopSequence]], out_dir: str | Path, prefix: str = "train",
+                 samples_per_shard: int = 64, frame_format: str = "npy") -> list[dict[str, Any]]:
+    """Write ``(key, sequence)`` pairs into shards; returns the shard list (see :class:`ShardWriter`)."""
+    with ShardWriter(out_dir, prefix, samples_per_shard, frame_format) as writer:
+        for key, seq in sequences:
+            writer.write(key, seq)
+    return writer.shards
+
+
+# -- reader ---------------------------------------------------------------------------------------------------
+def iter_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Stream ``(key, {suffix: bytes})`` per sample from one tar, in order.
+
+    Raises :class:`ShardError` naming the shard and the sample being read when the tar is truncated or
+    garbled; samples before that point have already been yielded.
+    """
+    path = str(path)
+    key: str | None = None
+    entries: dict[str, bytes] = {}
+    try:
+        with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                base, _, suffix = member.name.rpartition("/")[2].partition(".")
+                if not suffix or base.startswith("__"):
+                    continue
+                if base != key:
+                    if key is not None:
+                        yield key, entries
+                    key, entries = base, {}
+                if suffix in entries:
+                    raise ShardError(path, key, f"duplicate member {member.name!r}")
+                entries[suffix] = tar.extractfile(member).read()
+            # tarfile takes a file cut exactly between members for a normal end; a complete tar ends with
+            # zero blocks (the end-of-archive marker), so look for one where the members stopped.
+            f.seek(tar.offset)
+            trailer = f.read(tarfile.BLOCKSIZE)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise ShardError(path, key, f"unreadable tar after this point ({type(err).__name__}: {err})") from err
+    if key is not None:
+        yield key, entries
+    if len(trailer) < tarfile.BLOCKSIZE or trailer.count(0) != tarfile.BLOCKSIZE:
+        raise ShardError(path, None, f"truncated: the tar has no end-of-archive marker after sample {key!r}")
+
+
+def read_shard(path: str | Path) -> Iterator[tuple[str, LoopSequence]]:
+    """``(key, LoopSequence)`` per sample; a broken sample raises :class:`ShardError` with its key."""
+    for key, entries in iter_shard(path):
+        try:
+            yield key, decode_sample(entries, key)
+        except (ValueError, TypeError) as err:
+            raise ShardError(str(path), key, str(err)) from err
+
+
+def expand_urls(urls: str | Sequence[str], argument: str) -> list[str]:
+    """Shard paths from a brace pattern (``dir/train-{000000..000009}.tar``), a glob, or a list of those.
+
+    Every path must exist; the error names ``argument`` (e.g. ``val_shards``) so a YAML typo is obvious.
+    """
+    import glob
+
+    from braceexpand import braceexpand
+
+    patterns = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
+    out: list[str] = []
+    for pattern in patterns:
+        for path in braceexpand(str(pattern)):
+            found = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
+            if not found or not all(os.path.isfile(p) for p in found):
+                missing = next((p for p in found if not os.path.isfile(p)), path)
+                raise FileNotFoundError(f"{argument}: shard {missing!r} does not exist (from pattern {pattern!r}); "
+                                        f"make shards with `realcam data make-shards --out DIR` or fix the path")
+            out.extend(found)
+    if not out:
+        raise ValueError(f"{argument} is empty: give shard paths or a brace pattern like "
+                         f"'DIR/train-{{000000..000003}}.tar'")
+    return out
+
+
+# -- index.json and the checker -------------------------------------------------------------------------------
+INDEX_NAME = "index.json"
+INDEX_FORMAT = "realcam-loopseq-shards"
+
+
+def read_index(directory: str | Path) -> dict[str, Any]:
+    """``DIR/index.json`` (``{"format", "format_version", "splits": {split: summary}}``); empty splits if absent."""
+    path = Path(directory) / INDEX_NAME
+    if not path.exists():
+        return {"format": INDEX_FORMAT, "format_version": FORMAT_VERSION, "splits": {}}
+    index = json.loads(path.read_text())
+    if index.get("format") != INDEX_FORMAT or not isinstance(index.get("splits"), dict):
+        raise ValueError(f"{path} is not a realcam shard index (format={index.get('format')!r})")
+    return index
+
+
+def write_index(directory: str | Path, split: str, summary: dict[str, Any]) -> Path:
+    """Set ``splits[split]`` in ``DIR/index.json``, keeping the other splits; written atomically too."""
+    directory = Path(directory)
+    index = read_index(directory)
+    index["splits"][split] = summary
+    index["splits"] = dict(sorted(index["splits"].items()))
+    tmp = directory / f".{INDEX_NAME}.tmp"
+    tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, directory / INDEX_NAME)
+    return directory / INDEX_NAME
+
+
+def check_shards(directory: str | Path, frame_tol: float = 1.0) -> dict[str, Any]:
+    """Decode and validate every sample of every ``*.tar`` in ``directory`` against the format and index.json.
+
+    Per sample: all members present and readable, shapes/dtypes matching its json, rigid c2w and valid K
+    (geometry.validate_*), a revisit map pointing back in time whose target poses and frames agree. Per shard:
+    it reads to the end, and its sample count, keys and sha256 match index.json. Returns
+    ``{"shards", "samples", "bad": [{"shard", "key", "reason"}], "temp_files", "lengths", "strategies"}``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory of shards")
+    bad: list[dict[str, Any]] = []
+    try:
+        index = read_index(directory)
+    except (ValueError, json.JSONDecodeError) as err:
+        index = {"splits": {}}
+        bad.append(dict(shard=INDEX_NAME, key=None, reason=f"index.json is unreadable: {err}"))
+    listed = {s["name"]: s for split in index["splits"].values() for s in split.get("shards", [])}
+    lengths: dict[int, int] = {}
+    strategies: dict[str, int] = {}
+    seen: dict[str, str] = {}
+    samples = 0
+    paths = sorted(directory.glob("*.tar"))
+    for path in paths:
+        keys: list[str] = []
+        try:
+            for key, entries in iter_shard(path):
+                keys.append(key)
+                if key in seen:
+                    bad.append(dict(shard=path.name, key=key, reason=f"duplicate key (also in {seen[key]})"))
+                seen[key] = path.name
+                try:
+                    seq = decode_sample(entries, key)
+                except (ValueError, TypeError) as err:
+                    bad.append(dict(shard=path.name, key=key, reason=str(err)))
+                    continue
+                problems = sequence_problems(seq, frame_tol=frame_tol)
+                if problems:
+                    bad.append(dict(shard=path.name, key=key, reason="; ".join(problems)))
+                    continue
+                samples += 1
+                lengths[seq.num_steps] = lengths.get(seq.num_steps, 0) + 1
+                strategies[seq.strategy] = strategies.get(seq.strategy, 0) + 1
+        except ShardError as err:
+            bad.append(dict(shard=path.name, key=err.key, reason=err.reason))
+            continue
+        entry = listed.get(path.name)
+        if entry is not None:
+            if entry.get("keys") is not None and keys != entry["keys"]:
+                bad.append(dict(shard=path.name, key=None, reason=f"holds {len(keys)} samples, index.json lists "
+                                f"{len(entry['keys'])} (keys differ): the shard was changed after it was written"))
+            elif entry.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+                bad.append(dict(shard=path.name, key=None, reason="sha256 differs from index.json: the shard was "
+                                "modified after it was written"))
+    on_disk = {p.name for p in paths}
+    for name in sorted(set(listed) - on_disk):
+        bad.append(dict(shard=name, key=None, reason="listed in index.json but missing on disk"))
+    return dict(shards=len(paths), samples=samples, bad=bad, lengths=dict(sorted(lengths.items())),
+                strategies=dict(sorted(strategies.items())),
+                temp_files=sorted(p.name for p in directory.glob(".*.tar.tmp")))

@@ -1,0 +1,87 @@
+"""Plumbing shared by the LightningModules: batch -> (latents, Cond), EMA, optimizers, seeded noise."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+
+import torch
+from torch import Tensor, nn
+
+from realcam import geometry
+from realcam.modules.codecs import LatentCodec
+from realcam.modules.cond import Cond
+from realcam.registry import CODECS
+
+
+def build_codec(codec: str | LatentCodec) -> LatentCodec:
+    return CODECS.build(codec) if isinstance(codec, str) else codec
+
+
+def prepare_batch(batch: dict, codec: LatentCodec, pose_reference: str) -> tuple[Tensor, Cond]:
+    """A data batch (docs/data.md) -> clean target latents x0 [B, F, C, h, w] and the conditions.
+
+    Target poses become relative to the source camera under ``pose_reference``; a temporally
+    compressing codec takes the camera of the first video frame of each latent frame.
+    """
+    source, target = batch["source"], batch["target"]
+    H, W = source.shape[-2:]
+    with torch.no_grad():
+        x0, src = codec.encode(target), codec.encode(source)
+    rel = geometry.relative_poses(batch["source_c2w"].float(), batch["target_c2w"].float(), pose_reference)
+    frames = torch.arange(x0.shape[1], device=x0.device) * codec.temporal_factor
+    cond = Cond(source=src, target_c2w=rel[:, frames], target_K=batch["target_K"][:, frames].float(),
+                source_K=batch["source_K"][:, frames].float(), image_size=(H, W))
+    return x0, cond
+
+
+def step_generator(seed: int, step: int, rank: int = 0, stream: str = "") -> torch.Generator:
+    """A generator determined by (seed, step, rank, stream): noise survives kill-and-resume exactly."""
+    digest = hashlib.blake2b(f"{seed}/{step}/{rank}/{stream}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+
+
+def randn(shape, generator: torch.Generator, like: Tensor) -> Tensor:
+    return torch.randn(shape, generator=generator).to(device=like.device, dtype=like.dtype)
+
+
+class EMA(nn.Module):
+    """Exponential moving average of a model's weights, kept as a submodule so it is checkpointed
+    (and restored on resume) with the LightningModule. Before ``start_step`` it tracks the weights."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.99, start_step: int = 0):
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"ema decay={decay} must be in [0, 1)")
+        self.decay, self.start_step = decay, start_step
+        self.shadow = copy.deepcopy(model).requires_grad_(False).eval()
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = 0.0 if step < self.start_step else self.decay
+        for ema_p, p in zip(self.shadow.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
+        for ema_b, b in zip(self.shadow.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+    def train(self, mode: bool = True) -> "EMA":   # the shadow always stays in eval mode
+        super().train(mode)
+        self.shadow.eval()
+        return self
+
+
+def adamw_with_warmup(params, lr: float, betas: tuple[float, float], weight_decay: float, warmup_steps: int,
+                      total_steps: int | None = None, min_lr_ratio: float = 1.0):
+    """AdamW plus a linear warm-up (then constant, or cosine to ``min_lr_ratio`` if total_steps is set)."""
+    opt = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if not total_steps or min_lr_ratio >= 1.0:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return opt, sched

@@ -1,0 +1,169 @@
+"""Phase 1: the bidirectional teacher, trained by cross-frame in-context learning.
+
+The denoiser is injected (any module following ``denoiser(x, sigma, cond) -> flow``); its camera
+encoder and attention backend are part of its own config. Loss: rectified flow on target tokens
+only; source tokens stay clean. The camera condition is dropped with ``camera_dropout`` so the
+teacher supports classifier-free guidance ``u + g (c - u)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from realcam.modules.codecs import LatentCodec
+from realcam.modules.flow import FlowSchedule
+from realcam.modules.samplers import euler_sample
+from realcam.systems.common import EMA, adamw_with_warmup, build_codec, prepare_batch, randn, step_generator
+from realcam.systems.evaluation import VideoEvaluator
+
+
+class TeacherModule(L.LightningModule):
+    """Args:
+        denoiser: the bidirectional network (e.g. ``realcam.modules.backbone.CrossFrameDiT``).
+        codec: latent codec, registry name or instance.
+        shift / sigma_sampling / logit_mean / logit_std: training noise levels (rectified flow).
+        sigma_per: one noise level per ``sample`` or per ``chunk`` (diffusion-forcing style).
+        camera_dropout: probability of dropping the target camera (for guidance).
+        pose_reference: ``first_source`` or ``current_source`` (docs/conventions.md).
+        sample_steps / guidance: the Euler sampler used in validation and test.
+        ema_decay / ema_start: generator EMA; evaluation uses the EMA weights.
+        seed: noise, sigmas and dropout are drawn from (seed, global step), so resume is exact.
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        codec: str | LatentCodec = "pixel",
+        shift: float = 3.0,
+        sigma_sampling: Literal["logit_normal", "uniform"] = "logit_normal",
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
+        sigma_per: Literal["sample", "chunk"] = "sample",
+        camera_dropout: float = 0.1,
+        pose_reference: Literal["first_source", "current_source"] = "first_source",
+        lr: float = 3e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        total_steps: int | None = None,
+        min_lr_ratio: float = 1.0,
+        grad_clip: float = 1.0,
+        ema_decay: float = 0.995,
+        ema_start: int = 100,
+        sample_steps: int = 50,
+        guidance: float = 1.0,
+        eval_videos: int = 4,
+        save_videos: int = 2,
+        lpips_backbone_weights: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["denoiser", "codec"])
+        self.denoiser = denoiser
+        self.codec = build_codec(codec)
+        self.schedule = FlowSchedule(shift=shift)
+        self.ema = EMA(denoiser, ema_decay, ema_start)
+        self.evaluator = VideoEvaluator(lpips_backbone_weights)
+
+    # ---- training --------------------------------------------------------------------------------
+    def sample_sigma(self, B: int, Fr: int, g: torch.Generator, like: Tensor) -> Tensor:
+        hp = self.hparams
+        if hp.sigma_per == "sample":
+            shape = (B, 1)
+        else:
+            c = getattr(self.denoiser, "chunk_frames", 1)
+            shape = (B, -(-Fr // c))
+        sigma = self.schedule.sample_training_sigma(shape, mode=hp.sigma_sampling, generator=g,
+                                                    mean=hp.logit_mean, std=hp.logit_std)
+        if hp.sigma_per == "chunk":
+            sigma = sigma.repeat_interleave(getattr(self.denoiser, "chunk_frames", 1), dim=1)[:, :Fr]
+        return sigma.expand(B, Fr).to(like.device, torch.float32)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        x0, cond = prepare_batch(batch, self.codec, self.hparams.pose_reference)
+        B, Fr = x0.shape[:2]
+        g = step_generator(self.hparams.seed, self.global_step, self.global_rank, "teacher")
+        sigma = self.sample_sigma(B, Fr, g, x0)
+        noise = randn(x0.shape, g, x0)
+        keep = (torch.rand(B, generator=g) >= self.hparams.camera_dropout).float().to(x0.device)
+        cond.camera_keep = keep
+        x = self.schedule.add_noise(x0, noise, sigma)
+        flow = self.denoiser(x, sigma, cond)
+        loss = F.mse_loss(flow.float(), (noise - x0).float())
+        self.log("train/loss", loss, prog_bar=True, batch_size=B)
+        self.log("train/frames", float(Fr), batch_size=B)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.hparams.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.hparams.grad_clip)
+            self.log("train/grad_norm", norm)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: callbacks (ModelCheckpoint) run before the module's batch-end hook,
+        # so a checkpoint written at this step must already hold this step's EMA.
+        self.ema.update(self.denoiser, self.global_step)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt, sched = adamw_with_warmup(self.denoiser.parameters(), hp.lr, hp.betas, hp.weight_decay,
+                                       hp.warmup_steps, hp.total_steps, hp.min_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- sampling --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, batch: dict, steps: int | None = None, guidance: float | None = None,
+                 use_ema: bool = True, seed: int | None = None) -> Tensor:
+        """Sample target videos [B, T, 3, H, W] in [-1, 1] for a batch with the Euler sampler."""
+        hp = self.hparams
+        x0, cond = prepare_batch(batch, self.codec, hp.pose_reference)
+        model = self.ema.shadow if use_ema else self.denoiser
+        g = step_generator(hp.seed if seed is None else seed, 0, 0, "sample")
+        noise = randn(x0.shape, g, x0)
+        sigmas = self.schedule.teacher_sigmas(steps or hp.sample_steps).to(x0.device)
+        guidance = hp.guidance if guidance is None else guidance
+        uncond = cond.without_camera() if guidance != 1.0 else None
+        latents = euler_sample(model, noise, cond, sigmas, guidance=guidance, uncond=uncond)
+        return self.codec.decode(latents).clamp(-1, 1)
+
+    # ---- evaluation ------------------------------------------------------------------------------
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        generated = self.generate(batch)
+        self.evaluator.update(generated, batch)
+        if self.evaluator.videos_saved < self.hparams.save_videos and self.trainer.log_dir:
+            out = Path(self.trainer.log_dir) / "videos" / f"{stage}_step{self.global_step:07d}"
+            self.evaluator.save_videos(out, generated, batch, self.hparams.save_videos)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if batch_idx * batch["source"].shape[0] < self.hparams.eval_videos:
+            self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.evaluator.reset()
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val", report=False)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", report=True)
+
+    def _log_eval(self, stage: str, report: bool) -> None:
+        results = self.evaluator.compute()
+        self.log_dict({f"{stage}/{k}": v for k, v in self.evaluator.scalars(results).items()}, sync_dist=False)
+        if report and self.trainer.log_dir and self.trainer.is_global_zero:
+            path = Path(self.trainer.log_dir) / f"{stage}_report.json"
+            self.evaluator.write_report(path, results, {"stage": stage, "global_step": self.global_step,
+                                                        "sample_steps": self.hparams.sample_steps,
+                                                        "guidance": self.hparams.guidance,
+                                                        "layout": getattr(self.denoiser, "layout", None)})

@@ -1,0 +1,122 @@
+"""`realcam data make-shards | check | bench` end to end on the real synthetic source and LoopAug strategies."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from realcam.cli import main as realcam_main
+from realcam.data.cli import main
+from realcam.data.datamodule import RealcamDataModule
+from realcam.data.shards import read_shard
+
+pytestmark = pytest.mark.timeout(60)
+
+TINY = ["--height", "16", "--width", "16", "--lengths", "4,6", "--samples-per-shard", "4", "--quiet"]
+
+
+def make(out: Path, *extra: str, n: int = 6) -> int:
+    return main(["make-shards", "--source", "synthetic", "--loopaug", "pingpong,orbit_return,none",
+                 "--num-sequences", str(n), "--out", str(out), *TINY, *extra])
+
+
+def test_make_shards_writes_shards_and_index(tmp_path):
+    assert make(tmp_path, "--seed", "3") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json", "train-000000.tar", "train-000001.tar"]
+    entry = json.loads((tmp_path / "index.json").read_text())["splits"]["train"]
+    assert (entry["num_sequences"], entry["num_shards"], entry["seed"]) == (6, 2, 3)
+    assert entry["strategy_counts"] == {"pingpong": 2, "orbit_return": 2, "none": 2}
+    assert entry["length_counts"] == {"4": 3, "6": 3} and entry["resolutions"] == {"16x16": 6}
+    assert entry["pattern"] == "train-{000000..000001}.tar"
+    seqs = [seq for s in entry["shards"] for _, seq in read_shard(tmp_path / s["name"])]
+    assert [s.strategy for s in seqs] == ["pingpong", "orbit_return", "none"] * 2
+    assert [s.num_steps for s in seqs] == [4, 4, 4, 6, 6, 6]
+    assert any(s.revisit for s in seqs if s.strategy != "none")
+    assert not any(s.revisit for s in seqs if s.strategy == "none")
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert make(tmp_path / name, "--seed", seed) == 0
+    sha = {name: [s["sha256"] for s in json.loads((tmp_path / name / "index.json").read_text())
+                  ["splits"]["train"]["shards"]] for name in "abc"}
+    assert sha["a"] == sha["b"] and sha["a"] != sha["c"]
+    assert (tmp_path / "a" / "index.json").read_bytes() == (tmp_path / "b" / "index.json").read_bytes()
+
+
+def test_held_out_split_has_disjoint_scenes(tmp_path):
+    assert make(tmp_path) == 0
+    assert make(tmp_path, "--split", "val", n=3) == 0
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert sorted(index["splits"]) == ["train", "val"]
+    scenes = {split: {seq.scene_id for p in sorted(tmp_path.glob(f"{split}-*.tar")) for _, seq in read_shard(p)}
+              for split in ("train", "val")}
+    assert len(scenes["val"]) == 3 and not scenes["train"] & scenes["val"]
+
+
+def test_existing_shards_need_overwrite(tmp_path, capsys):
+    assert make(tmp_path) == 0
+    assert make(tmp_path) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert make(tmp_path, "--overwrite", n=3) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.tar")) == ["train-000000.tar"]
+
+
+def test_bad_arguments_are_reported(tmp_path, capsys):
+    assert main(["make-shards", "--loopaug", "pingpnog", "--num-sequences", "2", "--out", str(tmp_path)]) == 2
+    assert "did you mean 'pingpong'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["make-shards", "--num-sequences", "2", "--out", str(tmp_path), "--length", "4", "--lengths", "4,6"])
+
+
+def _rewrite(path: Path, member: str, data: bytes) -> None:
+    with tarfile.open(path) as tar:
+        items = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, payload in items:
+            payload = data if m.name == member else payload
+            m.size = len(payload)
+            tar.addfile(m, io.BytesIO(payload))
+
+
+def test_check_passes_clean_data_and_names_bad_samples(tmp_path, capsys):
+    assert make(tmp_path, n=8) == 0
+    assert realcam_main(["data", "check", str(tmp_path)]) == 0
+    assert "8 valid samples" in capsys.readouterr().out
+    _rewrite(tmp_path / "train-000000.tar", "train-00000001.json", b"{broken")
+    raw = (tmp_path / "train-000001.tar").read_bytes()
+    (tmp_path / "train-000001.tar").write_bytes(raw[: len(raw) // 2 + 700])  # cut inside a member
+    assert main(["check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "BAD  train-000000.tar train-00000001: " in out and "json is broken" in out
+    assert "BAD  train-000001.tar train-0000000" in out and "unreadable tar" in out
+    (tmp_path / "train-000001.tar").write_bytes(raw[: len(raw) // 2])  # cut between members: tar sees no error
+    assert main(["check", str(tmp_path)]) == 1
+    assert "BAD  train-000001.tar: truncated" in capsys.readouterr().out
+
+
+def test_shards_feed_the_datamodule(tmp_path):
+    assert make(tmp_path, n=6) == 0
+    assert make(tmp_path, "--split", "val", n=3) == 0
+    dm = RealcamDataModule(train_shards=str(tmp_path / "train-{000000..000001}.tar"),
+                           val_shards=str(tmp_path / "val-*.tar"), batch_size=2, num_workers=0,
+                           image_size=(12, 12), max_zoom=1.3, length_buckets=[4])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["source"].shape == (2, 4, 3, 12, 12) and batch["target_K"].shape == (2, 4, 3, 3)
+    assert batch["source"].min() >= -1 and batch["source"].max() <= 1
+    assert sorted(k for b in dm.val_dataloader() for k in b["key"]) == [f"val-{i:08d}" for i in range(3)]
+
+
+def test_bench_prints_both_tables_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--out", str(out), "--height", "16", "--width", "16", "--length", "4",
+                 "--num-samples", "4", "--batch-size", "2", "--workers", "0", "--render-repeats", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "synthetic renderer" in text and "shard loader" in text
+    result = json.loads(out.read_text())
+    assert result["render"]["clips_per_second"] > 0
+    assert {r["frame_format"] for r in result["loader"]} == {"npy", "png"}
+    assert all(r["samples"] == 4 and r["samples_per_s"] > 0 for r in result["loader"])

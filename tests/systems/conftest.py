@@ -1,0 +1,24 @@
+"""A tiny shard set shared by the system tests: 16x16 synthetic LoopAug sequences."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from realcam.data.shards import write_shards
+from realcam.registry import LOOPAUG_STRATEGIES, MULTIVIEW_SOURCES
+
+
+def make_shards(out: Path, split: str, count: int, length: int = 4, size: int = 16) -> Path:
+    source = MULTIVIEW_SOURCES.build("synthetic", num_frames=length, height=size, width=size, split=split)
+    strategies = [LOOPAUG_STRATEGIES.build(name, length=length) for name in ("pingpong", "none")]
+    seqs = ((f"{split}{i:04d}", strategies[i % 2](source, i, torch.Generator().manual_seed(i))) for i in range(count))
+    write_shards(seqs, out, prefix=split, samples_per_shard=8)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    make_shards(out, "train", 8)
+    make_shards(out, "val", 4)
+    return out

@@ -1,0 +1,90 @@
+"""The teacher through ``realcam fit/test``: smoke run, exact kill-and-resume, config errors."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from realcam.cli import main as realcam
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "teacher" / "tiny.yaml"
+
+
+def tiny_args(shards: Path, root: Path, *extra: str) -> list[str]:
+    """The shipped tiny config shrunk to seconds: a 1-layer 16-wide model on 16x16 frames."""
+    return [
+        "--config", str(CONFIG),
+        "--trainer.default_root_dir", str(root),
+        "--trainer.logger.class_path", "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir", str(root),
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.precision", "32-true",
+        "--model.init_args.denoiser.init_args.in_channels", "48",
+        "--model.init_args.denoiser.init_args.dim", "16",
+        "--model.init_args.denoiser.init_args.depth", "1",
+        "--model.init_args.denoiser.init_args.heads", "2",
+        "--model.init_args.denoiser.init_args.ffn_dim", "32",
+        "--model.init_args.denoiser.init_args.freq_dim", "16",
+        "--model.init_args.sample_steps", "2",
+        "--model.init_args.warmup_steps", "1",
+        "--model.init_args.ema_start", "1",
+        "--data.init_args.train_shards", str(shards / "train-000000.tar"),
+        "--data.init_args.val_shards", str(shards / "val-000000.tar"),
+        "--data.init_args.test_shards", str(shards / "val-000000.tar"),
+        "--data.init_args.image_size", "[16, 16]",
+        "--data.init_args.length_buckets", "[4]",
+        "--data.init_args.batch_size", "2",
+        "--data.init_args.num_workers", "0",
+        *extra,
+    ]
+
+
+def test_fit_two_steps_then_test_writes_a_report(tiny_shards, tmp_path):
+    realcam(["fit", *tiny_args(tiny_shards, tmp_path, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2")])
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    realcam(["test", *tiny_args(tiny_shards, tmp_path), "--ckpt_path", str(ckpt)])
+    report = json.loads(next(tmp_path.rglob("test_report.json")).read_text())
+    metrics = report["metrics"] if "metrics" in report else report
+    assert metrics["num_frames"] == 16 and metrics["psnr"] is not None
+    assert metrics["baseline/source_copy/psnr"] is not None
+    assert "lpips_unavailable" in metrics, "without local LPIPS weights the report must say why LPIPS is missing"
+    assert list(tmp_path.rglob("*.mp4")), "side-by-side sample videos are written to the log directory"
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return state["state_dict"]
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_shards, tmp_path):
+    common = ["--trainer.val_check_interval", "null", "--trainer.limit_val_batches", "0",
+              "--data.init_args.train_batches_per_epoch", "2",
+              "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+              "--trainer.callbacks.save_last", "true", "--trainer.callbacks.every_n_train_steps", "2",
+              "--trainer.callbacks.save_top_k", "-1"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    realcam(["fit", *tiny_args(tiny_shards, straight, "--trainer.max_steps", "4", *common)])
+    realcam(["fit", *tiny_args(tiny_shards, killed, "--trainer.max_steps", "2", *common)])   # "killed" at step 2
+    resume = next(p for p in killed.rglob("*.ckpt") if "step=2" in p.name)
+    realcam(["fit", *tiny_args(tiny_shards, killed, "--trainer.max_steps", "4", *common), "--ckpt_path", str(resume)])
+    a = _weights(next(p for p in straight.rglob("*.ckpt") if "step=4" in p.name))
+    b = _weights(next(p for p in sorted(killed.rglob("*.ckpt")) if "step=4" in p.name))
+    assert a.keys() == b.keys()
+    assert any(k.startswith("ema.shadow.") for k in a), "EMA weights live in the checkpoint"
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("override,needle", [
+    (["--model.init_args.denoiser.init_args.dimm", "16"], "dimm"),
+    (["--model.init_args.denoiser.init_args.camera_encoder", "pluker"], "did you mean 'plucker'"),
+    (["--data.init_args.train_shards", "/nonexistent/train-{000000..000003}.tar"], "train_shards"),
+])
+def test_bad_configs_fail_before_training_and_name_the_key(tiny_shards, tmp_path, override, needle, capsys):
+    with pytest.raises((SystemExit, ValueError, KeyError, FileNotFoundError)) as err:
+        realcam(["fit", *tiny_args(tiny_shards, tmp_path, "--trainer.max_steps", "1"), *override])
+    captured = capsys.readouterr()
+    assert needle in str(err.value) + captured.err + captured.out
+    assert not list(tmp_path.rglob("*.ckpt")), "nothing trained"
