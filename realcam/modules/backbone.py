@@ -120,6 +120,9 @@ class CrossFrameDiT(nn.Module):
         rope_policy: ``window`` (positions relative to the visible chunks) or ``absolute``.
         camera_encoder: a registry name or a :class:`CameraEncoder` instance (``class_path`` in YAML).
         attention: a registry name or an :class:`AttentionBackend` instance.
+        prediction: what the head predicts. ``flow`` (Wan) outputs v directly. ``x0`` predicts the clean
+            latents and returns v = (x - x0) / max(sigma, min_sigma): the right choice when a patch has more
+            features than the width (pixel codecs), since a narrow network cannot carry the noise through to v.
     """
 
     def __init__(
@@ -141,6 +144,8 @@ class CrossFrameDiT(nn.Module):
         camera_encoder: str | CameraEncoder = "plucker",
         camera_encoder_args: dict | None = None,
         attention: str | AttentionBackend = "sdpa",
+        prediction: Literal["flow", "x0"] = "flow",
+        min_sigma: float = 0.05,
         eps: float = 1e-6,
     ):
         super().__init__()
@@ -155,6 +160,9 @@ class CrossFrameDiT(nn.Module):
         self.patch, self.chunk_frames, self.layout = tuple(patch), chunk_frames, layout
         self.attention_mode, self.sink_chunks, self.window_chunks = attention_mode, sink_chunks, window_chunks
         self.rope_policy, self.freq_dim = rope_policy, freq_dim
+        if prediction not in ("flow", "x0"):
+            raise ValueError(f"prediction={prediction!r}: choose 'flow' or 'x0'")
+        self.prediction, self.min_sigma = prediction, min_sigma
         pt, ph, pw = self.patch
         patch_feats = in_channels * pt * ph * pw
 
@@ -288,7 +296,13 @@ class CrossFrameDiT(nn.Module):
         out = seq.view(B, 2 * Ft, n, self.dim)[:, target_pos]
         shift, scale = (self.head_modulation + e[:, target_pos, None]).unbind(2)
         out = self.head(self.head_norm(out) * (1 + scale[:, :, None]) + shift[:, :, None])
-        return self.unpatchify(out, h, w).to(x.dtype)
+        out = self.unpatchify(out, h, w)
+        if self.prediction == "x0":
+            # v = eps - x0 = (x - x0) / sigma; the clamp keeps the sigma -> 0 end finite (the sigma = 0 cache
+            # pass only writes K/V and its flow is never used).
+            denom = sigma.clamp(min=self.min_sigma).to(torch.float32)[:, :, None, None, None]
+            out = (x.float() - out.float()) / denom
+        return out.to(x.dtype)
 
     def _camera_embedding(self, cond: Cond, Ft: int, grid: tuple[int, int]) -> Tensor:
         """[B, 2*Ft, n|1, D]: identity pose for the source stream, the target cameras for the target."""
@@ -310,7 +324,8 @@ class CrossFrameDiT(nn.Module):
 
 PRESETS: dict[str, dict] = {
     # Trains in minutes on 2 CPU cores: 64x64 video through the pixel codec (factor 4) -> 48 x 16 x 16.
-    "tiny": dict(in_channels=48, dim=128, depth=4, heads=4, ffn_dim=512, patch=(1, 2, 2), freq_dim=128),
+    "tiny": dict(in_channels=48, dim=128, depth=6, heads=4, ffn_dim=512, patch=(1, 2, 2), freq_dim=128,
+                 prediction="x0"),
     # Wan2.1-T2V-1.3B's transformer shape (no text cross-attention): shape only, random weights.
     "wan1.3b": dict(in_channels=16, dim=1536, depth=30, heads=12, ffn_dim=8960, patch=(1, 2, 2), freq_dim=256,
                     chunk_frames=3),

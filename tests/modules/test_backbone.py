@@ -35,6 +35,22 @@ def test_zero_init_outputs_zero_flow():
     assert torch.count_nonzero(model(x, sigma, cond)) == 0
 
 
+def test_x0_prediction_returns_the_flow_of_its_clean_estimate():
+    """prediction='x0' keeps the denoiser protocol: x - sigma * flow recovers the head's x0 estimate."""
+    from realcam.modules.flow import x0_from_flow
+
+    x, sigma, cond = make_inputs()
+    sigma = sigma.clamp(min=0.1)
+    model = CrossFrameDiT(**TINY, prediction="x0")
+    flow = model(x, sigma, cond)   # zero-initialized head: x0 estimate is 0, so flow = x / sigma
+    torch.testing.assert_close(flow, x / sigma[..., None, None, None])
+    torch.testing.assert_close(x0_from_flow(x, flow, sigma), torch.zeros_like(x), atol=1e-5, rtol=0)
+    randomize(model)
+    x0_a = x0_from_flow(x, model(x, sigma, cond), sigma)
+    x0_b = x0_from_flow(x * 0 + 1, model(x * 0 + 1, sigma, cond), sigma)
+    assert not torch.allclose(x0_a, x0_b)
+
+
 @pytest.mark.parametrize("layout", ["interleaved", "prefix"])
 @pytest.mark.parametrize("camera_encoder", ["plucker", "extrinsics_mlp"])
 def test_forward_backward_shapes(layout, camera_encoder):
