@@ -97,6 +97,32 @@ def backend_table(model, grid, dtype, device, chunks: int, repeats: int) -> list
     return rows
 
 
+def plot_latency(curves: dict[str, list[float]], path: Path, args: argparse.Namespace) -> Path:
+    """Per-chunk latency over the stream (a running median keeps scheduler noise out of the picture)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
+    for label, times in curves.items():
+        ms = torch.tensor(times) * 1e3
+        k = 9
+        smooth = torch.stack([ms[max(0, i - k // 2): i + k // 2 + 1].median() for i in range(len(ms))])
+        ax.plot(range(1, len(ms) + 1), smooth.numpy(), label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("chunk index in the stream")
+    ax.set_ylabel("latency per chunk (ms)")
+    ax.set_title(f"cached streaming, preset {args.preset}, {args.dtype}, sink={args.sink} window={args.window}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def bench_cache(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     device = args.device
@@ -107,16 +133,19 @@ def bench_cache(args: argparse.Namespace) -> dict:
                     "grid": grid, "chunk_frames": model.chunk_frames, "sink": args.sink, "window": args.window,
                     "attention": args.attention, "chunks": args.chunks, "machine": machine_info(),
                     "includes": "transformer forward + cache commit; no codec encode/decode"}
-    rows = []
+    rows, curves = [], {}
     runs = [("sink+window", args.window, args.chunks)]
     if args.unbounded_chunks:   # its total cost is quadratic, so it runs a shorter stream
         runs.append(("unbounded", None, args.unbounded_chunks))
     for label, window, chunks in runs:
         times = stream_latency(model, chunks, args.sink, window, args.dtype, device, grid, label)
+        curves[label] = times
         early, late = _median_around(times, 16), _median_around(times, chunks)
         rows.append({"cache": label, "window": window, "chunks": chunks, "chunk16_ms": 1e3 * early,
                      "last_chunk_ms": 1e3 * late, "ratio": late / early})
     result["latency"] = rows
+    if args.plot:
+        result["plot"] = str(plot_latency(curves, args.out.with_suffix(".png"), args))
     result["backends"] = backend_table(model, grid, args.dtype, device, chunks=args.backend_chunks,
                                        repeats=args.repeats)
 
@@ -150,6 +179,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--backend-chunks", type=int, default=8, help="chunks in the backend comparison sequence")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "cache.json")
+    p.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
+                   help="also save the latency-over-stream plot next to the JSON (.png)")
     args = parser.parse_args(argv)
     result = {"cache": bench_cache}[args.which](args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -346,7 +346,8 @@ def read_shard(path: str | Path) -> Iterator[tuple[str, LoopSequence]]:
 
 
 def expand_urls(urls: str | Sequence[str], argument: str) -> list[str]:
-    """Shard paths from a brace pattern (``dir/train-{000000..000009}.tar``), a glob, or a list of those.
+    """Shard paths from a brace pattern (``dir/train-{000000..000009}.tar``), a glob, a directory (all its
+    ``*.tar``; temporary ``.*.tar.tmp`` files never match), or a list of those.
 
     Every path must exist; the error names ``argument`` (e.g. ``val_shards``) so a YAML typo is obvious.
     """
@@ -358,6 +359,13 @@ def expand_urls(urls: str | Sequence[str], argument: str) -> list[str]:
     out: list[str] = []
     for pattern in patterns:
         for path in braceexpand(str(pattern)):
+            if os.path.isdir(path):
+                found = sorted(glob.glob(os.path.join(path, "*.tar")))
+                if not found:
+                    raise FileNotFoundError(f"{argument}: directory {path!r} holds no .tar shards; make some with "
+                                            f"`realcam data make-shards --out {path}`")
+                out.extend(found)
+                continue
             found = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
             if not found or not all(os.path.isfile(p) for p in found):
                 missing = next((p for p in found if not os.path.isfile(p)), path)

@@ -134,15 +134,15 @@ def family_trajectory(family: str, num_frames: int, rng: random.Random, radius: 
 
 def make_rig(scene: Scene, num_cameras: int, num_frames: int, height: int, width: int, rng: random.Random,
              families: Sequence[str] = TRAJECTORY_FAMILIES, fov_deg: tuple[float, float] = (50.0, 70.0),
-             centre: float | None = None) -> tuple[Tensor, Tensor, list[str]]:
-    """K cameras on a ~90 degree arc around the scene, each on a random family: c2w [K, T, 4, 4], K [K, T, 3, 3].
+             centre: float | None = None, arc_deg: float = 90.0) -> tuple[Tensor, Tensor, list[str]]:
+    """K cameras on an ``arc_deg`` arc around the scene, each on a random family: c2w [K, T, 4, 4], K [K, T, 3, 3].
 
     ``centre`` is the arc's azimuth in radians (drawn from ``rng`` when None).
     """
     centre = rng.uniform(0, 2 * math.pi) if centre is None else centre
     c2ws, Ks, names = [], [], []
     for k in range(num_cameras):
-        azim = centre + math.radians(90.0) * ((k + 0.5) / num_cameras - 0.5) + rng.uniform(-0.1, 0.1)
+        azim = centre + math.radians(arc_deg) * ((k + 0.5) / num_cameras - 0.5) + rng.uniform(-0.1, 0.1)
         c2w, K, family = rig_camera(scene, azim, num_frames, height, width, rng, families, fov_deg)
         c2ws.append(c2w)
         Ks.append(K)
@@ -179,7 +179,12 @@ class SyntheticSource:
     def __init__(self, num_cameras: int = 4, num_frames: int = 16, height: int = 64, width: int = 64,
                  fps: float = 8.0, trajectories: Sequence[str] = TRAJECTORY_FAMILIES, seed: int = 0,
                  split: str = "train", num_spheres: tuple[int, int] = (2, 4), num_boxes: tuple[int, int] = (2, 3),
-                 fov_deg: tuple[float, float] = (50.0, 70.0)):
+                 fov_deg: tuple[float, float] = (50.0, 70.0), rig_arc_deg: float = 90.0,
+                 novel_spread_deg: float = 60.0):
+        if not (0 <= rig_arc_deg <= 360 and 0 <= novel_spread_deg <= 180):
+            raise ValueError(f"rig_arc_deg={rig_arc_deg} must be in [0, 360] and novel_spread_deg={novel_spread_deg} "
+                             f"in [0, 180] (degrees of azimuth around the scene)")
+        self.rig_arc_deg, self.novel_spread_deg = float(rig_arc_deg), float(novel_spread_deg)
         for name, value in (("num_cameras", num_cameras), ("num_frames", num_frames), ("height", height),
                             ("width", width)):
             if int(value) < 1:
@@ -207,12 +212,13 @@ class SyntheticSource:
         return self._build(index)[1:4]
 
     def novel_camera(self, index: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, str]:
-        """An extra camera for clip ``index`` (not one of the rig's K), drawn from ``generator``: placed near the
-        rig's arc, on a random family. Returns c2w [T, 4, 4], K [T, 3, 3], family."""
+        """An extra camera for clip ``index`` (not one of the rig's K), drawn from ``generator``: its azimuth is
+        within ``novel_spread_deg`` of the rig's centre, on a random family. Returns c2w [T, 4, 4], K [T, 3, 3],
+        family. Smaller spreads (and ``rig_arc_deg``) mean smaller source-to-target view changes."""
         scene, _, _, _, centre = self._build(index)
         seed = int(torch.randint(1 << 62, (1,), generator=generator))
         rng = random.Random(seed)
-        azim = centre + math.radians(rng.uniform(-60.0, 60.0))
+        azim = centre + math.radians(rng.uniform(-self.novel_spread_deg, self.novel_spread_deg))
         return rig_camera(scene, azim, self.num_frames, self.height, self.width, rng, self.trajectories, self.fov_deg)
 
     def clip(self, index: int) -> MultiviewClip:
@@ -235,7 +241,7 @@ class SyntheticSource:
         rng = random.Random(s ^ 0x5EED)
         centre = rng.uniform(0, 2 * math.pi)
         c2w, K, families = make_rig(scene, self.num_cameras, self.num_frames, self.height, self.width, rng,
-                                    self.trajectories, self.fov_deg, centre)
+                                    self.trajectories, self.fov_deg, centre, self.rig_arc_deg)
         return scene, c2w, K, families, centre
 
 

@@ -235,3 +235,17 @@ def test_expand_urls_braces_and_missing_paths(tmp_path):
     assert len(expand_urls(str(tmp_path / "train-{000000..000002}.tar"), "train_shards")) == 3
     with pytest.raises(FileNotFoundError, match="val_shards: shard .*train-000003.tar"):
         expand_urls([str(tmp_path / "train-{000000..000003}.tar")], "val_shards")
+
+
+def test_expand_urls_accepts_a_directory(tmp_path):
+    from realcam.data.shards import expand_urls
+
+    (tmp_path / "train-000001.tar").write_bytes(b"")
+    (tmp_path / "train-000000.tar").write_bytes(b"")
+    (tmp_path / ".train-000002.tar.tmp").write_bytes(b"")     # an interrupted write: never picked up
+    assert [p.rsplit("/", 1)[1] for p in expand_urls(str(tmp_path), "train_shards")] == \
+        ["train-000000.tar", "train-000001.tar"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="val_shards: directory .* holds no .tar shards"):
+        expand_urls(str(empty), "val_shards")

@@ -21,7 +21,6 @@ def tiny_args(shards: Path, root: Path, *extra: str) -> list[str]:
         "--trainer.logger.init_args.save_dir", str(root),
         "--trainer.enable_progress_bar", "false",
         "--trainer.precision", "32-true",
-        "--model.init_args.denoiser.init_args.in_channels", "48",
         "--model.init_args.denoiser.init_args.dim", "16",
         "--model.init_args.denoiser.init_args.depth", "1",
         "--model.init_args.denoiser.init_args.heads", "2",
