@@ -42,9 +42,9 @@ def tiny_chunk_inputs(model, batch: int = 1, height: int = 16, width: int = 16, 
     """One chunk of random latents/conditions at the model's chunk size (latent grid height x width)."""
     c = model.chunk_frames
     x = torch.randn(batch, c, model.in_channels, height, width, device=device)
-    K = torch.tensor([[4.0 * width, 0, 2.0 * width], [0, 4.0 * height, 2.0 * height], [0, 0, 1]], device=device)
+    K = torch.tensor([[2.0 * width, 0, width], [0, 2.0 * height, height], [0, 0, 1]], device=device)
     cond = Cond(torch.randn_like(x), torch.eye(4, device=device).repeat(batch, c, 1, 1),
-                K.repeat(batch, c, 1, 1), (4 * height, 4 * width))
+                K.repeat(batch, c, 1, 1), (2 * height, 2 * width))
     return x, torch.full((batch, c), 0.5, device=device), cond
 
 

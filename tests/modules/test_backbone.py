@@ -233,9 +233,9 @@ def test_cache_rejects_misuse():
 
 def test_tiny_preset_builds_and_runs():
     model = BACKBONES.build("tiny")
-    x = torch.randn(1, 2, 48, 16, 16)
+    x = torch.randn(1, 2, 12, 16, 16)
     cond = Cond(torch.randn_like(x), torch.eye(4).repeat(1, 2, 1, 1),
-                torch.tensor([[64.0, 0, 32], [0, 64.0, 32], [0, 0, 1]]).repeat(1, 2, 1, 1), (64, 64))
+                torch.tensor([[32.0, 0, 16], [0, 32.0, 16], [0, 0, 1]]).repeat(1, 2, 1, 1), (32, 32))
     assert model(x, torch.rand(1, 2), cond).shape == x.shape
 
 
