@@ -1,0 +1,117 @@
+"""``realcam data make-ode-pairs``: load a trained teacher, run its sampler over shards, write ODE pairs.
+
+    realcam data make-ode-pairs --teacher runs/teacher_tiny/.../last.ckpt --config configs/teacher/tiny.yaml \\
+        --shards data/tiny/train --out data/tiny_ode --steps 50 --batch-size 8
+
+The teacher is built from its training YAML (the ``model`` section; ``data`` is only read for the default
+image size) and loaded with the checkpoint's EMA weights. The schedule defaults to the teacher's shift and the
+student list (1000, 750, 500, 250); the student configs must use the same (the reader checks it).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from realcam.modules.flow import FlowSchedule
+from realcam.systems.ode_data import STATE_DTYPES, write_ode_pairs
+
+
+def load_teacher(config: str | Path, ckpt: str | Path | None = None, map_location: str = "cpu"):
+    """(TeacherModule, data init_args dict) from a teacher training YAML and, if given, a Lightning checkpoint."""
+    from jsonargparse import ArgumentParser
+
+    from realcam.systems.teacher import TeacherModule
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--model", type=TeacherModule)
+    parser.add_argument("--data", type=dict | None, default=None)     # not instantiated: its shards may be elsewhere
+    parser.add_argument("--trainer", type=dict | None, default=None)
+    parser.add_argument("--seed_everything", type=int | bool | None, default=None)
+    parser.add_argument("--ckpt_path", type=str | None, default=None)
+    cfg = parser.parse_path(str(config))
+    teacher = parser.instantiate(cfg).model
+    if ckpt is not None:
+        state = torch.load(ckpt, map_location=map_location, weights_only=True)
+        if "state_dict" not in state:
+            raise ValueError(f"--teacher {ckpt}: no 'state_dict' entry (keys {sorted(state)[:8]}): expected a "
+                             f"Lightning checkpoint written by `realcam fit`")
+        teacher.load_state_dict(state["state_dict"])
+    data = cfg.get("data") or {}
+    return teacher, dict(data.get("init_args", {}) if isinstance(data, dict) else {})
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 1000,750,500,250")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="realcam data make-ode-pairs",
+                                description="Teacher ODE trajectories at the student's warped timesteps, written "
+                                "as WebDataset shards (realcam/systems/ode_data.py).")
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (.ckpt from `realcam fit`)")
+    p.add_argument("--config", required=True, help="the teacher's training YAML (its `model` section builds it)")
+    p.add_argument("--shards", required=True, help="LoopSequence shards: a directory, glob or brace pattern")
+    p.add_argument("--out", required=True, help="output directory (shards + ode_index.json)")
+    p.add_argument("--steps", type=int, default=50, help="teacher Euler steps (the student sigmas are added)")
+    p.add_argument("--guidance", type=float, default=1.0, help="u + g (c - u); 1 = no guidance")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-samples", type=int, default=None, help="stop after this many samples (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shift", type=float, default=None, help="schedule shift (default: the teacher's)")
+    p.add_argument("--denoising-steps", type=_int_list, default=[1000, 750, 500, 250],
+                   help="the student's timesteps, descending (default 1000,750,500,250)")
+    p.add_argument("--image-size", type=_int_list, default=None,
+                   help="H,W of the frames (default: the config's data.image_size, else the stored size)")
+    p.add_argument("--length-buckets", type=_int_list, default=None, help="crop samples to these lengths, e.g. 4")
+    p.add_argument("--dtype", choices=sorted(STATE_DTYPES), default="float32", help="storage of states and x0")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--samples-per-shard", type=int, default=64)
+    p.add_argument("--prefix", default="ode")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace existing shards with this prefix")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def make_ode_pairs(args: argparse.Namespace) -> dict[str, Any]:
+    from realcam.data.datamodule import RealcamDataModule
+
+    teacher, data_args = load_teacher(args.config, args.teacher)
+    teacher = teacher.to(args.device).eval()
+    denoiser = teacher.denoiser if args.no_ema else teacher.ema.shadow
+    schedule = FlowSchedule(shift=teacher.hparams.shift if args.shift is None else args.shift,
+                            denoising_steps=tuple(args.denoising_steps))
+    image_size = args.image_size or data_args.get("image_size")
+    if image_size is not None and len(image_size) != 2:
+        raise ValueError(f"--image-size {image_size}: expected H,W")
+    dm = RealcamDataModule(test_shards=args.shards, batch_size=args.batch_size, num_workers=0,
+                           image_size=tuple(image_size) if image_size else None, length_buckets=args.length_buckets,
+                           log_corrupt=False)
+    batches = ({k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+               for b in dm.test_dataloader())
+    return write_ode_pairs(denoiser, teacher.codec, batches, args.out, schedule=schedule, steps=args.steps,
+                           guidance=args.guidance, pose_reference=teacher.hparams.pose_reference, seed=args.seed,
+                           num_samples=args.num_samples, dtype=args.dtype, prefix=args.prefix,
+                           samples_per_shard=args.samples_per_shard, overwrite=args.overwrite,
+                           extra_meta=dict(checkpoint=str(args.teacher), config=str(args.config),
+                                           use_ema=not args.no_ema), progress=not args.quiet)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = make_ode_pairs(args)
+    except (ValueError, FileExistsError, FileNotFoundError, KeyError) as err:
+        print(f"realcam data make-ode-pairs: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary['num_samples']} ODE pairs ({len(summary['student_sigmas'])} states each, schedule "
+          f"shift={summary['schedule']['shift']} steps={summary['schedule']['denoising_steps']}) in "
+          f"{summary['num_shards']} shards: {Path(args.out) / summary['pattern']}")
+    return 0
