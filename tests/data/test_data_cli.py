@@ -1,12 +1,11 @@
 """`realcam data make-shards | check | bench` end to end on the real synthetic source and LoopAug strategies."""
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
+from tartools import rewrite_member
 
 from realcam.cli import main as realcam_main
 from realcam.data.cli import main
@@ -72,14 +71,7 @@ def test_bad_arguments_are_reported(tmp_path, capsys):
         main(["make-shards", "--num-sequences", "2", "--out", str(tmp_path), "--length", "4", "--lengths", "4,6"])
 
 
-def _rewrite(path: Path, member: str, data: bytes) -> None:
-    with tarfile.open(path) as tar:
-        items = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for m, payload in items:
-            payload = data if m.name == member else payload
-            m.size = len(payload)
-            tar.addfile(m, io.BytesIO(payload))
+_rewrite = rewrite_member
 
 
 def test_check_passes_clean_data_and_names_bad_samples(tmp_path, capsys):

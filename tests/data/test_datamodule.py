@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import collections
-import io
 import json
 import socket
-import tarfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tartools import rewrite_member
 import torch
 
 from realcam.data.datamodule import CorruptCounter, RealcamDataModule, crop_sequence
@@ -141,14 +140,7 @@ def test_missing_shards_name_the_argument(tmp_path):
 
 def plant_corruption(root: Path) -> None:
     """val-000000: broken json in its 2nd sample; val-000001: a garbled frame; val-000002: cut in the middle."""
-    def rewrite(path: Path, member: str, data: bytes) -> None:
-        with tarfile.open(path) as tar:
-            items = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for m, payload in items:
-                payload = data if m.name == member else payload
-                m.size = len(payload)
-                tar.addfile(m, io.BytesIO(payload))
+    rewrite = rewrite_member
 
     rewrite(root / "val-000000.tar", "val00001.json", b'{"length": ')
     rewrite(root / "val-000001.tar", "val00003.source.npy", b"\x93NUMPY\x01\x00garbage")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tartools import rewrite_member
 import torch
 
 from realcam.data.loopaug import LoopSequence
@@ -163,15 +164,7 @@ def test_killed_writer_leaves_no_complete_looking_tar(tmp_path):
     assert len(list(read_shard(tmp_path / "train-000000.tar"))) == 2
 
 
-def _rewrite_member(path: Path, member: str, data: bytes) -> None:
-    """Replace one member's bytes in a tar (to plant a corrupt sample)."""
-    with tarfile.open(path) as tar:
-        items = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for m, payload in items:
-            payload = data if m.name == member else payload
-            m.size = len(payload)
-            tar.addfile(m, io.BytesIO(payload))
+_rewrite_member = rewrite_member
 
 
 @pytest.mark.parametrize("member,data,match", [
