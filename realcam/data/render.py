@@ -130,7 +130,6 @@ class Scene:
 
     def _render_block(self, c2w: Tensor, K: Tensor, states: list, u: Tensor, v: Tensor) -> Tensor:
         """Shade rays of n images x p pixels -> linear colour [n, p, 3]."""
-        n = c2w.shape[0]
         fx, fy, cx, cy, skew = (K[:, 0, 0, None], K[:, 1, 1, None], K[:, 0, 2, None], K[:, 1, 2, None],
                                 K[:, 0, 1, None])
         y_cam = (v[None] - cy) / fy

@@ -47,13 +47,6 @@ def masked_mse(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Te
     return (per_frame * weight).sum() / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def draw_noise(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
-    """Standard normal noise of ``shape`` from ``generator`` (drawn on its device), on like's device/dtype."""
-    device = like.device if generator is None else generator.device
-    eps = torch.randn(tuple(shape), generator=generator, device=device, dtype=torch.float32)
-    return eps.to(device=like.device, dtype=like.dtype)
-
-
 def draw_sigma(schedule, x: Tensor, generator: torch.Generator | None, mode: str, sigma_range: tuple[float, float],
                sigma_per: str, caller: str) -> Tensor:
     """Training sigmas [B, F]: drawn per sample (shared by its frames) or per frame, shifted by the

@@ -17,9 +17,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from realcam.losses._common import draw_noise, draw_sigma, frame_sigma
+from realcam.losses._common import draw_sigma, frame_sigma
 from realcam.losses.flow_matching import flow_matching_loss
-from realcam.modules.flow import FlowSchedule
+from realcam.modules.flow import FlowSchedule, sample_noise
 from realcam.modules.samplers import Denoiser, predict_x0
 
 Reduction = Literal["mean", "sum"]
@@ -82,7 +82,7 @@ def dmd_generator_loss(x: Tensor, real_score: Denoiser, fake_score: Denoiser, co
         sigma = draw_sigma(schedule, x, generator, "uniform", sigma_range, sigma_per, "dmd_generator_loss")
     else:
         sigma = frame_sigma(sigma, x)
-    noise = draw_noise(x.shape, generator, x)
+    noise = sample_noise(x.shape, generator, x)
     with torch.no_grad():
         x_t = schedule.add_noise(x.detach(), noise, sigma)
         real_x0 = predict_x0(real_score, x_t, sigma, cond, guidance=guidance, uncond=uncond)
@@ -115,6 +115,6 @@ def critic_loss(critic: Denoiser, x_student_detached: Tensor, cond, schedule: Fl
     """
     x0 = x_student_detached.detach()
     sigma = draw_sigma(schedule, x0, generator, sigma_mode, sigma_range, sigma_per, "critic_loss")
-    noise = draw_noise(x0.shape, generator, x0)
+    noise = sample_noise(x0.shape, generator, x0)
     loss = flow_matching_loss(critic, x0, cond, schedule, sigma, noise, mask)
     return loss, {"sigma_mean": sigma.mean().detach()}

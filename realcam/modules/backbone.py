@@ -16,7 +16,6 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from realcam.modules.attention import AttentionBackend, MaskSpec

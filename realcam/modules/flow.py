@@ -41,6 +41,14 @@ def flow_matching_target(x0: Tensor, noise: Tensor) -> Tensor:
     return noise - x0
 
 
+def sample_noise(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """Standard normal noise of ``shape`` drawn from ``generator`` (on its device, in float32, so the draw does
+    not depend on the target device or dtype), returned on ``like``'s device and dtype."""
+    device = like.device if generator is None else generator.device
+    eps = torch.randn(tuple(shape), generator=generator, device=device, dtype=torch.float32)
+    return eps.to(device=like.device, dtype=like.dtype)
+
+
 def add_noise(x0: Tensor, noise: Tensor, sigma) -> Tensor:
     """x_sigma = (1 - sigma) x0 + sigma eps, computed in at least float32, returned in x0's dtype."""
     work = torch.promote_types(x0.dtype, torch.float32)

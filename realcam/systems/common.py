@@ -41,10 +41,6 @@ def step_generator(seed: int, step: int, rank: int = 0, stream: str = "") -> tor
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
 
 
-def randn(shape, generator: torch.Generator, like: Tensor) -> Tensor:
-    return torch.randn(shape, generator=generator).to(device=like.device, dtype=like.dtype)
-
-
 class EMA(nn.Module):
     """Exponential moving average of a model's weights, kept as a submodule so it is checkpointed
     (and restored on resume) with the LightningModule. Before ``start_step`` it tracks the weights."""

@@ -36,9 +36,9 @@ from realcam.data.shards import (ShardError, ShardWriter, _load_npy, _npy_bytes,
                                  expand_urls, iter_shard, temp_shard_name)
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.cond import Cond
-from realcam.modules.flow import FlowSchedule
+from realcam.modules.flow import FlowSchedule, sample_noise
 from realcam.modules.samplers import Denoiser, euler_sample
-from realcam.systems.common import prepare_batch, randn, step_generator
+from realcam.systems.common import prepare_batch, step_generator
 
 FORMAT = "realcam-ode-pairs"
 FORMAT_VERSION = 1
@@ -159,7 +159,7 @@ def write_ode_pairs(denoiser: Denoiser, codec: LatentCodec, batches: Iterable[di
                 batch = _slice_batch(batch, num_samples - n)
             target, cond = prepare_batch(batch, codec, pose_reference)
             B = target.shape[0]
-            noise = torch.stack([randn(target.shape[1:], step_generator(seed, n + b, 0, "ode"), target)
+            noise = torch.stack([sample_noise(target.shape[1:], step_generator(seed, n + b, 0, "ode"), target)
                                  for b in range(B)]).float()
             uncond = cond.without_camera() if guidance != 1.0 else None
             states, x0 = teacher_trajectory(denoiser, noise, cond, grid, index, guidance, uncond)

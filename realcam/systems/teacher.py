@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from realcam.modules.codecs import LatentCodec
-from realcam.modules.flow import FlowSchedule
+from realcam.modules.flow import FlowSchedule, sample_noise
 from realcam.modules.samplers import euler_sample
-from realcam.systems.common import EMA, adamw_with_warmup, build_codec, prepare_batch, randn, step_generator
+from realcam.systems.common import EMA, adamw_with_warmup, build_codec, prepare_batch, step_generator
 from realcam.systems.evaluation import VideoEvaluator
 
 
@@ -89,7 +89,7 @@ class TeacherModule(L.LightningModule):
         B, Fr = x0.shape[:2]
         g = step_generator(self.hparams.seed, self.global_step, self.global_rank, "teacher")
         sigma = self.sample_sigma(B, Fr, g, x0)
-        noise = randn(x0.shape, g, x0)
+        noise = sample_noise(x0.shape, g, x0)
         keep = (torch.rand(B, generator=g) >= self.hparams.camera_dropout).float().to(x0.device)
         cond.camera_keep = keep
         x = self.schedule.add_noise(x0, noise, sigma)
@@ -125,7 +125,7 @@ class TeacherModule(L.LightningModule):
         x0, cond = prepare_batch(batch, self.codec, hp.pose_reference)
         model = self.ema.shadow if use_ema else self.denoiser
         g = step_generator(hp.seed if seed is None else seed, 0, 0, "sample")
-        noise = randn(x0.shape, g, x0)
+        noise = sample_noise(x0.shape, g, x0)
         sigmas = self.schedule.teacher_sigmas(steps or hp.sample_steps).to(x0.device)
         guidance = hp.guidance if guidance is None else guidance
         uncond = cond.without_camera() if guidance != 1.0 else None
