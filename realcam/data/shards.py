@@ -229,7 +229,12 @@ class ShardWriter:
         self._hash = hashlib.sha256()
 
     def write(self, key: str, seq: LoopSequence) -> None:
-        members = encode_sample(seq, key, self.frame_format)  # encode first: a bad sample never opens a shard
+        # Encode first: a bad sample never opens a shard.
+        self.write_members(key, encode_sample(seq, key, self.frame_format))
+
+    def write_members(self, key: str, members: list[tuple[str, bytes]]) -> None:
+        """Append one sample given as ready-made tar members ``[(f"{key}.{suffix}", bytes), ...]``."""
+        check_name(key, "sample key")
         if key in self._all_keys:
             raise ValueError(f"sample key {key!r} was already written by this writer: keys must be unique")
         if self._tar is None:

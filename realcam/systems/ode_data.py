@@ -22,7 +22,6 @@ One tar member per field, WebDataset style (``KEY.FIELD.EXT``)::
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from realcam.data.shards import (ShardError, ShardWriter, _load_npy, _npy_bytes, _tar_member, check_name,
+from realcam.data.shards import (ShardError, ShardWriter, _load_npy, _npy_bytes, check_name,
                                  expand_urls, iter_shard, temp_shard_name)
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.cond import Cond
@@ -97,24 +96,6 @@ def teacher_trajectory(denoiser: Denoiser, noise: Tensor, cond: Cond, grid: Tens
 
 
 # -- writing --------------------------------------------------------------------------------------------------
-class OdePairWriter(ShardWriter):
-    """The LoopSequence :class:`ShardWriter` (temporary ``.PREFIX-NNNNNN.tar.tmp``, renamed only when complete)
-    fed with ready-made members instead of a LoopSequence."""
-
-    def write_members(self, key: str, members: list[tuple[str, bytes]]) -> None:
-        check_name(key, "sample key")
-        if key in self._all_keys:
-            raise ValueError(f"sample key {key!r} was already written by this writer: keys must be unique")
-        if self._tar is None:
-            self._open()
-        self._all_keys.add(key)
-        for suffix, data in members:
-            self._tar.addfile(_tar_member(f"{key}.{suffix}", len(data)), io.BytesIO(data))
-        self._keys.append(key)
-        if len(self._keys) >= self.samples_per_shard:
-            self._finish()
-
-
 def _slice_batch(batch: dict, n: int) -> dict:
     return {k: v[:n] if isinstance(v, (Tensor, list)) else v for k, v in batch.items()}
 
@@ -151,7 +132,7 @@ def write_ode_pairs(denoiser: Denoiser, codec: LatentCodec, batches: Iterable[di
         from tqdm import tqdm
 
         bar = tqdm(total=num_samples, desc="make-ode-pairs", unit="sample")
-    with OdePairWriter(out, prefix, samples_per_shard) as writer:
+    with ShardWriter(out, prefix, samples_per_shard) as writer:
         for batch in batches:
             if num_samples is not None:
                 if n >= num_samples:
@@ -181,7 +162,7 @@ def write_ode_pairs(denoiser: Denoiser, codec: LatentCodec, batches: Iterable[di
                     arrays["revisit.npy"] = batch["revisit"][b].cpu().numpy().astype(np.int64)
                 members = [("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())]
                 members += [(suffix, _npy_bytes(a)) for suffix, a in arrays.items()]
-                writer.write_members(meta["key"], members)
+                writer.write_members(meta["key"], [(f"{meta['key']}.{suffix}", data) for suffix, data in members])
                 n += 1
             if bar is not None:
                 bar.update(B)
