@@ -12,9 +12,9 @@ from typing import Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realcam.losses import flow_matching_loss
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule, sample_noise
 from realcam.modules.samplers import euler_sample
@@ -92,9 +92,7 @@ class TeacherModule(L.LightningModule):
         noise = sample_noise(x0.shape, g, x0)
         keep = (torch.rand(B, generator=g) >= self.hparams.camera_dropout).float().to(x0.device)
         cond.camera_keep = keep
-        x = self.schedule.add_noise(x0, noise, sigma)
-        flow = self.denoiser(x, sigma, cond)
-        loss = F.mse_loss(flow.float(), (noise - x0).float())
+        loss = flow_matching_loss(self.denoiser, x0, cond, self.schedule, sigma, noise)
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         self.log("train/frames", float(Fr), batch_size=B)
         return loss
