@@ -5,13 +5,13 @@
 #   STAGES="test" bash scripts/teacher_tiny.sh   # only re-evaluate existing checkpoints
 set -euo pipefail
 STAGES=${STAGES:-"data fit test"}
-SRC='{"rig_arc_deg": 60, "novel_spread_deg": 30}'
+SRC='{"rig_arc_deg": 60, "novel_spread_deg": 30, "texture_scale": 2.0}'
 shards() {  # split length-args out
   realcam data make-shards --source synthetic --source-args "$SRC" --loopaug pingpong,orbit_return,none \
     --height 32 --width 32 --seed 0 --split "$1" --out "$3" --overwrite "${@:4}" $2
 }
 if [[ $STAGES == *data* ]]; then
-  shards train "--lengths 4,8" data/tiny/train --num-sequences 2048 --samples-per-shard 256
+  shards train "--lengths 4,8" data/tiny/train --num-sequences 4096 --samples-per-shard 256
   shards val "--length 8" data/tiny/val --num-sequences 16
   for T in 4 8 16; do shards test "--length $T" data/tiny/test_T$T --num-sequences 24; done
 fi

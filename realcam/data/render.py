@@ -70,6 +70,7 @@ class Scene:
     ambient: float = 0.35
     fog_distance: float = 20.0
     look_at: tuple[float, float, float] = (0.0, -0.5, 0.0)   # where rig cameras point, metres
+    grain: float = 3.0               # ground grain noise, cells per metre
     scene_id: str = ""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -205,7 +206,7 @@ class Scene:
         checker = (torch.floor(x / self.tile) + torch.floor(z / self.tile)).remainder(2.0)
         ca, cb = (torch.tensor(c, dtype=torch.float32) for c in self.ground_colors)
         base = torch.where(checker[..., None] > 0.5, ca, cb)
-        fine = _value_noise(x * 3.0, z * 3.0, self.noise_seed)                    # grain, ~30 cm
+        fine = _value_noise(x * self.grain, z * self.grain, self.noise_seed)      # grain, ~30 cm at 3/m
         coarse = _value_noise(x * 0.35, z * 0.35, self.noise_seed + 7)            # patches, ~3 m
         tint = torch.tensor(self.ground_tint, dtype=torch.float32)
         base = base * (1.0 - 0.6 * coarse[..., None]) + tint * (0.6 * coarse[..., None])

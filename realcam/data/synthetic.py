@@ -38,8 +38,14 @@ def scene_seed(seed: int, index: int, split: str = "train") -> int:
 
 
 def make_scene(seed: int, num_spheres: tuple[int, int] = (2, 4), num_boxes: tuple[int, int] = (2, 3),
-               scene_id: str = "") -> Scene:
-    """Draw a random dynamic scene (objects within ~3 m of the origin, on the ground plane y = 0)."""
+               scene_id: str = "", texture_scale: float = 1.0) -> Scene:
+    """Draw a random dynamic scene (objects within ~3 m of the origin, on the ground plane y = 0).
+
+    ``texture_scale`` stretches every texture (ground tiles and grain, object checkers) by that factor without
+    changing anything else the seed draws: 2.0 gives cells twice as large, which low resolutions can resolve.
+    """
+    if not texture_scale > 0:
+        raise ValueError(f"texture_scale={texture_scale} must be > 0 (1.0 = default texture size)")
     rng = random.Random(seed)
     n_s, n_b = rng.randint(*num_spheres), rng.randint(*num_boxes)
     placed: list[tuple[float, float, float]] = []
@@ -71,7 +77,7 @@ def make_scene(seed: int, num_spheres: tuple[int, int] = (2, 4), num_boxes: tupl
         spheres.append(Sphere(xz=spot(radius), radius=radius, **path(),
                               bounce=rng.choice([0.0, rng.uniform(0.2, 0.8)]), bounce_omega=rng.uniform(2.0, 5.0),
                               spin_axis=axis, spin_omega=rng.uniform(-2.0, 2.0), colors=colors(),
-                              freq=float(rng.randint(2, 3))))
+                              freq=float(rng.randint(2, 3)) / texture_scale))
     boxes = []
     for _ in range(n_b):
         half = (rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.7), rng.uniform(0.2, 0.6))
@@ -80,14 +86,15 @@ def make_scene(seed: int, num_spheres: tuple[int, int] = (2, 4), num_boxes: tupl
                          lift=rng.uniform(0.4, 1.2) if floating else 0.0,
                          tilt=rng.uniform(0.3, 0.8) if floating else 0.0,
                          yaw0=rng.uniform(0, 2 * math.pi), yaw_omega=rng.uniform(-1.5, 1.5), colors=colors(),
-                         freq=rng.choice([2.0, 3.0, 4.0])))
+                         freq=rng.choice([2.0, 3.0, 4.0]) / texture_scale))
     elev, azim = rng.uniform(0.6, 1.1), rng.uniform(0, 2 * math.pi)
     g_h = rng.random()
     return Scene(
         spheres=tuple(spheres), boxes=tuple(boxes),
         ground_colors=(colorsys.hsv_to_rgb(g_h, 0.3, 0.8), colorsys.hsv_to_rgb(g_h, 0.4, 0.4)),
         ground_tint=colorsys.hsv_to_rgb((g_h + 0.3) % 1.0, 0.5, 0.6),
-        tile=rng.choice([0.5, 0.75, 1.0]), noise_seed=rng.randrange(1 << 30),
+        tile=rng.choice([0.5, 0.75, 1.0]) * texture_scale, noise_seed=rng.randrange(1 << 30),
+        grain=3.0 / texture_scale,
         sky_horizon=(0.85, 0.88, 0.92), sky_zenith=(0.35 + 0.1 * rng.random(), 0.55, 0.9),
         # y < 0 is up: the sun is above the ground
         light_dir=_unit((math.cos(elev) * math.cos(azim), -math.sin(elev), math.cos(elev) * math.sin(azim))),
@@ -180,7 +187,11 @@ class SyntheticSource:
                  fps: float = 8.0, trajectories: Sequence[str] = TRAJECTORY_FAMILIES, seed: int = 0,
                  split: str = "train", num_spheres: tuple[int, int] = (2, 4), num_boxes: tuple[int, int] = (2, 3),
                  fov_deg: tuple[float, float] = (50.0, 70.0), rig_arc_deg: float = 90.0,
-                 novel_spread_deg: float = 60.0):
+                 novel_spread_deg: float = 60.0, texture_scale: float = 1.0):
+        if not texture_scale > 0:
+            raise ValueError(f"texture_scale={texture_scale} must be > 0 (1.0 = default texture size, 2.0 = cells "
+                             f"twice as large)")
+        self.texture_scale = float(texture_scale)
         if not (0 <= rig_arc_deg <= 360 and 0 <= novel_spread_deg <= 180):
             raise ValueError(f"rig_arc_deg={rig_arc_deg} must be in [0, 360] and novel_spread_deg={novel_spread_deg} "
                              f"in [0, 180] (degrees of azimuth around the scene)")
@@ -237,7 +248,8 @@ class SyntheticSource:
         if int(index) < 0:
             raise IndexError(f"index {index} must be >= 0 (the synthetic stream is infinite, not negative)")
         s = scene_seed(self.seed, int(index), self.split)
-        scene = make_scene(s, self.num_spheres, self.num_boxes, scene_id=self.scene_id(index))
+        scene = make_scene(s, self.num_spheres, self.num_boxes, scene_id=self.scene_id(index),
+                           texture_scale=self.texture_scale)
         rng = random.Random(s ^ 0x5EED)
         centre = rng.uniform(0, 2 * math.pi)
         c2w, K, families = make_rig(scene, self.num_cameras, self.num_frames, self.height, self.width, rng,
