@@ -1,7 +1,7 @@
 """The ``realcam`` command: parses and dispatches, nothing more.
 
-``realcam fit|validate|test|predict`` go to LightningCLI (realcam/lightning_cli.py); ``realcam data``
-and ``realcam bench`` are tool commands with their own argparse parsers.
+``realcam fit|validate|test|predict`` go to LightningCLI (realcam/lightning_cli.py); ``realcam data``,
+``bench``, ``stream``, ``demo`` and ``export`` are tool commands with their own argparse parsers.
 Plugins (entry-point group ``realcam.plugins``) are imported before any parsing, so a third-party
 camera encoder is a valid registry name and ``class_path`` in every command.
 """
@@ -16,6 +16,9 @@ from realcam.registry import load_plugins
 TOOL_COMMANDS = {
     "data": "realcam.data.cli:main",
     "bench": "realcam.bench:main",
+    "stream": "realcam.stream_cli:stream_main",
+    "demo": "realcam.stream_cli:demo_main",
+    "export": "realcam.stream_cli:export_main",
 }
 
 

@@ -130,6 +130,8 @@ class ShardStream(IterableDataset):
     ``batches_per_epoch`` (training only) is per rank; workers share it out exactly.
     """
 
+    decode = staticmethod(decode_sample)     # tar members of one sample -> the sample (ValueError if corrupt)
+
     def __init__(self, urls: list[str], *, train: bool, batch_size: int, counter: CorruptCounter,
                  image_size: tuple[int, int] | None = None, max_zoom: float = 1.0,
                  length_buckets: list[int] | None = None, batches_per_epoch: int | None = None,
@@ -175,7 +177,7 @@ class ShardStream(IterableDataset):
                         if (i + j) % n != r:
                             continue
                         try:
-                            seq = decode_sample(entries, key)
+                            seq = self.decode(entries, key)
                         except (ValueError, TypeError) as err:
                             self._skip(f"corrupt sample {key!r} in {url}: {err}")
                             continue
@@ -221,6 +223,13 @@ class ShardStream(IterableDataset):
                     source_K=src_K.float(), target_K=tgt_K.float(), revisit=revisit, key=key,
                     scene_id=seq.scene_id, strategy=seq.strategy)
 
+    @staticmethod
+    def shape_key(sample: dict[str, Any]) -> tuple:
+        """Samples batch together when their keys are equal."""
+        return tuple(sample["source"].shape)
+
+    collate = staticmethod(collate)
+
     def __iter__(self) -> Iterator[RealcamBatch]:
         _, _, _, worker, workers = self._slot()
         rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
@@ -243,18 +252,19 @@ class ShardStream(IterableDataset):
             sample = self._prepare(*item, rng)
             if sample is None:
                 continue
-            bucket = buckets.setdefault(tuple(sample["source"].shape), [])
+            shape = self.shape_key(sample)
+            bucket = buckets.setdefault(shape, [])
             bucket.append(sample)
             if len(bucket) == self.batch_size:
-                yield collate(bucket)
-                buckets[tuple(sample["source"].shape)] = []
+                yield self.collate(bucket)
+                buckets[shape] = []
                 done += 1
                 if quota is not None and done >= quota:
                     return
         if not self.train:  # evaluation sees every sample (it never shuffles): flush partial buckets, shortest first
             for shape in sorted(buckets):
                 if buckets[shape]:
-                    yield collate(buckets[shape])
+                    yield self.collate(buckets[shape])
 
 
 class _EpochLoader(DataLoader):
@@ -265,9 +275,10 @@ class _EpochLoader(DataLoader):
     workers, which keep their own copy) the epoch is bumped here, so non-persistent workers still get a fresh
     shard draw each epoch."""
 
-    def __init__(self, *args: Any, epoch_fn: Callable[[], int] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, epoch_fn: Callable[[], int] | None = None,
+                 transform: Callable[[Any], Any] = normalize_frames, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.epoch_fn = epoch_fn
+        self.epoch_fn, self.transform = epoch_fn, transform
 
     def __iter__(self):
         managed = self.epoch_fn is not None and not (self.num_workers > 0 and self.persistent_workers)
@@ -276,7 +287,7 @@ class _EpochLoader(DataLoader):
         it = super().__iter__()
         if not managed and self.num_workers > 0 and not self.persistent_workers:
             self.dataset.epoch += 1
-        return map(normalize_frames, it)
+        return map(self.transform, it)
 
 
 # -- the DataModule ---------------------------------------------------------------------------------------------

@@ -16,14 +16,17 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from realcam.modules.attention import AttentionBackend, MaskSpec
+from realcam.modules.attention import AttentionBackend, MaskSpec, SDPAAttention
 from realcam.modules.cache import KVCache, ChunkInfo
 from realcam.modules.camera import CameraEncoder
 from realcam.modules.cond import Cond
 from realcam.modules.rope import Rope3D
 from realcam.registry import ATTENTION_BACKENDS, BACKBONES, CAMERA_ENCODERS
+
+TIME_MEMO_SIZE = 16     # distinct sigma sets remembered (a student cycles through 5)
 
 # ---------------------------------------------------------------------------------------------
 # Embedders
@@ -45,8 +48,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """RMS-normalize the last dim in float32, back to x's dtype, times ``weight`` (broadcast)."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,43 +67,135 @@ class DiTBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, eps: float = 1e-6):
         super().__init__()
-        self.heads = heads
+        self.heads, self.eps = heads, eps
         self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
         self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.zeros(1, 1, 6, dim))
+        self._fused: tuple | None = None     # (key, weight, bias, norm weight) for no-grad passes
 
-    def forward(self, x: Tensor, e6: Tensor, rope: tuple[Tensor, Tensor], attend, layer: int,
-                cache: KVCache | None = None, rotate_cached=None) -> Tensor:
-        """x [B, G*n, D]; e6 [B, G, 6, D] per-group modulation; ``attend(q, k, v)`` applies the mask;
-        ``rotate_cached(k, chunks, starts)`` applies RoPE to cached keys at their policy positions."""
+    def modulations(self, e6: Tensor) -> list[Tensor]:
+        """[B, G, 6, D] time embedding -> shift1, 1 + scale1, gate1, shift2, 1 + scale2, gate2 (each [B, G, D])."""
+        mods = list((self.modulation + e6).unbind(2))
+        mods[1], mods[4] = 1 + mods[1], 1 + mods[4]
+        return mods
+
+    def forward(self, x: Tensor, mods: list[Tensor], rope: tuple[Tensor, Tensor], attend, layer: int,
+                cache: KVCache | None = None, rotate_cached=None, attn_cast: torch.dtype | None = None,
+                keep: Tensor | None = None, rope_q: tuple[Tensor, Tensor] | None = None) -> Tensor | None:
+        """x [B, G*n, D] -> [B, G*n, D] (or [B, K*n, D] with ``keep``).
+
+        mods: per-group modulation from :meth:`modulations`; rope the (cos2, sin2) tables of :meth:`Rope3D.tables`;
+        ``attend(q, k, v)`` applies the mask; ``rotate_cached(k, chunks, starts)`` applies RoPE to cached keys
+        at their policy positions. ``attn_cast``: the dtype the attention backend computes in whatever it is
+        given (autocast), so q and the KV buffers can be stored in it up front.
+        keep: the groups [K] whose outputs are wanted, or None for all. The head reads only target groups,
+            so the last block computes queries, attention and FFN for those alone (keys and values still cover
+            every group; needs a mask of kind ``full``). Empty: only stage K/V in the cache, return None.
+        rope_q: the tables of the kept rows (default ``rope``).
+        """
         B, L, D = x.shape
-        G = e6.shape[1]
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + e6).unbind(2)  # each [B, G, D]
+        G = mods[0].shape[1]
 
-        def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-            return (h.view(B, G, -1, D) * (1 + scale[:, :, None]) + shift[:, :, None]).view(B, L, D)
+        def modulate(h: Tensor, shift: Tensor, scale1p: Tensor) -> Tensor:
+            return (h.view(B, shift.shape[1], -1, D) * scale1p[:, :, None] + shift[:, :, None]).view(B, -1, D)
 
         def gated(h: Tensor, gate: Tensor) -> Tensor:
-            return (h.view(B, G, -1, D) * gate[:, :, None]).view(B, L, D)
+            return (h.view(B, gate.shape[1], -1, D) * gate[:, :, None]).view(B, -1, D)
 
-        h = modulate(self.norm1(x), shift1, scale1)
-        heads = lambda t: t.view(B, L, self.heads, -1).transpose(1, 2)  # noqa: E731
-        q, k, v = heads(self.norm_q(self.q(h))), heads(self.norm_k(self.k(h))), heads(self.v(h))
-        cos, sin = rope
-        k_rot = Rope3D.apply(k, cos, sin)
+        h = modulate(self.norm1(x), mods[0], mods[1])
+        if keep is not None and keep.numel():
+            rows = lambda t: t.view(B, G, -1, t.shape[-1])[:, keep].reshape(B, -1, t.shape[-1])  # noqa: E731
+            x, mods = rows(x), [m[:, keep] for m in mods]
+        else:
+            rows = None
+        stage_only = keep is not None and rows is None
+        q_rows = False if stage_only else rows      # which rows need queries: False none, None all
+        if torch.is_grad_enabled():
+            q_rot, k_rot, k, v = self._qkv(h, rope, rope_q, q_rows)
+        else:
+            q_rot, k_rot, k, v = self._qkv_fused(h, rope, rope_q, q_rows)
         if cache is not None:
             cache.stage(layer, k, v)
+        if stage_only:
+            return None
+        if cache is not None and not torch.is_grad_enabled():
+            # Inference: the cache sits in front in preallocated buffers (built once per chunk), this pass
+            # writes its own K/V into the tail. The same values as the concatenation below.
+            dtypes = (k_rot.dtype, v.dtype) if attn_cast is None else (attn_cast, attn_cast)
+            k_buf, v_buf = cache.kv_buffers(layer, L, rotate_cached, k_rot, v, dtypes)
+            k_buf[:, :, -L:] = k_rot
+            v_buf[:, :, -L:] = v
+            k_rot, v = k_buf, v_buf
+            q_rot = q_rot if attn_cast is None else q_rot.to(attn_cast)
+        elif cache is not None:
+            # Gradient through this pass (training): fresh tensors, the shared buffers must stay out of autograd.
             past_k = cache.rotated_keys(layer, rotate_cached)
             if past_k is not None:
                 k_rot = torch.cat([past_k.to(k_rot.dtype), k_rot], dim=2)
                 v = torch.cat([cache.v[layer].to(v.dtype), v], dim=2)
-        out = attend(Rope3D.apply(q, cos, sin), k_rot, v)
-        x = x + gated(self.o(out.transpose(1, 2).reshape(B, L, D)), gate1)
-        x = x + gated(self.ffn(modulate(self.norm2(x), shift2, scale2)), gate2)
+        out = attend(q_rot, k_rot, v)
+        x = x + gated(self.o(out.transpose(1, 2).reshape(B, -1, D)), mods[2])
+        x = x + gated(self.ffn(modulate(self.norm2(x), mods[3], mods[4])), mods[5])
         return x
+
+    def _heads(self, t: Tensor) -> Tensor:
+        """[B, L, D] -> [B, H, L, D/H] (a view)."""
+        return t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)
+
+    def _qkv(self, h: Tensor, rope, rope_q, rows) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
+        """(rotated q, rotated k, raw k for the cache, v), each [B, H, *, D/H], through the modules.
+
+        rows: None computes q for every row, a callable for the rows it selects, False for none (q is None).
+        """
+        k, v = self._heads(self.norm_k(self.k(h))), self._heads(self.v(h))
+        q = None
+        if rows is not False:
+            q = self._heads(self.norm_q(self.q(h if rows is None else rows(h))))
+            q = Rope3D.rotate(q, *(rope if rope_q is None else rope_q))
+        return q, Rope3D.rotate(k, *rope), k, v
+
+    def _qkv_fused(self, h: Tensor, rope, rope_q, rows) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
+        """:meth:`_qkv` with one GEMM for q, k and v and one norm and rotation for q and k (no-grad passes).
+
+        Bit for bit the same numbers: each output element is still one dot product over D in the same dtype
+        (the weights are cast as autocast would), and norm and rotation act row by row on the last dim.
+        """
+        B, L, D = h.shape
+        dev = h.device
+        dtype = torch.get_autocast_dtype(dev.type) if dev.type != "meta" and torch.is_autocast_enabled(dev.type) \
+            else self.q.weight.dtype
+        weight, bias, norm_w = self._fused_weights(dtype)
+        h_in = h.to(dtype)          # what autocast does to each linear's input
+        if rows is None:
+            qkv = F.linear(h_in, weight, bias)                                        # [B, L, 3D]
+            qk = rms_norm(qkv[..., :2 * D].unflatten(-1, (2, D)), norm_w, self.eps)   # [B, L, 2, D]
+            cos2, sin2 = rope
+            qk_rot = Rope3D.rotate(qk.unflatten(-1, (self.heads, -1)), cos2[:, None, None], sin2[:, None, None])
+            k = qk[:, :, 1].unflatten(-1, (self.heads, -1)).transpose(1, 2)
+            return qk_rot[:, :, 0].transpose(1, 2), qk_rot[:, :, 1].transpose(1, 2), k, self._heads(qkv[..., 2 * D:])
+        kv = F.linear(h_in, weight[D:], bias[D:])
+        k, v = self._heads(rms_norm(kv[..., :D], norm_w[1], self.eps)), self._heads(kv[..., D:])
+        q = None
+        if rows is not False:
+            q = self._heads(rms_norm(F.linear(rows(h_in), weight[:D], bias[:D]), norm_w[0], self.eps))
+            q = Rope3D.rotate(q, *(rope if rope_q is None else rope_q))
+        return q, Rope3D.rotate(k, *rope), k, v
+
+    def _fused_weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """[3D, D] q/k/v weight and [3D] bias in ``dtype``, [2, D] q/k norm weight; memoized per parameter
+        version and storage, so an optimizer step or a load_state_dict is seen."""
+        params = (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias,
+                  self.norm_q.weight, self.norm_k.weight)
+        key = (dtype, *((p._version, p.data_ptr(), p.device) for p in params))
+        if self._fused is None or self._fused[0] != key:
+            with torch.no_grad():
+                weight = torch.cat(params[:3]).to(dtype)
+                bias = torch.cat(params[3:6]).to(dtype)
+                self._fused = (key, weight, bias, torch.stack(params[6:]))
+        return self._fused[1:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +286,8 @@ class CrossFrameDiT(nn.Module):
                              f"set init_args.dim: {dim}")
         self.camera_encoder = camera_encoder
         self.attention = ATTENTION_BACKENDS.build(attention) if isinstance(attention, str) else attention
+        self._layouts: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        self._time_memo: dict[tuple, tuple[Tensor, list]] = {}
 
     # ---- tokens --------------------------------------------------------------------------------
     def patchify(self, x: Tensor) -> Tensor:
@@ -218,15 +320,24 @@ class CrossFrameDiT(nn.Module):
         chunks = idx.view(2, frames // c, c).transpose(0, 1).reshape(-1)   # [S_i | Y_i] per chunk
         return chunks, times[chunks]
 
+    def _layout(self, frames: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Memoized (order, times, target positions, target positions) for ``frames`` token frames: the sequence
+        position of every group, the time of every sequence position (CPU) and where the target groups sit
+        in frame order (on device, then on CPU)."""
+        key = (frames, device)
+        if key not in self._layouts:
+            order, times = self.group_order(frames)
+            target_pos = torch.argsort(order)[frames:]
+            self._layouts[key] = (order.to(device), times, target_pos.to(device), target_pos)
+        return self._layouts[key]
+
     # ---- attention plumbing ----------------------------------------------------------------------
     def _rotate_cached_keys(self, k: Tensor, chunks: list[ChunkInfo], starts: list[int],
                             grid: tuple[int, int]) -> Tensor:
         times = []
         for info, t0 in zip(chunks, starts):
-            _, t = self.group_order(info.frames)
-            times.append(t + t0)
-        cos, sin = self.rope.angles(torch.cat(times), grid)
-        return Rope3D.apply(k, cos, sin)
+            times.extend(t + t0 for t in self._layout(info.frames, k.device)[1].tolist())
+        return Rope3D.rotate(k, *self.rope.tables(times, grid))
 
     def full_mask(self, frames: int, tokens_per_group: int) -> MaskSpec:
         if self.attention_mode == "bidirectional":
@@ -252,6 +363,16 @@ class CrossFrameDiT(nn.Module):
         With a cache, x is the next chunk; its K/V are staged in the cache and written by
         ``cache.commit()`` (call it after the pass that should be remembered, usually sigma = 0).
         """
+        return self._run(x, sigma, cond, cache)
+
+    @torch.no_grad()
+    def write_cache(self, x: Tensor, cond: Cond, cache: KVCache) -> None:
+        """The clean pass of a finished chunk x [B, chunk_frames, C, h, w]: stages its K/V at sigma = 0 in
+        ``cache`` (``cache.commit()`` then keeps them), the same K/V as ``self(x, 0, cond, cache=cache)``
+        without the work that only the flow needs (the last block's queries, attention and FFN; the head)."""
+        self._run(x, torch.zeros(x.shape[:2], device=x.device), cond, cache, stage_only=True)
+
+    def _run(self, x: Tensor, sigma: Tensor, cond: Cond, cache: KVCache | None, stage_only: bool = False):
         B, Fr, C, h, w = x.shape
         if C != self.in_channels:
             raise ValueError(f"x has {C} channels but the backbone expects in_channels={self.in_channels}")
@@ -268,31 +389,39 @@ class CrossFrameDiT(nn.Module):
                 raise ValueError(f"cached forward takes one chunk of {self.chunk_frames} frames, got {Fr}")
             if self.attention_mode != "causal":
                 raise ValueError("cache given to a bidirectional model; build it with attention_mode='causal'")
+        elif stage_only:
+            raise ValueError("write_cache needs a KV cache (model.new_cache())")
 
         tokens = self.patch_embed(torch.cat([self.patchify(cond.source), self.patchify(x)], dim=1))
-        tokens = tokens + self.stream_embed.repeat_interleave(Ft, dim=0)[None, :, None].to(tokens.dtype)
-        tokens = tokens + self._camera_embedding(cond, Ft, grid).to(tokens.dtype)     # [B, 2Ft, n|1, D]
+        stream, camera = self._conditioning(cond, Ft, grid, tokens.dtype, cache)
+        tokens = tokens + stream + camera     # [B, 2Ft, n, D]
 
-        order, times = self.group_order(Ft)
-        order = order.to(x.device)
+        order, times, target_pos, target_pos_cpu = self._layout(Ft, x.device)
         if cache is not None:
             times = times + cache.query_t_start()
             cache.stage_chunk(Ft, 2 * Ft * n)
         seq = tokens[:, order].reshape(B, 2 * Ft * n, self.dim)
         group_sigma = torch.cat([torch.zeros_like(sigma[:, ::pt]), sigma[:, ::pt]], dim=1)[:, order]
-        e = self.time_embed(sinusoidal_embedding(group_sigma * 1000.0, self.freq_dim).to(seq.dtype))   # [B, G, D]
-        e6 = self.time_proj(e).unflatten(-1, (6, self.dim))
-        rope = self.rope.angles(times, grid)
+        e, mods = self._time_conditioning(group_sigma, seq.dtype, cache is not None and not torch.is_grad_enabled())
+        rope = self.rope.tables(times, grid)
 
         mask = MaskSpec.full() if cache is not None else self.full_mask(Ft, n)
         attend = lambda q, k, v: self.attention(q, k, v, mask)  # noqa: E731
         rotate = lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)  # noqa: E731
+        attn_cast = self._attention_cast(x.device) if cache is not None else None
+        # Only the target groups reach the head, so the last block skips the source groups' queries and FFN
+        # (where the mask allows a query subset, i.e. kind "full"), and the clean cache pass all but its K/V.
+        keep = target_pos[:0] if stage_only else target_pos if mask.kind == "full" else None
+        rope_q = self.rope.tables(times[target_pos_cpu], grid) if keep is not None and keep.numel() else None
         for i, block in enumerate(self.blocks):
-            seq = block(seq, e6, rope, attend, i, cache, rotate)
+            last = i == len(self.blocks) - 1
+            seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, keep if last else None,
+                        rope_q if last else None)
+        if stage_only:
+            return None
 
-        # Head on target groups only, back in frame order.
-        target_pos = torch.argsort(order)[Ft:].to(x.device)
-        out = seq.view(B, 2 * Ft, n, self.dim)[:, target_pos]
+        # Head on target groups only, in frame order.
+        out = seq.view(B, Ft, n, self.dim) if keep is not None else seq.view(B, 2 * Ft, n, self.dim)[:, target_pos]
         shift, scale = (self.head_modulation + e[:, target_pos, None]).unbind(2)
         out = self.head(self.head_norm(out) * (1 + scale[:, :, None]) + shift[:, :, None])
         out = self.unpatchify(out, h, w)
@@ -315,6 +444,64 @@ class CrossFrameDiT(nn.Module):
                               cond.camera_keep.view(-1, 1, 1, 1).to(both.dtype).expand(-1, Ft, 1, 1)], dim=1)
             both = both * keep
         return both
+
+    def _time_conditioning(self, group_sigma: Tensor, dtype: torch.dtype, memo: bool) -> tuple[Tensor, list]:
+        """(e [B, G, D] for the head, every block's modulations) for per-group sigmas [B, G].
+
+        A student's passes cycle through the same few sigmas, so no-grad cached passes with sigmas on the CPU
+        (reading them costs no device sync) reuse the result, keyed on the values, dtype, autocast state and
+        parameter versions.
+        """
+        if memo and group_sigma.device.type == "cpu":
+            params = (*self.time_embed.parameters(), *self.time_proj.parameters(), *(b.modulation for b in self.blocks))
+            key = (tuple(group_sigma.shape), tuple(group_sigma.flatten().tolist()), dtype,
+                   _autocast_state(group_sigma.device), tuple((p._version, p.data_ptr(), p.device) for p in params))
+            hit = self._time_memo.get(key)
+            if hit is not None:
+                return hit
+        e = self.time_embed(sinusoidal_embedding(group_sigma * 1000.0, self.freq_dim).to(dtype))   # [B, G, D]
+        e6 = self.time_proj(e).unflatten(-1, (6, self.dim))
+        value = (e, [block.modulations(e6) for block in self.blocks])
+        if memo and group_sigma.device.type == "cpu":
+            if len(self._time_memo) >= TIME_MEMO_SIZE:
+                self._time_memo.pop(next(iter(self._time_memo)))
+            self._time_memo[key] = value
+        return value
+
+    def _conditioning(self, cond: Cond, Ft: int, grid: tuple[int, int], dtype: torch.dtype,
+                      cache: KVCache | None) -> tuple[Tensor, Tensor]:
+        """(stream [1, 2Ft, 1, D], camera [B, 2Ft, n|1, D]) embeddings in ``dtype``.
+
+        Neither depends on x or sigma, so the no-grad passes of one cached chunk (4 denoising steps and the
+        clean pass) share one computation, kept in ``cache.scratch`` and checked against the identity and
+        version of every input (cond tensors, the parameters used) and the autocast state.
+        """
+        memo = cache is not None and not torch.is_grad_enabled()
+        if memo:
+            refs = (cond.target_c2w, cond.target_K, cond.source_K, cond.camera_keep, self.stream_embed,
+                    *self.camera_encoder.parameters())
+            key = (cond.image_size, Ft, grid, dtype, _autocast_state(cond.target_c2w.device),
+                   tuple(None if t is None or t.is_inference() else t._version for t in refs))
+            hit = cache.scratch.get(("conditioning", id(self)))
+            if hit is not None and hit[1] == key and all(a is b for a, b in zip(hit[0], refs)):
+                return hit[2]
+        stream = self.stream_embed.repeat_interleave(Ft, dim=0)[None, :, None].to(dtype)
+        value = (stream, self._camera_embedding(cond, Ft, grid).to(dtype))
+        if memo:
+            cache.scratch[("conditioning", id(self))] = (refs, key, value)   # refs kept alive: ids stay unique
+        return value
+
+    def _attention_cast(self, device: torch.device) -> torch.dtype | None:
+        """The dtype SDPA computes in under autocast (it casts every input to it), else None."""
+        if device.type == "meta" or not torch.is_autocast_enabled(device.type):
+            return None
+        return torch.get_autocast_dtype(device.type) if isinstance(self.attention, SDPAAttention) else None
+
+
+def _autocast_state(device: torch.device) -> tuple:
+    if device.type == "meta":
+        return ()
+    return (torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
 
 
 # ---------------------------------------------------------------------------------------------

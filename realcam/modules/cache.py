@@ -14,6 +14,10 @@ Keys are stored *un-rotated* because their rotary time position depends on the p
 
 Updates are *staged* during a forward and only :meth:`commit`-ted afterwards, so the several
 denoising passes of one chunk all see the same cache, and the cache never enters autograd.
+
+Between two commits the cache contents are fixed, so what the passes of one chunk share is built once:
+:meth:`kv_buffers` (rotated keys and values laid out for attention) and :attr:`scratch` (a model's
+per-chunk memo). Both are dropped by every commit, discard and reset.
 """
 from __future__ import annotations
 
@@ -53,7 +57,14 @@ class KVCache:
         self.next_t = 0             # absolute time index of the next chunk's first frame
         self._staged: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
         self._staged_info: ChunkInfo | None = None
+        self._drop_chunk_state()
+
+    def _drop_chunk_state(self) -> None:
         self._rotated: list[Tensor | None] = [None] * self.num_layers
+        self._buffers: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
+        # Scratch space for the model running this chunk's passes (e.g. its camera embedding); only valid
+        # until the cache changes, hence cleared with the buffers.
+        self.scratch: dict = {}
 
     # ---- positions ---------------------------------------------------------------------------
     @property
@@ -92,6 +103,32 @@ class KVCache:
             self._rotated[layer] = rotate(self.k[layer], self.chunks, self.key_chunk_starts())
         return self._rotated[layer]
 
+    @torch.no_grad()
+    def kv_buffers(self, layer: int, tokens: int, rotate: Callable[[Tensor, list[ChunkInfo], list[int]], Tensor],
+                   k_like: Tensor, v_like: Tensor, dtypes: tuple[torch.dtype, torch.dtype]) -> tuple[Tensor, Tensor]:
+        """Key and value buffers [B, H, cached + tokens, D] for the no-grad passes of the chunk being generated.
+
+        The cached keys (rotated at their policy positions) and values sit in front, cast to ``dtypes``;
+        the last ``tokens`` rows are left for the chunk, which each pass overwrites in place. Built on the
+        first pass after a commit, so later passes neither rotate, concatenate nor cast the cache again.
+        ``k_like`` / ``v_like`` [B, H, tokens, D] give batch, heads, widths and device.
+        """
+        B, H, _, Dk = k_like.shape
+        Dv = v_like.shape[-1]
+        past = 0 if self.k[layer] is None else self.k[layer].shape[2]
+        buf = self._buffers[layer]
+        if (buf is not None and buf[0].shape == (B, H, past + tokens, Dk) and buf[1].shape[-1] == Dv
+                and (buf[0].dtype, buf[1].dtype) == dtypes and buf[0].device == k_like.device
+                and buf[0].is_inference() == torch.is_inference_mode_enabled()):   # else in-place writes fail
+            return buf
+        k_buf = torch.empty(B, H, past + tokens, Dk, dtype=dtypes[0], device=k_like.device)
+        v_buf = torch.empty(B, H, past + tokens, Dv, dtype=dtypes[1], device=k_like.device)
+        if past:
+            k_buf[:, :, :past] = rotate(self.k[layer], self.chunks, self.key_chunk_starts())
+            v_buf[:, :, :past] = self.v[layer]
+        self._buffers[layer] = (k_buf, v_buf)
+        return k_buf, v_buf
+
     # ---- commit ------------------------------------------------------------------------------
     @torch.no_grad()
     def commit(self) -> None:
@@ -99,29 +136,32 @@ class KVCache:
         if self._staged_info is None or any(s is None for s in self._staged):
             raise RuntimeError("KVCache.commit() without a staged chunk: run a forward with this cache first")
         info = self._staged_info
+        evict = 0 if self.window is None else max(0, len(self.chunks) + 1 - self.sink - self.window)
+        keep_front = sum(c.tokens for c in self.chunks[: self.sink])
+        drop = sum(c.tokens for c in self.chunks[self.sink: self.sink + evict])
         for i, (k, v) in enumerate(self._staged):
-            self.k[i] = k if self.k[i] is None else torch.cat([self.k[i], k], dim=2)
-            self.v[i] = v if self.v[i] is None else torch.cat([self.v[i], v], dim=2)
+            # one concatenation per tensor: the kept old tokens (minus the evicted ones) and the new chunk
+            self.k[i] = self._append(self.k[i], k, keep_front, drop)
+            self.v[i] = self._append(self.v[i], v, keep_front, drop)
+        del self.chunks[self.sink: self.sink + evict]
         self.chunks.append(info)
         self.num_committed += 1
         self.next_t = info.t_start + info.frames
-        if self.window is not None and len(self.chunks) > self.sink + self.window:
-            self._evict(len(self.chunks) - self.sink - self.window)
         self._staged = [None] * self.num_layers
         self._staged_info = None
-        self._rotated = [None] * self.num_layers
+        self._drop_chunk_state()
 
-    def _evict(self, count: int) -> None:
-        keep_front = sum(c.tokens for c in self.chunks[: self.sink])
-        drop = sum(c.tokens for c in self.chunks[self.sink : self.sink + count])
-        for i in range(self.num_layers):
-            self.k[i] = torch.cat([self.k[i][:, :, :keep_front], self.k[i][:, :, keep_front + drop :]], dim=2)
-            self.v[i] = torch.cat([self.v[i][:, :, :keep_front], self.v[i][:, :, keep_front + drop :]], dim=2)
-        del self.chunks[self.sink : self.sink + count]
+    @staticmethod
+    def _append(old: Tensor | None, new: Tensor, keep_front: int, drop: int) -> Tensor:
+        if old is None:
+            return new
+        parts = [old[:, :, :keep_front], old[:, :, keep_front + drop:], new] if drop else [old, new]
+        return torch.cat(parts, dim=2)
 
     def discard_staged(self) -> None:
         self._staged = [None] * self.num_layers
         self._staged_info = None
+        self._drop_chunk_state()
 
     def state(self) -> dict:
         """A summary for logs and tests (no tensors)."""

@@ -1,4 +1,5 @@
 """LightningModules: they only wire injected parts (denoisers, codec, schedule) together."""
+from realcam.systems.student import OdeInitModule, SelfForcingDMDModule, StudentModule
 from realcam.systems.teacher import TeacherModule
 
-__all__ = ["TeacherModule"]
+__all__ = ["OdeInitModule", "SelfForcingDMDModule", "StudentModule", "TeacherModule"]

@@ -74,7 +74,11 @@ def rollout_chunk(generator: nn.Module, cond: Cond, sigmas: Tensor, cache: KVCac
         if j + 1 < steps:
             x = add_noise(x0.detach(), sample_noise(like.shape, noise_gen, like), sigmas[j + 1])
     with torch.no_grad():          # the clean pass: K/V of the result, remembered for the next chunks
-        generator(x0.detach(), torch.zeros(B, like.shape[1], device=like.device), cond, cache=cache)
+        write_cache = getattr(generator, "write_cache", None)   # skips what only the (unused) flow needs
+        if write_cache is not None:
+            write_cache(x0.detach(), cond, cache)
+        else:
+            generator(x0.detach(), torch.zeros(B, like.shape[1], device=like.device), cond, cache=cache)
     cache.commit()
     return x0, states, preds
 

@@ -7,7 +7,6 @@ teacher supports classifier-free guidance ``u + g (c - u)``.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -19,10 +18,10 @@ from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule, sample_noise
 from realcam.modules.samplers import euler_sample
 from realcam.systems.common import EMA, adamw_with_warmup, build_codec, prepare_batch, step_generator
-from realcam.systems.evaluation import VideoEvaluator
+from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
 
 
-class TeacherModule(L.LightningModule):
+class TeacherModule(EvaluatesVideos, L.LightningModule):
     """Args:
         denoiser: the bidirectional network (e.g. ``realcam.modules.backbone.CrossFrameDiT``).
         codec: latent codec, registry name or instance.
@@ -130,38 +129,6 @@ class TeacherModule(L.LightningModule):
         latents = euler_sample(model, noise, cond, sigmas, guidance=guidance, uncond=uncond)
         return self.codec.decode(latents).clamp(-1, 1)
 
-    # ---- evaluation ------------------------------------------------------------------------------
-    def _evaluate(self, batch: dict, stage: str) -> None:
-        generated = self.generate(batch)
-        self.evaluator.update(generated, batch)
-        if self.evaluator.videos_saved < self.hparams.save_videos and self.trainer.log_dir:
-            out = Path(self.trainer.log_dir) / "videos" / f"{stage}_step{self.global_step:07d}"
-            self.evaluator.save_videos(out, generated, batch, self.hparams.save_videos)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        if batch_idx * batch["source"].shape[0] < self.hparams.eval_videos:
-            self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def on_validation_epoch_start(self) -> None:
-        self.evaluator.reset()
-
-    on_test_epoch_start = on_validation_epoch_start
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval("val", report=False)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test", report=True)
-
-    def _log_eval(self, stage: str, report: bool) -> None:
-        results = self.evaluator.compute()
-        self.log_dict({f"{stage}/{k}": v for k, v in self.evaluator.scalars(results).items()}, sync_dist=False)
-        if report and self.trainer.log_dir and self.trainer.is_global_zero:
-            path = Path(self.trainer.log_dir) / f"{stage}_report.json"
-            self.evaluator.write_report(path, results, {"stage": stage, "global_step": self.global_step,
-                                                        "sample_steps": self.hparams.sample_steps,
-                                                        "guidance": self.hparams.guidance,
-                                                        "layout": getattr(self.denoiser, "layout", None)})
+    def report_meta(self) -> dict:
+        return {"sampler": "euler", "sample_steps": self.hparams.sample_steps, "guidance": self.hparams.guidance,
+                "layout": getattr(self.denoiser, "layout", None)}

@@ -1,41 +1,23 @@
-"""``realcam bench``: speed measurements that print a table and write JSON (never timed tests).
+"""``realcam bench cache``: per-chunk latency of cached causal inference early (chunk 16) and late (chunk 1024)
+in the stream, sink + window against an unbounded cache, and attention backends side by side.
 
-Sub-benchmarks:
-  cache     per-chunk latency of cached causal inference early (chunk 16) and late (chunk 1024) in
-            the stream, sink + window against an unbounded cache, and attention backends side by side.
-Every ratio is measured side by side in one run, since the machines are noisy.
+Transformer forward + cache commit only (no codec, one pass per chunk). Every ratio is measured side by side
+in one run, since the machines are noisy.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from realcam.bench._common import DEFAULT_OUT, autocast, machine_info
 from realcam.modules.attention import MaskSpec
 from realcam.modules.cond import Cond
 from realcam.registry import ATTENTION_BACKENDS, BACKBONES
-
-DEFAULT_OUT = Path("docs/benchmarks")
-
-
-def machine_info() -> dict:
-    return {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-
-
-def autocast(device: str, dtype: str):
-    if dtype == "fp32":
-        return nullcontext()
-    return torch.autocast(device_type=device, dtype=torch.bfloat16)
 
 
 def tiny_chunk_inputs(model, batch: int = 1, height: int = 16, width: int = 16, device: str = "cpu"):
@@ -89,7 +71,7 @@ def side_by_side(model, old_cache, young_chunks: int, rounds: int, dtype: str, d
 def _median_around(times: list[float], index: int, radius: int = 4) -> float:
     """Median latency of chunks index-radius .. index+radius (1-based chunk numbers)."""
     lo, hi = max(0, index - 1 - radius), min(len(times), index + radius)
-    return statistics.median(times[lo:hi])
+    return statistics.median(times[lo:hi] or times[-radius:])   # a stream shorter than index: its tail
 
 
 @torch.no_grad()
@@ -187,11 +169,7 @@ def bench_cache(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="realcam bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="which", required=True)
-    p = sub.add_parser("cache", help="per-chunk latency early vs late in the stream; attention backends")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--chunks", type=int, default=1024)
     p.add_argument("--sink", type=int, default=1)
@@ -208,9 +186,3 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "cache.json")
     p.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
                    help="also save the latency-over-stream plot next to the JSON (.png)")
-    args = parser.parse_args(argv)
-    result = {"cache": bench_cache}[args.which](args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
-    return 0

@@ -1,0 +1,43 @@
+"""``realcam bench``: speed measurements that print a table and write JSON (never timed tests).
+
+  realcam bench [all] [--quick]   the streaming student against its 50-step teachers, one run (suite.py):
+                                  FPS, constant latency, seconds per video, time to first frame, attention
+                                  backends, achieved FLOP/s; JSON + plots in docs/benchmarks/, tables in
+                                  docs/benchmarks.md
+  realcam bench cache             per-chunk transformer latency early vs late in the stream (cache.py)
+  realcam bench transformer       transformer-only FPS of a preset, e.g. wan1.3b on a GPU (transformer.py)
+
+Every ratio is measured side by side in one run, since the machines are noisy.
+"""
+from __future__ import annotations
+
+import argparse
+
+from realcam.bench import cache, suite, transformer
+from realcam.bench._common import write_json
+
+COMMANDS = {
+    "all": (suite, "the streaming student against its teachers, every section in one run"),
+    "cache": (cache, "per-chunk latency early vs late in the stream; attention backends"),
+    "transformer": (transformer, "transformer-only streaming FPS of a preset (wan1.3b on a GPU)"),
+}
+
+
+def main(argv: list[str]) -> int:
+    argv = list(argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["all", *argv]          # `realcam bench --quick` runs the suite
+    parser = argparse.ArgumentParser(prog="realcam bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="which", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        module.add_arguments(sub.add_parser(name, help=help_text, description=module.__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+    args = parser.parse_args(argv)
+    if args.which == "cache":
+        result = cache.bench_cache(args)
+        write_json(result, args.out)
+        print(f"\nwrote {args.out}")
+    else:
+        COMMANDS[args.which][0].main(args)
+    return 0

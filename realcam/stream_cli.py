@@ -1,0 +1,531 @@
+"""``realcam stream``, ``realcam demo`` and ``realcam export``: parse, prepare frames and poses, call the library.
+
+    realcam stream --source synthetic:seed=3 --trajectory arc:left:30 --out out.mp4 --side-by-side sbs.mp4
+    realcam stream --video in.mp4 --trajectory camera_extrinsics.json --camera cam01 --out out.mp4
+    realcam demo                                   # bundled student on a held-out scene, closed camera loop
+    realcam demo --from-scratch --dry-run          # the whole pipeline's commands, on a reduced budget
+    realcam export --config configs/student/tiny_dmd.yaml --ckpt RUN/checkpoints/last.ckpt --out DIR
+
+Pose and frame-rate conventions: docs/streaming.md.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from realcam import geometry
+
+# The synthetic source arguments the tiny models were trained with (scripts/teacher_tiny.sh).
+TRAINING_SOURCE_ARGS = {"rig_arc_deg": 60.0, "novel_spread_deg": 30.0, "texture_scale": 2.0}
+
+
+# ================================================================================================ sources
+@dataclass
+class SourceClip:
+    """Source frames at the model's size, ready to push.
+
+    frames uint8 [T, H, W, 3]; K [3, 3] pixels of those frames; fps: their effective rate; indices: each frame's
+    index in the original video (trajectory files are indexed by it); c2w [T, 4, 4] world source cameras and
+    ``render(target_c2w [T, 4, 4]) -> uint8 [T, H, W, 3]`` ground truth when the source is synthetic;
+    target_K [3, 3] the target camera's intrinsics (default K).
+    """
+
+    frames: Tensor
+    K: Tensor
+    fps: float
+    indices: list[int]
+    c2w: Tensor | None = None
+    render: Callable[[Tensor], Tensor] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    target_K: Tensor | None = None
+
+
+def fit_frames(frames: Tensor, K: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """uint8 [T, H, W, 3] + K [3, 3] -> uint8 [T, h, w, 3] + K: resize to cover ``size`` (aspect kept), centre crop."""
+    from realcam.data.datamodule import resize_crop
+
+    x, K = resize_crop(frames, K.expand(len(frames), 3, 3), size, zoom=1.0, top_frac=0.5, left_frac=0.5)
+    return x.permute(0, 2, 3, 1).contiguous(), K[0]
+
+
+def open_video(path: str | Path, size: tuple[int, int], fov_deg: float, fps: float | None, stride: int | None,
+               start: int = 0, max_frames: int | None = None) -> SourceClip:
+    """Decode ``path`` every ``stride`` frames (default: the stride closest to ``fps``), resize + centre crop."""
+    from realcam.data.video import probe_video, read_video
+
+    info = probe_video(path)
+    if stride is None:
+        stride = max(1, round(info.fps / fps)) if fps and info.fps else 1
+    if stride < 1 or start < 0:
+        raise ValueError(f"--stride {stride} must be >= 1 and --start {start} >= 0")
+    stop = None if max_frames is None else start + (max_frames - 1) * stride + 1
+    # decode at twice the model size (libswscale), then resize_crop antialiases down: cheap and K stays exact
+    scale = min(1.0, 2 * max(size[0] / info.height, size[1] / info.width))
+    decode_hw = (max(size[0], round(info.height * scale)), max(size[1], round(info.width * scale)))
+    frames = read_video(path, start=start, stop=stop, stride=stride, size=decode_hw)
+    K = geometry.resize_intrinsics(geometry.fov_intrinsics(info.height, info.width, fov_deg),
+                                   (info.height, info.width), decode_hw)
+    frames, K = fit_frames(frames, K, size)
+    indices = [start + k * stride for k in range(len(frames))]
+    return SourceClip(frames, K, info.fps / stride, indices,
+                      info={"kind": "video", "path": str(path), "video_fps": info.fps, "stride": stride,
+                            "start": start, "video_size": [info.height, info.width], "fov_deg": fov_deg})
+
+
+def parse_source_spec(spec: str) -> dict[str, Any]:
+    """``synthetic:seed=3,index=0,split=test`` -> {'seed': 3, 'index': 0, 'split': 'test'}."""
+    kind, _, rest = spec.partition(":")
+    if kind != "synthetic":
+        raise ValueError(f"--source {spec!r}: only 'synthetic:seed=N[,index=I][,split=S]' is a built-in source; "
+                         f"use --video PATH for footage")
+    out: dict[str, Any] = {"seed": 0, "index": 0, "split": "test"}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in out:
+            raise ValueError(f"--source {spec!r}: {item!r} is not one of seed=N, index=I, split=S")
+        out[key] = value if key == "split" else int(value)
+    return out
+
+
+def open_synthetic(spec: str, size: tuple[int, int], fps: float, frames: int,
+                   source_args: dict[str, Any] | None = None) -> SourceClip:
+    """One camera of a held-out synthetic scene (split ``test`` by default); the scene renders ground truth."""
+    from realcam.data.synthetic import SyntheticSource
+
+    opts = parse_source_spec(spec)
+    args = {**TRAINING_SOURCE_ARGS, **(source_args or {})}
+    src = SyntheticSource(num_cameras=1, num_frames=frames, height=size[0], width=size[1], fps=fps,
+                          seed=opts["seed"], split=opts["split"], **args)
+    clip, scene = src.clip(opts["index"]), src.scene(opts["index"])
+    times = torch.arange(frames, dtype=torch.float64) / fps
+    K = clip.K[0, 0]
+
+    def render(target_c2w: Tensor) -> Tensor:
+        n = len(target_c2w)
+        return scene.render(target_c2w.float(), K.expand(n, 3, 3), times[:n], size[0], size[1])
+
+    return SourceClip(clip.frames[0], K, fps, list(range(frames)), c2w=clip.c2w[0], render=render,
+                      info={"kind": "synthetic", "scene_id": clip.scene_id, **opts, "source_args": args})
+
+
+# ================================================================================================ trajectories
+def target_trajectory(spec: str, clip: SourceClip, camera: str | None = None) -> tuple[Tensor, dict[str, Any]]:
+    """Target poses ``[T', 4, 4]`` relative to the source camera of each frame (T' <= T frames of ``clip``).
+
+    A builder spec (``arc:left:30``, ``loop:orbit:20``, ...) gets one pose per frame. A file (realcam JSON,
+    MultiCamVideo / ReCamMaster JSON with ``camera``, RealEstate10K txt) is indexed by source frame index and
+    taken relative to its pose at the first streamed frame, so the target starts at the source view; the stream
+    ends where the file does.
+    """
+    if Path(spec).is_file():
+        traj = geometry.load_any_trajectory(spec, camera=camera)
+        keep = [i for i in clip.indices if i < len(traj)]
+        if not keep:
+            raise ValueError(f"--trajectory {spec} has {len(traj)} poses but the first streamed frame is source frame "
+                             f"{clip.indices[0]}: lower --start")
+        c2w = traj.c2w.double()
+        rel = geometry.rigid_inverse(c2w[keep[0]])[None] @ c2w[torch.tensor(keep)]
+        return rel.float(), {"kind": "file", "path": str(spec), "camera": traj.metadata.get("camera", camera),
+                             "poses_in_file": len(traj), "frames_used": len(keep)}
+    if camera is not None:
+        raise ValueError(f"--camera {camera} only applies to a MultiCamVideo/ReCamMaster JSON file, but --trajectory "
+                         f"{spec!r} is not a file")
+    return geometry.parse_trajectory_spec(spec, len(clip.frames)), {"kind": "spec", "spec": spec}
+
+
+# ================================================================================================ streaming
+def _psnr(a: Tensor, b: Tensor) -> list[float]:
+    """uint8 [T, H, W, 3] x2 -> per-frame PSNR (dB)."""
+    from realcam.metrics import frame_psnr
+
+    unit = lambda x: x.permute(0, 3, 1, 2).float() / 255.0  # noqa: E731
+    return frame_psnr(unit(a), unit(b)).tolist()
+
+
+def _mean(x: list[float]) -> float | None:
+    return sum(x) / len(x) if x else None
+
+
+def stream_clip(gen, clip: SourceClip, rel: Tensor, progress: bool = True, desc: str = "stream",
+                target_world: Tensor | None = None) -> dict[str, Any]:
+    """Push every frame of ``clip`` with its target pose; returns generated uint8 [T, H, W, 3], ground truth
+    (synthetic) and per-frame PSNR. ``rel`` is relative to each frame's source camera; with the source's world
+    poses known (synthetic), world poses are pushed along with ``source_c2w`` (``target_world`` if given)."""
+    from tqdm import tqdm
+
+    T = len(rel)
+    frames = clip.frames[:T]
+    if clip.c2w is not None and target_world is None:
+        target_world = clip.c2w[:T] @ rel
+    gt = clip.render(target_world) if clip.render is not None else None
+    gen.reset(K=clip.K, target_K=clip.target_K)
+    out, psnr = [], []
+    bar = tqdm(range(T), desc=desc, unit="frame", disable=not progress)
+    for t in bar:
+        if target_world is not None:
+            y = gen.push(frames[t], target_world[t], source_c2w=clip.c2w[t])
+        else:
+            y = gen.push(frames[t], rel[t])
+        if y is None:
+            continue
+        y = y[None] if y.ndim == 3 else y
+        out.append(torch.from_numpy(gen.to_uint8(y)))
+        if gt is not None:
+            done = sum(len(o) for o in out)
+            psnr += _psnr(out[-1], gt[done - len(out[-1]):done])
+            bar.set_postfix(psnr=f"{psnr[-1]:.2f}", ms=f"{gen.stats.latency_ms[-1]:.1f}")
+    stats = gen.close().as_dict()
+    generated = torch.cat(out) if out else frames[:0]
+    n = len(generated)
+    result = {"generated": generated, "source": frames[:n], "ground_truth": None if gt is None else gt[:n],
+              "stats": stats, "metrics": {}}
+    if gt is not None:
+        base = _psnr(frames[:n], gt[:n])
+        result["metrics"] = {"psnr_mean": _mean(psnr), "psnr": psnr, "source_copy_psnr_mean": _mean(base)}
+    return result
+
+
+def _upscale(x: Tensor, s: int) -> Tensor:
+    return x if s == 1 else x.repeat_interleave(s, 1).repeat_interleave(s, 2)
+
+
+def write_outputs(result: dict[str, Any], fps: float, out: Path | None, side_by_side: Path | None,
+                  report: Path | None, extra: dict[str, Any], scale: int = 1) -> dict[str, str]:
+    """The generated mp4, an optional side-by-side mp4 (source | generated [| ground truth]) and a JSON report."""
+    from realcam.data.video import side_by_side as stack, write_video
+
+    paths: dict[str, str] = {}
+    if len(result["generated"]) == 0:
+        raise ValueError("no frame was generated: the stream is shorter than one chunk")
+    if out is not None:
+        paths["video"] = str(write_video(out, _upscale(result["generated"], scale), fps))
+    if side_by_side is not None:
+        panels = [result["source"], result["generated"]]
+        if result["ground_truth"] is not None:
+            panels.append(result["ground_truth"])
+        paths["side_by_side"] = str(write_video(side_by_side, _upscale(stack(panels), scale), fps))
+    if report is not None:
+        paths["report"] = str(report)
+        body = {**extra, "outputs": paths, "fps_video": fps, "stats": result["stats"], "metrics": result["metrics"],
+                "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}}
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(body, indent=2))
+    return paths
+
+
+def load_generator(args: argparse.Namespace):
+    """A StreamingGenerator from --bundle (default: the bundled tiny student) or --ckpt + --config."""
+    from realcam.streaming import StreamingGenerator, bundled_model
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    opts = dict(steps=args.steps, sink=args.sink, window=args.window, dtype=args.dtype, device=args.device,
+                seed=args.seed)
+    if args.ckpt is not None:
+        if args.config is None:
+            raise ValueError("--ckpt needs --config (the run's training YAML)")
+        return StreamingGenerator.from_checkpoint(args.ckpt, args.config, **opts), str(args.ckpt)
+    path = Path(args.bundle) if args.bundle else bundled_model("tiny_student")
+    return StreamingGenerator.from_checkpoint(path, **opts), str(path)
+
+
+def _window(text: str) -> int | None | str:
+    if text in ("none", "default"):
+        return None if text == "none" else text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of chunks, 'none' (unbounded) or 'default'")
+    return int(text)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--bundle", help="bundle folder (default: the bundled realcam/assets/tiny_student)")
+    g.add_argument("--ckpt", help="a Lightning .ckpt instead of a bundle (needs --config)")
+    g.add_argument("--config", help="the training YAML of --ckpt")
+    g.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the bundle's list)")
+    g.add_argument("--sink", type=int, default=None, help="sink chunks of the KV cache (default: the model's)")
+    g.add_argument("--window", type=_window, default="default", help="rolling window chunks, or 'none' for unbounded "
+                   "(default: the model's)")
+    g.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = torch.autocast")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); tiny models "
+                   "are fastest on one, since idle OpenMP workers spin on a shared CPU")
+    g.add_argument("--seed", type=int, default=0, help="noise seed (the stream is deterministic given it)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def stream_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="realcam stream", description="Stream a source video through the causal "
+                                "student along a target camera trajectory (docs/streaming.md).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", help="source mp4; resized to cover the model size and centre-cropped")
+    src.add_argument("--source", help="synthetic:seed=N[,index=I][,split=S]: a rendered scene with ground truth")
+    p.add_argument("--source-args", type=json.loads, default=None,
+                   help=f"JSON overrides of the synthetic source (default {json.dumps(TRAINING_SOURCE_ARGS)})")
+    p.add_argument("--trajectory", default="arc:left:30",
+                   help="builder spec (arc:left:30, pan:right:20, loop:orbit:20, ...) or a file: realcam JSON, "
+                        "MultiCamVideo/ReCamMaster JSON (with --camera), RealEstate10K txt")
+    p.add_argument("--camera", default=None, help="camera of a MultiCamVideo JSON, e.g. cam01")
+    p.add_argument("--frames", type=int, default=None, help="frames to stream (synthetic default 16; video: all)")
+    p.add_argument("--start", type=int, default=0, help="first video frame")
+    p.add_argument("--fps", type=float, default=None, help="source rate to stream at (default: the model's fps); "
+                   "the video is subsampled by the nearest integer stride")
+    p.add_argument("--stride", type=int, default=None, help="explicit video frame stride (overrides --fps)")
+    p.add_argument("--fov", type=float, default=60.0, help="the video's horizontal field of view, degrees")
+    p.add_argument("--out", type=Path, required=True, help="generated video (mp4)")
+    p.add_argument("--side-by-side", type=Path, default=None, help="source | generated [| ground truth] mp4")
+    p.add_argument("--json", type=Path, default=None, help="timings and metrics (default: OUT with .json)")
+    p.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling of the written videos")
+    _model_args(p)
+    return p
+
+
+def stream_main(argv: list[str]) -> int:
+    args = stream_parser().parse_args(argv)
+    try:
+        gen, model_path = load_generator(args)
+        size = gen.image_size
+        if args.video:
+            clip = open_video(args.video, size, args.fov, args.fps or gen.fps, args.stride, args.start, args.frames)
+        else:
+            clip = open_synthetic(args.source, size, args.fps or gen.fps, args.frames or 16, args.source_args)
+        rel, traj_info = target_trajectory(args.trajectory, clip, args.camera)
+        result = stream_clip(gen, clip, rel, progress=not args.quiet)
+        extra = {"command": "stream", "argv": argv, "model": model_path, "source": clip.info,
+                 "trajectory": traj_info, "frames": len(result["generated"]), "image_size": list(size)}
+        paths = write_outputs(result, clip.fps, args.out, args.side_by_side,
+                              args.json or args.out.with_suffix(".json"), extra, args.scale)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"realcam stream: error: {err}", file=sys.stderr)
+        return 2
+    s, m = result["stats"], result["metrics"]
+    line = (f"{s['frames']} frames at {size[0]}x{size[1]}: {s['fps']:.1f} FPS, latency mean {s['latency_ms_mean']:.1f} "
+            f"ms, p90 {s['latency_ms_p90']:.1f} ms, first frame {s['time_to_first_frame_ms']:.1f} ms")
+    if m:
+        line += f"; PSNR {m['psnr_mean']:.2f} dB (source copy {m['source_copy_psnr_mean']:.2f} dB)"
+    print(line)
+    print("wrote " + ", ".join(paths.values()))
+    return 0
+
+
+# ================================================================================================ demo
+def demo_sequence(size: tuple[int, int], fps: float, index: int, seed: int, length: int, loop: str,
+                  degrees: float, distance: float, laps: int):
+    """A LoopAug ``orbit_return`` sequence on a held-out scene: the target leaves the source camera's pose,
+    travels the closed ``loop`` path ``laps`` times over the frozen scene and comes back; revisits are exact."""
+    from realcam.data.synthetic import SyntheticSource
+    from realcam.registry import LOOPAUG_STRATEGIES
+
+    source = SyntheticSource(num_cameras=1, num_frames=16, height=size[0], width=size[1], fps=fps, seed=seed,
+                             split="test", **TRAINING_SOURCE_ARGS)
+    strategy = LOOPAUG_STRATEGIES.build("orbit_return", length=length, path=loop, degrees=degrees,
+                                        distance=distance, laps=laps, novel_target=False)
+    return strategy(source, index, torch.Generator().manual_seed(index))
+
+
+def plot_latency(latency_ms: list[float], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=120)
+    ax.plot(range(len(latency_ms)), latency_ms, marker=".", lw=1, label="push latency")
+    mean = sum(latency_ms) / len(latency_ms)
+    ax.axhline(mean, ls="--", c="gray", lw=1, label=f"mean {mean:.1f} ms")
+    ax.set(xlabel="frame", ylabel="latency (ms)", title=title, ylim=(0, None))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    gen, model_path = load_generator(args)
+    seq = demo_sequence(gen.image_size, gen.fps, args.index, args.seed, args.length, args.loop, args.degrees,
+                        args.distance, args.laps)
+    clip = SourceClip(seq.source_frames, seq.source_K[0], gen.fps, list(range(seq.num_steps)), c2w=seq.source_c2w,
+                      render=lambda c2w: seq.target_frames, target_K=seq.target_K[0],
+                      info={"kind": "synthetic", "scene_id": seq.scene_id, "split": "test", "index": args.index})
+    rel = geometry.relative_poses(seq.source_c2w, seq.target_c2w, "current_source")
+    result = stream_clip(gen, clip, rel, progress=not args.quiet, desc="demo", target_world=seq.target_c2w)
+    out = Path(args.out)
+    pairs = [(n, m) for n, m in sorted(seq.revisit.items()) if n < len(result["generated"])]
+    loop_psnr = [_psnr(result["generated"][n:n + 1], result["generated"][m:m + 1])[0] for n, m in pairs]
+    result["metrics"].update(loop_psnr_mean=_mean(loop_psnr), loop_psnr=loop_psnr,
+                             revisit_pairs=[[n, m] for n, m in pairs],
+                             closure_psnr=loop_psnr[-1] if pairs and pairs[-1] == (len(rel) - 1, 0) else None)
+    extra = {"command": "demo", "model": model_path, "scene_id": seq.scene_id, "strategy": "orbit_return",
+             "trajectory": {"loop": args.loop, "degrees": args.degrees, "distance": args.distance, "laps": args.laps,
+                            "length": args.length, "start": "the source camera's pose at the frozen time"}}
+    s = result["stats"]
+    plot = plot_latency(s["latency_ms"], out / "latency.png",
+                        f"realcam demo: {s['fps']:.1f} FPS, {gen.image_size[0]}x{gen.image_size[1]}")
+    paths = write_outputs(result, gen.fps, None, out / "demo.mp4", out / "demo.json",
+                          {**extra, "latency_plot": str(plot)}, args.scale)
+    return {**result, "paths": {**paths, "latency_plot": str(plot)}}
+
+
+# ---- the whole pipeline, on a reduced budget ------------------------------------------------------------
+def from_scratch_plan(workdir: Path, args: argparse.Namespace) -> list[list[str]]:
+    """The documented commands (argv after ``realcam``) from shards to the streamed demo; ``*`` in a path is a
+    checkpoint found when the step runs (the newest match)."""
+    W = str(workdir)
+    src = json.dumps(TRAINING_SOURCE_ARGS)
+    shards = ["data", "make-shards", "--source", "synthetic", "--source-args", src, "--loopaug",
+              "pingpong,orbit_return,none", "--height", "32", "--width", "32", "--seed", "0", "--overwrite"]
+    ckpt = lambda run: f"{W}/{run}/lightning_logs/version_*/checkpoints/last.ckpt"  # noqa: E731
+    data = lambda train: ["--data.init_args.train_shards", train, "--data.init_args.val_shards",  # noqa: E731
+                          f"{W}/data/val", "--data.init_args.test_shards", f"{W}/data/val"]
+    fit = lambda cfg, run, n: ["fit", "--config", cfg, "--trainer.max_steps", str(n),  # noqa: E731
+                               "--trainer.val_check_interval", str(n), "--trainer.default_root_dir", f"{W}/{run}"]
+    return [
+        [*shards, "--split", "train", "--out", f"{W}/data/train", "--lengths", "4,8",
+         "--num-sequences", str(args.num_sequences), "--samples-per-shard", "256"],
+        [*shards, "--split", "val", "--out", f"{W}/data/val", "--lengths", "8", "--num-sequences", "8"],
+        [*fit("configs/teacher/tiny.yaml", "teacher", args.teacher_steps), *data(f"{W}/data/train"),
+         "--model.init_args.total_steps", str(args.teacher_steps)],
+        ["data", "make-ode-pairs", "--config", "configs/teacher/tiny.yaml", "--teacher", ckpt("teacher"),
+         "--shards", f"{W}/data/train", "--out", f"{W}/data/ode", "--steps", str(args.ode_pair_steps),
+         "--num-samples", str(args.ode_pairs), "--overwrite"],
+        [*fit("configs/student/tiny_ode.yaml", "student_ode", args.ode_steps), *data(f"{W}/data/ode"),
+         "--model.init_args.generator_init", ckpt("teacher"), "--model.init_args.total_steps", str(args.ode_steps)],
+        [*fit("configs/student/tiny_dmd.yaml", "student_dmd", args.dmd_steps), *data(f"{W}/data/train"),
+         "--model.init_args.generator_init", ckpt("student_ode"), "--model.init_args.real_score_init",
+         ckpt("teacher")],
+        ["export", "--config", "configs/student/tiny_dmd.yaml", "--ckpt", ckpt("student_dmd"), "--out",
+         f"{W}/bundle", "--role", "student", "--overwrite", "--commands-file", f"{W}/commands.txt"],
+        ["demo", "--bundle", f"{W}/bundle", "--out", f"{W}/demo"],
+    ]
+
+
+FROM_SCRATCH_FILES = ("configs/teacher/tiny.yaml", "configs/student/tiny_ode.yaml", "configs/student/tiny_dmd.yaml")
+
+
+def run_from_scratch(args: argparse.Namespace) -> int:
+    repo = Path(args.repo).resolve()
+    missing = [f for f in FROM_SCRATCH_FILES if not (repo / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--from-scratch needs a realcam repository checkout for its configs, but {repo} has "
+                                f"no {', '.join(missing)}: run it from the repository root or pass --repo PATH")
+    plan = from_scratch_plan(Path(args.workdir), args)
+    if not args.dry_run:      # the bundle's provenance records the whole pipeline
+        record = repo / args.workdir / "commands.txt"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text("".join(f"realcam {shlex.join(step)}\n" for step in plan[:-2]))
+    for i, step in enumerate(plan, 1):
+        print(f"[{i}/{len(plan)}] realcam {shlex.join(step)}", flush=True)
+        if args.dry_run:
+            continue
+        argv = []
+        for a in step:
+            if "*" in a:
+                found = sorted(glob.glob(str(repo / a)), key=os.path.getmtime)
+                if not found:
+                    raise FileNotFoundError(f"step {i}: no checkpoint matches {a}; did the previous step fail?")
+                a = found[-1]
+            argv.append(a)
+        done = subprocess.run([sys.executable, "-m", "realcam.cli", *argv], cwd=repo)
+        if done.returncode:
+            print(f"realcam demo --from-scratch: step {i} failed (exit {done.returncode}); outputs so far are in "
+                  f"{args.workdir}", file=sys.stderr)
+            return done.returncode
+    return 0
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="realcam demo", description="Stream a held-out synthetic scene along a closed "
+                                "camera loop with the bundled student; writes demo.mp4 (source | generated | ground "
+                                "truth), latency.png and demo.json, and prints FPS, latency, PSNR and loop PSNR.")
+    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("--index", type=int, default=0, help="held-out scene (split test)")
+    p.add_argument("--length", type=int, default=17, help="frames (2 laps of 8 and the return to the start)")
+    p.add_argument("--loop", default="orbit", help="closed path: orbit, circle, square, pingpong_<pan|arc|...>")
+    p.add_argument("--degrees", type=float, default=30.0, help="angular size of orbit/arc/pan loops")
+    p.add_argument("--distance", type=float, default=0.5, help="size in metres of circle/square/dolly loops")
+    p.add_argument("--laps", type=int, default=2)
+    p.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of demo.mp4")
+    _model_args(p)
+    g = p.add_argument_group("from scratch (needs a repository checkout)")
+    g.add_argument("--from-scratch", action="store_true", help="shards -> teacher -> ODE pairs -> ODE init -> DMD "
+                   "-> export -> demo, each a documented `realcam` command")
+    g.add_argument("--dry-run", action="store_true", help="print the commands only")
+    g.add_argument("--workdir", default="runs/demo_from_scratch", help="everything it writes goes here")
+    g.add_argument("--repo", default=".", help="repository root (configs/ lives there)")
+    g.add_argument("--num-sequences", type=int, default=256, help="training LoopAug sequences")
+    g.add_argument("--teacher-steps", type=int, default=300)
+    g.add_argument("--ode-pairs", type=int, default=128, help="teacher ODE trajectories")
+    g.add_argument("--ode-pair-steps", type=int, default=20, help="teacher Euler steps per trajectory")
+    g.add_argument("--ode-steps", type=int, default=150)
+    g.add_argument("--dmd-steps", type=int, default=60)
+    return p
+
+
+def demo_main(argv: list[str]) -> int:
+    args = demo_parser().parse_args(argv)
+    try:
+        if args.from_scratch:
+            return run_from_scratch(args)
+        result = run_demo(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"realcam demo: error: {err}", file=sys.stderr)
+        return 2
+    s, m = result["stats"], result["metrics"]
+    closure = "n/a" if m["closure_psnr"] is None else f"{m['closure_psnr']:.2f} dB"
+    print(f"frames {s['frames']}  FPS {s['fps']:.1f}  latency mean {s['latency_ms_mean']:.1f} ms  p50 "
+          f"{s['latency_ms_p50']:.1f}  p90 {s['latency_ms_p90']:.1f}  first frame {s['time_to_first_frame_ms']:.1f} ms")
+    print(f"PSNR vs ground truth {m['psnr_mean']:.2f} dB (source copy {m['source_copy_psnr_mean']:.2f} dB)  loop PSNR "
+          f"{m['loop_psnr_mean'] or float('nan'):.2f} dB over {len(m['loop_psnr'])} revisit pairs  closure "
+          f"(last vs first) {closure}")
+    print("wrote " + ", ".join(result["paths"].values()))
+    return 0
+
+
+# ================================================================================================ export
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="realcam export", description="Write a bundle folder (model.safetensors + "
+                                "config.yaml) from a training run, for `realcam stream` and StreamingGenerator.")
+    p.add_argument("--config", required=True, help="the run's training YAML")
+    p.add_argument("--ckpt", required=True, help="its Lightning .ckpt (or a bare .safetensors)")
+    p.add_argument("--out", required=True, help="bundle folder")
+    p.add_argument("--role", choices=("student", "teacher"), default=None, help="default: from the config")
+    p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
+    p.add_argument("--fps", type=float, default=None, help="frame rate the model was trained at (default 8)")
+    p.add_argument("--image-size", default=None, help="H,W (default: the config's data.init_args.image_size)")
+    p.add_argument("--commands-file", default=None, help="a text file of the commands that made the run (one a "
+                   "line), recorded in the bundle's provenance before this export command")
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def export_main(argv: list[str]) -> int:
+    from realcam.streaming import export_checkpoint
+
+    args = export_parser().parse_args(argv)
+    try:
+        size = None if args.image_size is None else [int(v) for v in args.image_size.split(",")]
+        commands = [] if args.commands_file is None else Path(args.commands_file).read_text().splitlines()
+        commands = [c for c in commands if c.strip()] + [shlex.join(["realcam", "export", *argv])]
+        out = export_checkpoint(args.config, args.ckpt, args.out, role=args.role, prefer="raw" if args.raw else "ema",
+                                fps=args.fps, image_size=size, overwrite=args.overwrite,
+                                provenance={"commands": commands})
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"realcam export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote bundle {out}")
+    return 0

@@ -1,0 +1,279 @@
+"""Phase 2: the causal few-step student (DESIGN §1.2 and §2).
+
+* :class:`OdeInitModule` regresses the causal generator's one-step x0 onto the teacher's ODE samples
+  (CausVid ODE init), every chunk at its own random student step, under block-causal attention.
+* :class:`SelfForcingDMDModule` rolls the generator out with its KV cache exactly as at inference
+  (:func:`~realcam.systems.rollout.causal_rollout`) and trains it with Distribution Matching Distillation
+  against a frozen real score (the teacher) and a trainable critic (the fake score).
+
+Both evaluate by streaming rollout with the generator's EMA weights, so validation numbers are the numbers a
+user of ``realcam stream`` gets. Networks are injected: an instance (YAML ``class_path``) or a backbone registry
+name, each optionally initialized from a checkpoint (:mod:`realcam.systems.networks`).
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from realcam.losses import critic_loss, dmd_generator_loss, ode_regression_loss
+from realcam.modules.codecs import LatentCodec
+from realcam.modules.flow import FlowSchedule
+from realcam.systems.common import EMA, adamw_with_warmup, build_codec, prepare_batch, step_generator
+from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
+from realcam.systems.networks import build_network, load_network_weights
+from realcam.systems.rollout import causal_rollout
+
+DEFAULT_STEPS = (1000, 750, 500, 250)
+
+
+def loop_consistency_loss(x: Tensor, revisit: Tensor) -> Tensor:
+    """Mean squared difference between each LoopAug revisit frame and the earlier frame it revisits.
+
+    x [B, F, C, h, w] (one latent frame per video frame); revisit [B, F] holds m at a revisit n -> m, else -1.
+    The earlier frame is the anchor (detached): a stream cannot change what it already showed.
+    Returns 0 (attached to x's graph) when the batch has no revisit.
+    """
+    if revisit.shape != x.shape[:2]:
+        raise ValueError(f"revisit {tuple(revisit.shape)} must be [B, F] = {tuple(x.shape[:2])}: the loop term "
+                         f"needs one latent frame per video frame (a codec with temporal_factor 1)")
+    b, n = torch.nonzero(revisit >= 0, as_tuple=True)
+    if len(b) == 0:
+        return x.sum() * 0.0
+    m = revisit[b, n]
+    return (x[b, n].float() - x[b, m].detach().float()).square().mean()
+
+
+class StudentModule(EvaluatesVideos, L.LightningModule):
+    """The causal generator, its EMA, the shared schedule and evaluation by streaming rollout.
+
+    Args:
+        generator: the causal network (instance, or a backbone registry name plus ``generator_args``).
+        generator_init: checkpoint to start from (the teacher's, for ODE init; the ODE init's, for DMD).
+        generator_init_weights: ``ema`` (default) or ``raw`` weights of that checkpoint.
+        codec / shift / denoising_steps / pose_reference: must match the teacher and the ODE pairs.
+        ema_decay / ema_start: generator EMA (evaluation and export use it).
+        eval_videos / save_videos / lpips_backbone_weights: evaluation, as the teacher's.
+        seed: all noise comes from (seed, step): resume is exact.
+    """
+
+    def __init__(self, generator: nn.Module | str = "tiny", generator_args: dict | None = None,
+                 generator_init: str | None = None, generator_init_weights: Literal["ema", "raw"] = "ema",
+                 codec: str | LatentCodec = "pixel", shift: float = 3.0,
+                 denoising_steps: Sequence[int] = DEFAULT_STEPS,
+                 pose_reference: Literal["first_source", "current_source"] = "current_source",
+                 ema_decay: float = 0.99, ema_start: int = 100, eval_videos: int = 4, save_videos: int = 2,
+                 lpips_backbone_weights: str | None = None, seed: int = 0):
+        super().__init__()
+        self.generator = build_network(generator, generator_args, "generator")
+        if getattr(self.generator, "attention_mode", "causal") != "causal":
+            raise ValueError("generator must be causal: set generator.init_args.attention_mode: causal (the "
+                             "student rolls out chunk by chunk with a KV cache)")
+        if generator_init:
+            load_network_weights(self.generator, generator_init, generator_init_weights, "generator_init")
+        self.codec = build_codec(codec)
+        self.schedule = FlowSchedule(shift=shift, denoising_steps=tuple(denoising_steps))
+        self.ema = EMA(self.generator, ema_decay, ema_start)
+        self.evaluator = VideoEvaluator(lpips_backbone_weights)
+
+    @property
+    def sigmas(self) -> Tensor:
+        return self.schedule.student_sigmas()
+
+    @torch.no_grad()
+    def generate(self, batch: dict, use_ema: bool = True, seed: int | None = None) -> Tensor:
+        """Stream the batch's target videos [B, T, 3, H, W] in [-1, 1] with the KV cache (sink + window)."""
+        _, cond = prepare_batch(batch, self.codec, self.hparams.pose_reference)
+        model = self.ema.shadow if use_ema else self.generator
+        g = step_generator(self.hparams.seed if seed is None else seed, 0, 0, "sample")
+        latents = causal_rollout(model, cond, self.sigmas, g).x0
+        return self.codec.decode(latents).clamp(-1, 1)
+
+    def report_meta(self) -> dict:
+        g = self.generator
+        return {"sampler": "causal_rollout", "denoising_steps": list(self.schedule.denoising_steps),
+                "sigmas": [round(float(s), 6) for s in self.sigmas], "chunk_frames": getattr(g, "chunk_frames", None),
+                "sink_chunks": getattr(g, "sink_chunks", None), "window_chunks": getattr(g, "window_chunks", None)}
+
+
+class OdeInitModule(StudentModule):
+    """ODE regression on teacher trajectories (train on :class:`~realcam.systems.ode_datamodule.OdePairDataModule`).
+
+    Each chunk of each sample draws its own step index j; its frames enter at the stored teacher state for the
+    student's sigma_j, and the loss is the MSE of the one-step x0 prediction to the teacher's final sample, on
+    noisy frames only. Attention is block-causal over chunks (the generator's own mask).
+    """
+
+    def __init__(self, generator: nn.Module | str = "tiny", generator_args: dict | None = None,
+                 generator_init: str | None = None, generator_init_weights: Literal["ema", "raw"] = "ema",
+                 codec: str | LatentCodec = "pixel", shift: float = 3.0,
+                 denoising_steps: Sequence[int] = DEFAULT_STEPS,
+                 pose_reference: Literal["first_source", "current_source"] = "current_source",
+                 lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.01,
+                 warmup_steps: int = 50, total_steps: int | None = None, min_lr_ratio: float = 1.0,
+                 grad_clip: float = 1.0, ema_decay: float = 0.99, ema_start: int = 100, eval_videos: int = 4,
+                 save_videos: int = 2, lpips_backbone_weights: str | None = None, seed: int = 0):
+        super().__init__(generator, generator_args, generator_init, generator_init_weights, codec, shift,
+                         denoising_steps, pose_reference, ema_decay, ema_start, eval_videos, save_videos,
+                         lpips_backbone_weights, seed)
+        self.save_hyperparameters(ignore=["generator", "codec"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        states, sigmas, x0, cond = batch["states"], batch["sigmas"], batch["x0"], batch["cond"]
+        if not torch.allclose(sigmas.float().cpu(), self.sigmas, atol=1e-6):
+            raise ValueError(f"the ODE pairs hold sigmas {sigmas.tolist()} but this module's schedule (shift="
+                             f"{self.schedule.shift}, denoising_steps={list(self.schedule.denoising_steps)}) gives "
+                             f"{self.sigmas.tolist()}: use one shift and one step list for pairs and student")
+        B, S, Fr = states.shape[:3]
+        c = self.generator.chunk_frames
+        g = step_generator(self.hparams.seed, self.global_step, self.global_rank, "ode")
+        step = torch.randint(S, (B, -(-Fr // c)), generator=g).repeat_interleave(c, dim=1)[:, :Fr].to(states.device)
+        index = step.view(B, 1, Fr, 1, 1, 1).expand(B, 1, Fr, *states.shape[3:])
+        x_t = states.gather(1, index).squeeze(1)
+        sigma = sigmas.to(states.device, torch.float32)[step]
+        loss = ode_regression_loss(self.generator, x_t, sigma, cond, x0)
+        self.log("train/loss", loss, prog_bar=True, batch_size=B)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.hparams.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.hparams.grad_clip)
+            self.log("train/grad_norm", norm)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update(self.generator, self.global_step)     # before callbacks checkpoint this step
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt, sched = adamw_with_warmup(self.generator.parameters(), hp.lr, hp.betas, hp.weight_decay,
+                                       hp.warmup_steps, hp.total_steps, hp.min_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class SelfForcingDMDModule(StudentModule):
+    """Self-Forcing DMD with manual optimization (train on LoopSequence shards: only conditions are used,
+    plus the revisit map for the optional loop term).
+
+    Every iteration: one critic step (flow matching on a fresh, detached rollout); every ``critic_ratio``-th
+    iteration first one generator step (rollout with gradient at one random exit step shared by all chunks, DMD
+    loss against real score and critic, plus ``loop_weight`` times the LoopAug loop term).
+
+    Args (beyond :class:`StudentModule`'s):
+        real_score / real_score_args / real_score_init: the frozen bidirectional teacher (required weights).
+        critic / critic_args / critic_init: the fake score, bidirectional and trainable; initialized from
+            ``critic_init`` (default: ``real_score_init``).
+        guidance: g of the real score, ``u + g (c - u)``.
+        critic_ratio: critic updates per generator update (default 5).
+        generator_lr / critic_lr / betas / weight_decay / warmup_steps / grad_clip: two AdamW optimizers.
+        sigma_range: DMD and critic noise levels (uniform, shifted, clamped).
+        loop_weight: weight of :func:`loop_consistency_loss` (0 = off, the default: ablate it).
+    """
+
+    def __init__(self, generator: nn.Module | str = "tiny", real_score: nn.Module | str = "tiny",
+                 critic: nn.Module | str | None = None, generator_args: dict | None = None,
+                 real_score_args: dict | None = None, critic_args: dict | None = None,
+                 generator_init: str | None = None, real_score_init: str | None = None,
+                 critic_init: str | None = None, generator_init_weights: Literal["ema", "raw"] = "ema",
+                 codec: str | LatentCodec = "pixel", shift: float = 3.0,
+                 denoising_steps: Sequence[int] = DEFAULT_STEPS,
+                 pose_reference: Literal["first_source", "current_source"] = "current_source",
+                 guidance: float = 1.0, critic_ratio: int = 5, generator_lr: float = 2e-6, critic_lr: float = 4e-7,
+                 betas: tuple[float, float] = (0.0, 0.999), weight_decay: float = 0.01, warmup_steps: int = 0,
+                 grad_clip: float = 10.0, sigma_range: tuple[float, float] = (0.02, 0.98), loop_weight: float = 0.0,
+                 ema_decay: float = 0.99, ema_start: int = 20, eval_videos: int = 4, save_videos: int = 2,
+                 lpips_backbone_weights: str | None = None, seed: int = 0):
+        super().__init__(generator, generator_args, generator_init, generator_init_weights, codec, shift,
+                         denoising_steps, pose_reference, ema_decay, ema_start, eval_videos, save_videos,
+                         lpips_backbone_weights, seed)
+        self.save_hyperparameters(ignore=["generator", "real_score", "critic", "codec"])
+        if critic_ratio < 1:
+            raise ValueError(f"critic_ratio={critic_ratio} must be >= 1 (critic updates per generator update)")
+        if loop_weight < 0:
+            raise ValueError(f"loop_weight={loop_weight} must be >= 0 (0 turns the LoopAug loop term off)")
+        self.automatic_optimization = False
+        self.real_score = build_network(real_score, real_score_args, "real_score")
+        if real_score_init:
+            load_network_weights(self.real_score, real_score_init, "ema", "real_score_init")
+        self.real_score.requires_grad_(False).eval()
+        # default critic: the real score's architecture, a separate trainable copy
+        self.critic = _clone_arch(self.real_score) if critic is None else build_network(critic, critic_args, "critic")
+        init = critic_init or real_score_init
+        if init:
+            load_network_weights(self.critic, init, "ema", "critic_init")
+        for name, net in (("real_score", self.real_score), ("critic", self.critic)):
+            if getattr(net, "attention_mode", "bidirectional") != "bidirectional":
+                raise ValueError(f"{name} must be bidirectional (it scores whole videos): set "
+                                 f"{name}.init_args.attention_mode: bidirectional")
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.real_score.eval()          # frozen: never in training mode
+        return self
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        gen_opt, gen_sched = adamw_with_warmup(self.generator.parameters(), hp.generator_lr, hp.betas,
+                                               hp.weight_decay, max(1, hp.warmup_steps))
+        critic_opt, critic_sched = adamw_with_warmup(self.critic.parameters(), hp.critic_lr, hp.betas,
+                                                     hp.weight_decay, max(1, hp.warmup_steps))
+        return [gen_opt, critic_opt], [gen_sched, critic_sched]
+
+    def _update(self, loss: Tensor, net: nn.Module, opt, sched, counts: bool) -> Tensor:
+        """Backward, clip, step. Only the critic's step ``counts`` towards ``trainer.global_step``, so that
+        global_step (max_steps, checkpoint names, the data draw) counts DMD iterations."""
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.hparams.grad_clip)
+        if counts:
+            opt.step()
+        else:
+            opt.optimizer.step()        # the bare torch optimizer: no progress bookkeeping
+        sched.step()
+        return norm
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        hp = self.hparams
+        it = int(self.iteration)
+        gen_opt, critic_opt = self.optimizers()
+        gen_sched, critic_sched = self.lr_schedulers()
+        _, cond = prepare_batch(batch, self.codec, hp.pose_reference)
+        B = cond.source.shape[0]
+        g = step_generator(hp.seed, it, self.global_rank, "dmd")
+        S = len(self.sigmas)
+        logs: dict[str, Tensor] = {}
+
+        if it % hp.critic_ratio == 0:                  # generator step
+            exit_step = int(torch.randint(S, (1,), generator=g))
+            x = causal_rollout(self.generator, cond, self.sigmas, g, exit_step=exit_step).x0
+            uncond = cond.without_camera() if hp.guidance != 1.0 else None
+            loss, dmd_logs = dmd_generator_loss(x, self.real_score, self.critic, cond, uncond, self.schedule,
+                                                hp.guidance, g, sigma_range=tuple(hp.sigma_range))
+            logs.update({f"train/dmd_{k}": v for k, v in dmd_logs.items()})
+            logs["train/dmd_loss"] = loss.detach().float()
+            if hp.loop_weight > 0:
+                loop = loop_consistency_loss(x, batch["revisit"].to(x.device))
+                loss = loss + hp.loop_weight * loop
+                logs["train/loop_loss"] = loop.detach()
+            logs["train/generator_grad_norm"] = self._update(loss, self.generator, gen_opt, gen_sched, False)
+            self.ema.update(self.generator, it // hp.critic_ratio)
+
+        with torch.no_grad():                          # critic step on a fresh, detached rollout
+            exit_step = int(torch.randint(S, (1,), generator=g))
+            x = causal_rollout(self.generator, cond, self.sigmas, g, exit_step=exit_step).x0
+        closs, critic_logs = critic_loss(self.critic, x, cond, self.schedule, g, sigma_range=tuple(hp.sigma_range))
+        logs["train/critic_loss"] = closs.detach()
+        logs["train/critic_grad_norm"] = self._update(closs, self.critic, critic_opt, critic_sched, True)
+        self.iteration += 1
+        logs["train/iteration"] = self.iteration.float()
+        self.log_dict(logs, prog_bar=False, batch_size=B)
+        self.log("train/critic", closs.detach(), prog_bar=True, batch_size=B)
+
+
+def _clone_arch(net: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(net).requires_grad_(True).train()

@@ -1,0 +1,135 @@
+"""The student through ``realcam fit/test``: ODE init and Self-Forcing DMD smoke runs, exact kill-and-resume."""
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from realcam.cli import main as realcam
+from realcam.modules.backbone import CrossFrameDiT
+from realcam.systems.student import SelfForcingDMDModule, loop_consistency_loss
+from tests.modules.test_backbone import randomize
+
+REPO = Path(__file__).resolve().parents[2]
+NET = dict(dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16)
+
+
+def net_args(prefix: str) -> list[str]:
+    return [a for k, v in NET.items() for a in (f"--model.init_args.{prefix}.init_args.{k}", str(v))]
+
+
+def common(root: Path, shards: Path) -> list[str]:
+    return ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.class_path", "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.init_args.save_dir", str(root), "--trainer.precision", "32-true",
+            "--data.init_args.val_shards", str(shards / "val-000000.tar"),
+            "--data.init_args.test_shards", str(shards / "val-000000.tar"),
+            "--data.init_args.image_size", "[16, 16]", "--data.init_args.batch_size", "2",
+            "--data.init_args.num_workers", "0", "--model.init_args.ema_start", "1"]
+
+
+@pytest.fixture(scope="module")
+def teacher_weights(tmp_path_factory) -> Path:
+    """A random bidirectional tiny network saved as bare safetensors (stands in for a trained teacher)."""
+    net = randomize(CrossFrameDiT(in_channels=12, prediction="x0", **NET), seed=5)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(0.1)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+def dmd_args(shards: Path, root: Path, teacher: Path, *extra: str) -> list[str]:
+    return ["--config", str(REPO / "configs" / "student" / "tiny_dmd.yaml"), *common(root, shards),
+            *net_args("generator"), *net_args("real_score"),
+            "--model.init_args.generator_init", str(teacher), "--model.init_args.real_score_init", str(teacher),
+            "--model.init_args.critic_ratio", "2",
+            "--data.init_args.train_shards", str(shards / "train-000000.tar"),
+            "--data.init_args.length_buckets", "[4]", *extra]
+
+
+def test_ode_init_then_dmd_then_test(tiny_shards, teacher_weights, tmp_path):
+    from realcam.modules.flow import FlowSchedule
+    from realcam.systems.ode_data import write_ode_pairs
+    from realcam.data.datamodule import RealcamDataModule
+    from realcam.modules.codecs import PixelCodec
+    from realcam.systems.networks import load_network_weights
+
+    teacher = load_network_weights(CrossFrameDiT(in_channels=12, prediction="x0", **NET), teacher_weights)
+    dm = RealcamDataModule(test_shards=str(tiny_shards / "train-000000.tar"), batch_size=2, num_workers=0,
+                           image_size=(16, 16), length_buckets=[4], log_corrupt=False)
+    write_ode_pairs(teacher, PixelCodec(2), dm.test_dataloader(), tmp_path / "ode", schedule=FlowSchedule(shift=3.0),
+                    steps=4, pose_reference="current_source", samples_per_shard=4, progress=False)
+    ode_root = tmp_path / "ode_run"
+    realcam(["fit", "--config", str(REPO / "configs" / "student" / "tiny_ode.yaml"), *common(ode_root, tiny_shards),
+             *net_args("generator"), "--model.init_args.generator_init", str(teacher_weights),
+             "--data.init_args.train_shards", str(tmp_path / "ode"), "--trainer.max_steps", "2",
+             "--trainer.val_check_interval", "2"])
+    ode_ckpt = next(ode_root.rglob("last.ckpt"))
+    dmd_root = tmp_path / "dmd_run"
+    realcam(["fit", *dmd_args(tiny_shards, dmd_root, teacher_weights, "--trainer.max_steps", "3",
+                              "--trainer.val_check_interval", "3", "--model.init_args.loop_weight", "0.5"),
+             "--model.init_args.generator_init", str(ode_ckpt)])
+    ckpt = next(dmd_root.rglob("last.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["global_step"] == 3, "global_step counts DMD iterations (critic steps), not optimizer calls"
+    assert int(state["state_dict"]["iteration"]) == 3
+    realcam(["test", *dmd_args(tiny_shards, dmd_root, teacher_weights), "--ckpt_path", str(ckpt)])
+    report = next(dmd_root.rglob("test_report.json")).read_text()
+    assert '"sampler": "causal_rollout"' in report and "baseline/source_copy/psnr" in report
+
+
+def test_dmd_killed_run_resumes_exactly(tiny_shards, teacher_weights, tmp_path):
+    ckpts = ["--trainer.val_check_interval", "null", "--trainer.limit_val_batches", "0",
+             "--data.init_args.train_batches_per_epoch", "2",
+             "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+             "--trainer.callbacks.save_last", "true", "--trainer.callbacks.every_n_train_steps", "2",
+             "--trainer.callbacks.save_top_k", "-1"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    realcam(["fit", *dmd_args(tiny_shards, straight, teacher_weights, "--trainer.max_steps", "5", *ckpts)])
+    realcam(["fit", *dmd_args(tiny_shards, killed, teacher_weights, "--trainer.max_steps", "3", *ckpts)])
+    resume = next(p for p in killed.rglob("*.ckpt") if "step=2" in p.name)
+    realcam(["fit", *dmd_args(tiny_shards, killed, teacher_weights, "--trainer.max_steps", "5", *ckpts),
+             "--ckpt_path", str(resume)])
+    # step 4 is reached after a generator update (iteration 4 with critic_ratio 2): every part moved
+    a = torch.load(next(p for p in straight.rglob("*.ckpt") if "step=4" in p.name), weights_only=True)
+    b = torch.load(next(p for p in sorted(killed.rglob("*.ckpt")) if "step=4" in p.name), weights_only=True)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for prefix in ("generator.", "critic.", "ema.shadow.", "real_score."):
+        assert any(k.startswith(prefix) for k in a["state_dict"]), prefix
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
+    assert len(a["optimizer_states"]) == 2
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"]):
+        for pid, st in opt_a["state"].items():
+            for name, value in st.items():
+                torch.testing.assert_close(value, opt_b["state"][pid][name], rtol=0, atol=0)
+    first = torch.load(resume, weights_only=True)["state_dict"]
+    assert not torch.equal(first["generator.head.weight"], a["state_dict"]["generator.head.weight"])
+    assert not torch.equal(first["critic.head.weight"], a["state_dict"]["critic.head.weight"])
+
+
+def test_loop_term_pulls_revisits_onto_their_earlier_frame():
+    x = torch.randn(2, 4, 3, 2, 2, requires_grad=True)
+    revisit = torch.tensor([[-1, -1, -1, 1], [-1, -1, -1, -1]])
+    loss = loop_consistency_loss(x, revisit)
+    torch.testing.assert_close(loss, (x[0, 3] - x[0, 1]).square().mean())
+    loss.backward()
+    assert x.grad[0, 3].abs().sum() > 0 and x.grad[0, 1].abs().sum() == 0, "the earlier frame is the anchor"
+    assert loop_consistency_loss(x, torch.full((2, 4), -1)).item() == 0.0
+    with pytest.raises(ValueError, match="revisit"):
+        loop_consistency_loss(x, torch.full((2, 8), -1))
+
+
+def test_networks_must_have_the_right_attention(teacher_weights):
+    causal = dict(in_channels=12, attention_mode="causal", **NET)
+    with pytest.raises(ValueError, match="generator must be causal"):
+        SelfForcingDMDModule(generator=CrossFrameDiT(in_channels=12, **NET), real_score=CrossFrameDiT(in_channels=12, **NET))
+    with pytest.raises(ValueError, match="real_score must be bidirectional"):
+        SelfForcingDMDModule(generator=CrossFrameDiT(**causal), real_score=CrossFrameDiT(**causal))
+    with pytest.raises(ValueError, match="real_score_init"):
+        SelfForcingDMDModule(generator=CrossFrameDiT(**causal), real_score=CrossFrameDiT(in_channels=12, dim=32),
+                             real_score_init=str(teacher_weights))
+    with pytest.raises(ValueError, match="registered backbone"):
+        SelfForcingDMDModule(generator="tinyy")

@@ -1,0 +1,130 @@
+"""``realcam stream`` on a synthetic scene and on the real ReCamMaster fixture, ``realcam demo`` (and the plan of
+``--from-scratch``), and the clear failure when the bundled model is missing. Tiny random bundles only."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from realcam.cli import main
+from realcam.data.video import read_video
+from realcam.stream_cli import FROM_SCRATCH_FILES, demo_parser, from_scratch_plan, parse_source_spec
+from tests.test_streaming import make_bundle
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+SIZE = 16
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()     # the commands set torch's thread count (--threads, default 1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "tiny", size=SIZE)
+
+
+def fixture(*parts: str) -> Path:
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real-world fixture {path} not found (it lives in ../shared/fixtures beside the repo)")
+    return path
+
+
+def test_stream_synthetic_source_with_ground_truth(bundle, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    rc = main(["stream", "--bundle", str(bundle), "--source", "synthetic:seed=3,index=1", "--trajectory",
+               "arc:left:30", "--frames", "4", "--out", str(out), "--side-by-side", str(tmp_path / "sbs.mp4"),
+               "--quiet"])
+    assert rc == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["frames"] == 4 and report["source"]["scene_id"] == "synthetic-test-s3-000001"
+    assert len(report["metrics"]["psnr"]) == 4 and report["metrics"]["source_copy_psnr_mean"] > 0
+    assert len(report["stats"]["latency_ms"]) == 4 and report["stats"]["fps"] > 0
+    assert read_video(out).shape == (4, SIZE, SIZE, 3)
+    assert read_video(tmp_path / "sbs.mp4").shape == (4, SIZE, 3 * SIZE + 4, 3)   # source | generated | truth
+    assert "PSNR" in capsys.readouterr().out
+
+
+def test_stream_real_recammaster_video_and_camera(bundle, tmp_path):
+    """1280x720 at 30 fps -> stride 4 (closest to the model's 8 fps), resized and centre-cropped to 16x16; cam01
+    (pan right) is indexed by source frame and taken relative to its first pose."""
+    video = fixture("recammaster", "videos", "10.mp4")
+    cams = fixture("recammaster", "camera_extrinsics.json")
+    out = tmp_path / "real.mp4"
+    rc = main(["stream", "--bundle", str(bundle), "--video", str(video), "--trajectory", str(cams), "--camera",
+               "cam01", "--frames", "5", "--out", str(out), "--side-by-side", str(tmp_path / "sbs.mp4"),
+               "--json", str(tmp_path / "r.json"), "--quiet"])
+    assert rc == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["source"]["stride"] == 4 and report["trajectory"]["camera"] == "cam01"
+    assert report["frames"] == 5 and report["fps_video"] == 7.5 and report["metrics"] == {}
+    assert read_video(out).shape == (5, SIZE, SIZE, 3)
+    assert read_video(tmp_path / "sbs.mp4").shape == (5, SIZE, 2 * SIZE + 2, 3)
+
+
+def test_stream_realestate10k_file_ends_the_stream_where_it_ends(bundle, tmp_path):
+    txt = sorted(fixture("realestate10k").glob("*.txt"))[0]
+    rc = main(["stream", "--bundle", str(bundle), "--source", "synthetic:seed=0", "--trajectory", str(txt),
+               "--frames", "20", "--out", str(tmp_path / "o.mp4"), "--quiet"])
+    assert rc == 0
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert report["frames"] == report["trajectory"]["poses_in_file"] == 16   # the file has 16 poses
+
+
+def test_stream_errors_are_clear(bundle, tmp_path, capsys):
+    args = ["stream", "--bundle", str(bundle), "--out", str(tmp_path / "o.mp4"), "--quiet"]
+    assert main([*args, "--source", "synthetic:seed=0", "--trajectory", "arc:left:30", "--camera", "cam01"]) == 2
+    assert "--camera cam01 only applies" in capsys.readouterr().err
+    assert main([*args, "--source", "webcam:0"]) == 2
+    assert "--video PATH" in capsys.readouterr().err
+    assert parse_source_spec("synthetic:seed=4,split=val") == {"seed": 4, "index": 0, "split": "val"}
+
+
+def test_demo_streams_a_closed_loop_and_reports_loop_psnr(bundle, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--bundle", str(bundle), "--out", str(out), "--length", "9", "--scale", "1", "--quiet"]) == 0
+    report = json.loads((out / "demo.json").read_text())
+    m = report["metrics"]
+    # 2 laps of 4 poses plus the return: steps 4..8 revisit 0..4 (the last one the first pose: loop closure)
+    assert m["revisit_pairs"] == [[4, 0], [5, 1], [6, 2], [7, 3], [8, 0]] and len(m["loop_psnr"]) == 5
+    assert m["closure_psnr"] == m["loop_psnr"][-1] and len(m["psnr"]) == 9
+    assert (out / "latency.png").stat().st_size > 0
+    assert read_video(out / "demo.mp4").shape == (9, SIZE, 3 * SIZE + 4, 3)
+    printed = capsys.readouterr().out
+    assert "FPS" in printed and "loop PSNR" in printed and "closure" in printed
+
+
+def test_demo_without_bundled_model_names_folder_and_command(monkeypatch, tmp_path, capsys):
+    import realcam.streaming as streaming
+
+    monkeypatch.setattr(streaming, "ASSETS", tmp_path / "assets")
+    assert main(["demo", "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "assets" / "tiny_student") in err and "realcam export --config" in err
+    assert main(["stream", "--source", "synthetic:seed=0", "--out", str(tmp_path / "o.mp4")]) == 2
+    assert "tiny_student" in capsys.readouterr().err
+
+
+def test_demo_from_scratch_plan(tmp_path, capsys):
+    args = demo_parser().parse_args(["--from-scratch", "--teacher-steps", "7", "--workdir", str(tmp_path / "w")])
+    plan = from_scratch_plan(tmp_path / "w", args)
+    heads = [" ".join(step[:2]) for step in plan]
+    assert heads == ["data make-shards", "data make-shards", "fit --config", "data make-ode-pairs", "fit --config",
+                     "fit --config", "export --config", "demo --bundle"]
+    assert [step[2] for step in plan if step[0] == "fit"] == list(FROM_SCRATCH_FILES)
+    assert "7" == plan[2][plan[2].index("--trainer.max_steps") + 1]
+    outputs = [a for step in plan for a in step if a.startswith(str(tmp_path))]
+    assert all(a.startswith(str(tmp_path / "w")) for a in outputs) and len(outputs) > 10
+    repo = Path(__file__).resolve().parents[1]
+    if not all((repo / f).is_file() for f in FROM_SCRATCH_FILES):
+        pytest.skip("the student configs are not in this checkout yet")
+    assert main(["demo", "--from-scratch", "--dry-run", "--repo", str(repo), "--workdir", str(tmp_path / "w")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 8 and printed[0].startswith("[1/8] realcam data make-shards")
+    assert not (tmp_path / "w").exists()                         # a dry run writes nothing
+    assert main(["demo", "--from-scratch", "--dry-run", "--repo", str(tmp_path)]) == 2
+    assert "needs a realcam repository checkout" in capsys.readouterr().err

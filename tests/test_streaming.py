@@ -1,0 +1,265 @@
+"""StreamingGenerator: the push API, equality with the offline causal rollout, input checks that keep the stream
+intact, and bundles (export, load, ``realcam export`` from a training checkpoint)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from realcam import geometry
+from realcam.modules.backbone import CrossFrameDiT
+from realcam.modules.codecs import PixelCodec
+from realcam.modules.cond import Cond
+from realcam.streaming import StreamingGenerator, bundled_model, export_bundle, load_bundle
+from realcam.systems.rollout import causal_rollout
+
+TINY = dict(in_channels=12, dim=24, depth=2, heads=2, ffn_dim=48, patch=[1, 2, 2], freq_dim=32,
+            attention_mode="causal", window_chunks=2, prediction="x0")
+SIZE = 16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes run fastest on one thread (idle OpenMP workers spin on a shared CPU); the CLI sets it too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_network(chunk_frames: int = 1, seed: int = 1, **overrides) -> CrossFrameDiT:
+    """Random weights everywhere (zero-initialized heads would make every output equal)."""
+    net = CrossFrameDiT(**{**TINY, "chunk_frames": chunk_frames, **overrides})
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return net
+
+
+def bundle_config(size: int = SIZE, **network_overrides) -> dict:
+    return {"network": {"class_path": "realcam.modules.backbone.CrossFrameDiT",
+                        "init_args": {**TINY, **network_overrides}},
+            "codec": {"class_path": "realcam.modules.codecs.PixelCodec", "init_args": {"factor": 2}},
+            "shift": 3.0, "denoising_steps": [1000, 750, 500, 250], "pose_reference": "current_source",
+            "image_size": [size, size], "fps": 8.0, "role": "student",
+            "provenance": {"commands": ["tests: random tiny network"]}}
+
+
+def make_bundle(out: Path, size: int = SIZE, seed: int = 1) -> Path:
+    """A bundle of a randomly initialized tiny student (tests only; never shipped)."""
+    return export_bundle(tiny_network(seed=seed), out, bundle_config(size))
+
+
+def make_stream(chunk_frames: int = 1, **kw) -> StreamingGenerator:
+    return StreamingGenerator(tiny_network(chunk_frames), PixelCodec(2), image_size=(SIZE, SIZE), seed=7, **kw)
+
+
+def inputs(T: int = 5, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (T, SIZE, SIZE, 3), dtype=torch.uint8, generator=g)
+    return frames, geometry.arc(T, 25.0)
+
+
+def offline(gen: StreamingGenerator, frames: torch.Tensor, rel: torch.Tensor, seed: int = 7) -> torch.Tensor:
+    """The offline causal rollout over the whole clip, decoded: [T, 3, H, W]."""
+    T = len(frames)
+    video = frames.permute(0, 3, 1, 2).float() / 127.5 - 1
+    K = gen.K.expand(1, T, 3, 3)
+    cond = Cond(source=gen.codec.encode(video[None]), target_c2w=rel[None], target_K=K, source_K=K,
+                image_size=(SIZE, SIZE))
+    with torch.no_grad():
+        roll = causal_rollout(gen.network, cond, gen.sigmas, torch.Generator().manual_seed(seed))
+    return gen.codec.decode(roll.x0)[0].clamp(-1, 1)
+
+
+def push_all(gen: StreamingGenerator, frames, poses) -> torch.Tensor:
+    outs = [gen.push(f, c2w) for f, c2w in zip(frames, poses)]
+    outs = [o if o.ndim == 4 else o[None] for o in outs if o is not None]
+    return torch.cat(outs)
+
+
+# ------------------------------------------------------------------------------------------------ push API
+@pytest.mark.parametrize("chunk_frames", [1, 2])
+def test_stream_equals_offline_causal_rollout(chunk_frames):
+    """Chunk by chunk through rollout_chunk with the generator seeded at reset == causal_rollout, bit for bit
+    (the sink + window cache evicts after 3 chunks, so eviction is covered)."""
+    frames, poses = inputs(T=6)
+    gen = make_stream(chunk_frames)
+    outs = [gen.push(f, c2w) for f, c2w in zip(frames, poses)]
+    if chunk_frames == 1:
+        assert all(o.shape == (3, SIZE, SIZE) and o.dtype == torch.float32 for o in outs)
+    else:   # push buffers: None until the chunk is complete, then the chunk's frames
+        assert [o is None for o in outs] == [True, False] * 3 and outs[1].shape == (2, 3, SIZE, SIZE)
+    streamed = torch.cat([o if o.ndim == 4 else o[None] for o in outs if o is not None])
+    assert torch.equal(streamed, offline(gen, frames, poses))
+    assert gen.stats.frames == 6 and gen.stats.chunks == gen.cache.state()["committed"] == 6 // chunk_frames
+
+
+def test_push_chunk_and_float_frames_equal_push():
+    frames, poses = inputs(T=4)
+    ref = push_all(make_stream(2), frames, poses)
+    gen = make_stream(2)
+    floats = frames.permute(0, 3, 1, 2).float() / 127.5 - 1             # float [3, H, W] in [-1, 1]
+    out = torch.cat([gen.push_chunk(floats[i:i + 2], poses[i:i + 2]) for i in (0, 2)])
+    assert torch.equal(out, ref)
+    assert StreamingGenerator.to_uint8(out).shape == (4, SIZE, SIZE, 3)
+
+
+def test_pose_change_mid_stream_is_the_control():
+    """Changing target_c2w at step 2 leaves frames 0-1 alone and changes frame 2 on; the result is the offline
+    rollout of the edited trajectory. World poses with source_c2w give the same frames as relative poses."""
+    frames, _ = inputs(T=4)
+    still = geometry.static(4)
+    steered = still.clone()
+    steered[2:] = geometry.pan(4, 30.0)[-1]                            # the user turns the camera at step 2
+    a = push_all(make_stream(), frames, still)
+    gen = make_stream()
+    b = push_all(gen, frames, steered)
+    assert torch.equal(a[:2], b[:2]) and not torch.allclose(a[2:], b[2:], atol=1e-3)
+    assert torch.equal(b, offline(gen, frames, steered))
+    src = geometry.dolly(4, 0.5) @ geometry.pan(4, -10.0)                # a moving source camera (world)
+    world = make_stream()
+    c = torch.cat([world.push(f, s @ r, source_c2w=s)[None] for f, s, r in zip(frames, src, steered)])
+    torch.testing.assert_close(c, b, atol=1e-4, rtol=0)
+
+
+BAD_PUSHES = {
+    "wrong frame size": (lambda f, c2w: (f[:8], c2w), ValueError, "is 8x16 but the stream runs at 16x16"),
+    "float frame in 0..255": (lambda f, c2w: (f.permute(2, 0, 1).float(), c2w), ValueError, r"\[-1, 1\]"),
+    "NaN pose": (lambda f, c2w: (f, torch.full((4, 4), float("nan"))), ValueError, "target_c2w"),
+    "non-rigid pose": (lambda f, c2w: (f, torch.diag(torch.tensor([1.0, 1.0, -1.0, 1.0]))), ValueError,
+                       "target_c2w.*rigid"),
+    "scaled pose": (lambda f, c2w: (f, c2w * torch.tensor([2.0, 2.0, 2.0, 1.0])[:, None]), ValueError, "target_c2w"),
+    "pose shape": (lambda f, c2w: (f, c2w[:3]), ValueError, r"target_c2w has shape \(3, 4\)"),
+}
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 2])
+@pytest.mark.parametrize("bad", list(BAD_PUSHES))
+def test_rejected_push_keeps_the_stream_intact(bad, chunk_frames):
+    """After a rejected push the next valid push gives exactly what it would have given without it."""
+    make, error, match = BAD_PUSHES[bad]
+    frames, poses = inputs(T=4)
+    ref = push_all(make_stream(chunk_frames), frames, poses)
+    gen = make_stream(chunk_frames)
+    outs = [gen.push(frames[0], poses[0])]
+    with pytest.raises(error, match=match):
+        gen.push(*make(frames[1], poses[1]))
+    outs += [gen.push(f, c2w) for f, c2w in zip(frames[1:], poses[1:])]
+    outs = torch.cat([o if o.ndim == 4 else o[None] for o in outs if o is not None])
+    assert torch.equal(outs, ref)
+
+
+def test_push_after_close_is_rejected_until_reset():
+    frames, poses = inputs(T=2)
+    ref = push_all(make_stream(), frames, poses)
+    gen = make_stream()
+    first = gen.push(frames[0], poses[0])
+    gen.close()
+    with pytest.raises(RuntimeError, match="closed.*reset"):
+        gen.push(frames[1], poses[1])
+    assert torch.equal(first, ref[0])
+    gen.reset()                                            # a new stream, same seed: same frames again
+    assert torch.equal(push_all(gen, frames, poses), ref)
+
+
+def test_reset_options_and_bad_reset_keep_the_stream():
+    gen = make_stream()
+    with pytest.raises(ValueError, match="image_size"):
+        gen.reset(image_size=(15, 16))
+    with pytest.raises(ValueError, match="K"):
+        gen.reset(K=torch.tensor([[-1.0, 0, 8], [0, 10, 8], [0, 0, 1]]))
+    assert gen.image_size == (SIZE, SIZE)
+    gen.reset(fov_deg=90.0, image_size=(8, 12), seed=3)
+    torch.testing.assert_close(gen.K, geometry.fov_intrinsics(8, 12, 90.0))
+    assert gen.push(np.zeros((8, 12, 3), np.uint8), np.eye(4)).shape == (3, 8, 12)
+    with pytest.warns(UserWarning, match="trained with 'current_source'"):
+        gen.reset(pose_reference="first_source")
+
+
+def test_options_steps_cache_dtype_and_stats():
+    gen = make_stream(steps=2, sink=1, window=1, dtype="bf16")
+    assert gen.schedule.denoising_steps == (1000, 500) and len(gen.sigmas) == 2
+    assert (gen.cache.sink, gen.cache.window) == (1, 1)
+    frames, poses = inputs(T=3)
+    out = push_all(gen, frames, poses)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all() and out.abs().max() <= 1
+    s = gen.stats.as_dict()
+    assert s["pushes"] == s["frames"] == 3 and len(s["latency_ms"]) == 3
+    assert 0 < s["latency_ms_p50"] <= s["latency_ms_p90"] <= s["latency_ms_max"] and s["fps"] > 0
+    assert s["time_to_first_frame_ms"] == pytest.approx(s["latency_ms"][0], rel=0.5)
+    with pytest.raises(ValueError, match="bidirectional"):
+        StreamingGenerator(tiny_network(attention_mode="bidirectional"), PixelCodec(2))
+
+
+# ------------------------------------------------------------------------------------------------ bundles
+def test_bundle_round_trip(tmp_path):
+    net = tiny_network(seed=4)
+    path = export_bundle(net, tmp_path / "b", bundle_config())
+    assert sorted(p.name for p in path.iterdir()) == ["config.yaml", "model.safetensors"]
+    bundle = load_bundle(path)
+    assert bundle.config["role"] == "student" and not any(p.requires_grad for p in bundle.network.parameters())
+    frames, poses = inputs(T=3)
+    direct = push_all(StreamingGenerator(net, PixelCodec(2), image_size=(SIZE, SIZE)), frames, poses)
+    loaded = StreamingGenerator.from_checkpoint(path)
+    assert loaded.image_size == (SIZE, SIZE) and loaded.fps == 8.0
+    assert torch.equal(push_all(loaded, frames, poses), direct)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_bundle(net, path, bundle_config())
+
+
+def write_training_run(folder: Path, net: torch.nn.Module) -> tuple[Path, Path]:
+    """A student-style training YAML and a Lightning-style checkpoint (EMA and raw generator weights)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = bundle_config()
+    config = {"model": {"class_path": "realcam.systems.OdeInitModule",
+                        "init_args": {"generator": cfg["network"], "codec": cfg["codec"], "shift": 3.0,
+                                      "denoising_steps": [1000, 750, 500, 250], "pose_reference": "current_source"}},
+              "data": {"init_args": {"image_size": [SIZE, SIZE]}}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    state = {**{f"ema.shadow.{k}": v for k, v in net.state_dict().items()},
+             **{f"generator.{k}": torch.zeros_like(v) for k, v in net.state_dict().items()}}
+    torch.save({"state_dict": state, "global_step": 3}, folder / "last.ckpt")
+    return folder / "config.yaml", folder / "last.ckpt"
+
+
+@pytest.fixture
+def exported_bundle(tmp_path) -> tuple[Path, torch.nn.Module]:
+    """A bundle written by `realcam export` from a (fake, tiny) training run; returns it and the EMA network."""
+    from realcam.cli import main
+
+    net = tiny_network(seed=5)
+    config, ckpt = write_training_run(tmp_path / "run", net)
+    (tmp_path / "commands.txt").write_text("realcam fit --config run/config.yaml\n")
+    assert main(["export", "--config", str(config), "--ckpt", str(ckpt), "--out", str(tmp_path / "bundle"),
+                 "--commands-file", str(tmp_path / "commands.txt")]) == 0
+    return tmp_path / "bundle", net
+
+
+def test_realcam_export_from_training_run(exported_bundle, tmp_path):
+    path, net = exported_bundle
+    cfg = yaml.safe_load((path / "config.yaml").read_text())
+    assert cfg["role"] == "student" and cfg["image_size"] == [SIZE, SIZE] and cfg["pose_reference"] == "current_source"
+    assert cfg["provenance"]["source_ckpt"].endswith("last.ckpt")
+    assert cfg["provenance"]["commands"][0] == "realcam fit --config run/config.yaml"
+    assert cfg["provenance"]["commands"][1].startswith("realcam export")
+    frames, poses = inputs(T=2)
+    ema = push_all(StreamingGenerator(net, PixelCodec(2), image_size=(SIZE, SIZE)), frames, poses)
+    assert torch.equal(push_all(StreamingGenerator.from_checkpoint(path), frames, poses), ema)   # EMA weights
+    run = tmp_path / "run"
+    direct = StreamingGenerator.from_checkpoint(run / "last.ckpt", config=run / "config.yaml")
+    assert torch.equal(push_all(direct, frames, poses), ema)
+    with pytest.raises(ValueError, match="config="):
+        StreamingGenerator.from_checkpoint(run / "last.ckpt")
+
+
+def test_missing_bundled_asset_names_folder_and_command(monkeypatch, tmp_path):
+    import realcam.streaming as streaming
+
+    monkeypatch.setattr(streaming, "ASSETS", tmp_path / "assets")
+    with pytest.raises(FileNotFoundError) as err:
+        bundled_model("tiny_student")
+    msg = str(err.value)
+    assert str(tmp_path / "assets" / "tiny_student") in msg and "realcam export" in msg and "tiny_dmd.yaml" in msg
