@@ -28,7 +28,7 @@ from torch import Tensor
 from realcam import geometry
 
 # The synthetic source arguments the tiny models were trained with (scripts/teacher_tiny.sh).
-TRAINING_SOURCE_ARGS = {"rig_arc_deg": 60.0, "novel_spread_deg": 30.0, "texture_scale": 2.0}
+TRAINING_SOURCE_ARGS = {"rig_mode": "offset", "novel_spread_deg": 25.0, "texture_scale": 2.0}
 
 
 # ================================================================================================ sources

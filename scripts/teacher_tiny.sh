@@ -5,7 +5,7 @@
 #   STAGES="test" bash scripts/teacher_tiny.sh   # only re-evaluate existing checkpoints
 set -euo pipefail
 STAGES=${STAGES:-"data fit test"}
-SRC='{"rig_arc_deg": 60, "novel_spread_deg": 30, "texture_scale": 2.0}'
+SRC='{"rig_mode": "offset", "novel_spread_deg": 25, "texture_scale": 2.0}'
 shards() {  # split length-args out
   realcam data make-shards --source synthetic --source-args "$SRC" --loopaug pingpong,orbit_return,none \
     --height 32 --width 32 --seed 0 --split "$1" --out "$3" --overwrite "${@:4}" $2

@@ -28,6 +28,7 @@ from realcam.data.render import Box, Scene, Sphere
 from realcam.registry import MULTIVIEW_SOURCES
 
 TRAJECTORY_FAMILIES = ("static", "pan", "tilt", "dolly", "translate", "arc", "waypoints")
+RIG_MODES = ("independent", "offset")
 
 
 # -- scenes ------------------------------------------------------------------------------------------------
@@ -172,6 +173,28 @@ def rig_camera(scene: Scene, azimuth: float, num_frames: int, height: int, width
     return base[None] @ rel.to(torch.float32), K.expand(num_frames, 3, 3).contiguous(), family
 
 
+def _lookat_distance(scene: Scene, c2w: Tensor) -> float:
+    """Distance from the first pose of ``c2w`` [T, 4, 4] to the scene's look-at point (the orbit radius)."""
+    return float(torch.dist(c2w[0, :3, 3].double(), torch.tensor(scene.look_at, dtype=torch.float64)))
+
+
+def offset_camera(base_c2w: Tensor, base_K: Tensor, rng: random.Random, spread_deg: float, radius: float,
+                  families: Sequence[str] = TRAJECTORY_FAMILIES) -> tuple[Tensor, Tensor, str]:
+    """A camera that moves relative to ``base_c2w`` [T, 4, 4]: a constant orbit of U(-spread, spread) degrees
+    about the point ``radius`` metres ahead, then a random family's motion at half its usual magnitude, in the
+    base camera's frame; same intrinsics. This is the view change a user makes when steering relative to the
+    source (``realcam stream --trajectory arc:left:30``). Returns c2w [T, 4, 4], K [T, 3, 3], family."""
+    T = base_c2w.shape[0]
+    orbit = geometry.arc(2, rng.uniform(-spread_deg, spread_deg), radius)[-1]
+    family = families[rng.randrange(len(families))]
+    rel, _ = family_trajectory(family, T, rng, radius)
+    half = torch.stack([geometry.so3_exp(0.5 * geometry.so3_log(r[:3, :3])) for r in rel.to(torch.float64)])
+    rel = rel.to(torch.float64).clone()
+    rel[:, :3, :3], rel[:, :3, 3] = half, 0.5 * rel[:, :3, 3]
+    c2w = base_c2w.to(torch.float64) @ orbit.to(torch.float64) @ rel
+    return c2w.to(torch.float32), base_K.clone(), family
+
+
 # -- the source --------------------------------------------------------------------------------------------
 @MULTIVIEW_SOURCES.register("synthetic")
 class SyntheticSource:
@@ -187,11 +210,16 @@ class SyntheticSource:
                  fps: float = 8.0, trajectories: Sequence[str] = TRAJECTORY_FAMILIES, seed: int = 0,
                  split: str = "train", num_spheres: tuple[int, int] = (2, 4), num_boxes: tuple[int, int] = (2, 3),
                  fov_deg: tuple[float, float] = (50.0, 70.0), rig_arc_deg: float = 90.0,
-                 novel_spread_deg: float = 60.0, texture_scale: float = 1.0):
+                 novel_spread_deg: float = 60.0, texture_scale: float = 1.0, rig_mode: str = "independent"):
         if not texture_scale > 0:
             raise ValueError(f"texture_scale={texture_scale} must be > 0 (1.0 = default texture size, 2.0 = cells "
                              f"twice as large)")
         self.texture_scale = float(texture_scale)
+        if rig_mode not in RIG_MODES:
+            raise ValueError(f"rig_mode={rig_mode!r}: choose one of {', '.join(RIG_MODES)} ('independent': cameras "
+                             f"on an arc, each with its own height, distance, field of view and motion; 'offset': "
+                             f"every camera moves relative to one base camera, same intrinsics)")
+        self.rig_mode = rig_mode
         if not (0 <= rig_arc_deg <= 360 and 0 <= novel_spread_deg <= 180):
             raise ValueError(f"rig_arc_deg={rig_arc_deg} must be in [0, 360] and novel_spread_deg={novel_spread_deg} "
                              f"in [0, 180] (degrees of azimuth around the scene)")
@@ -226,9 +254,12 @@ class SyntheticSource:
         """An extra camera for clip ``index`` (not one of the rig's K), drawn from ``generator``: its azimuth is
         within ``novel_spread_deg`` of the rig's centre, on a random family. Returns c2w [T, 4, 4], K [T, 3, 3],
         family. Smaller spreads (and ``rig_arc_deg``) mean smaller source-to-target view changes."""
-        scene, _, _, _, centre = self._build(index)
+        scene, c2w, K, _, centre = self._build(index)
         seed = int(torch.randint(1 << 62, (1,), generator=generator))
         rng = random.Random(seed)
+        if self.rig_mode == "offset":
+            return offset_camera(c2w[0], K[0], rng, self.novel_spread_deg, _lookat_distance(scene, c2w[0]),
+                                 self.trajectories)
         azim = centre + math.radians(rng.uniform(-self.novel_spread_deg, self.novel_spread_deg))
         return rig_camera(scene, azim, self.num_frames, self.height, self.width, rng, self.trajectories, self.fov_deg)
 
@@ -252,9 +283,18 @@ class SyntheticSource:
                            texture_scale=self.texture_scale)
         rng = random.Random(s ^ 0x5EED)
         centre = rng.uniform(0, 2 * math.pi)
-        c2w, K, families = make_rig(scene, self.num_cameras, self.num_frames, self.height, self.width, rng,
-                                    self.trajectories, self.fov_deg, centre, self.rig_arc_deg)
-        return scene, c2w, K, families, centre
+        if self.rig_mode == "independent":
+            c2w, K, families = make_rig(scene, self.num_cameras, self.num_frames, self.height, self.width, rng,
+                                        self.trajectories, self.fov_deg, centre, self.rig_arc_deg)
+            return scene, c2w, K, families, centre
+        # offset: camera 0 is a rig camera; the others (and novel cameras) move relative to it
+        base_c2w, base_K, family = rig_camera(scene, centre, self.num_frames, self.height, self.width, rng,
+                                              self.trajectories, self.fov_deg)
+        radius = _lookat_distance(scene, base_c2w)
+        cams = [(base_c2w, base_K, family)] + [offset_camera(base_c2w, base_K, rng, self.novel_spread_deg, radius,
+                                                             self.trajectories) for _ in range(self.num_cameras - 1)]
+        return (scene, torch.stack([c[0] for c in cams]), torch.stack([c[1] for c in cams]), [c[2] for c in cams],
+                centre)
 
 
 def benchmark_render(num_cameras: int = 4, num_frames: int = 16, height: int = 64, width: int = 64,

@@ -139,3 +139,24 @@ def test_benchmark_render_reports_numbers():
     out = benchmark_render(num_cameras=1, num_frames=2, height=8, width=8, repeats=2, warmup=0)
     assert out["clips_per_second"] > 0 and out["seconds_per_clip_min"] <= out["seconds_per_clip_median"]
     assert out["frames_per_second"] == pytest.approx(2 * out["clips_per_second"])
+
+
+def test_offset_rig_moves_relative_to_one_base_camera():
+    """rig_mode='offset': every camera (and every novel camera) keeps the base camera's intrinsics and stays
+    within novel_spread_deg of orbit (plus half a family motion) of it; LoopAug revisits still equal their frame."""
+    from realcam.registry import LOOPAUG_STRATEGIES
+
+    src = SyntheticSource(num_cameras=3, num_frames=4, height=16, width=16, rig_mode="offset", novel_spread_deg=20)
+    c2w, K, _ = src.cameras(0)
+    assert torch.equal(K[1], K[0]) and torch.equal(K[2], K[0])
+    novel, novel_K, _ = src.novel_camera(0, torch.Generator().manual_seed(1))
+    assert torch.equal(novel_K, K[0])
+    for cam in (c2w[1], c2w[2], novel):
+        rel = torch.linalg.inv(c2w[0, 0].double()) @ cam[0].double()
+        angle = torch.rad2deg(torch.arccos(((rel[:3, :3].trace() - 1) / 2).clamp(-1, 1)))
+        assert angle < 20 + 0.5 * 45 + 1e-3     # orbit + half of the largest family rotation
+    seq = LOOPAUG_STRATEGIES.build("pingpong", length=4)(src, 0, torch.Generator().manual_seed(0))
+    for n, m in seq.revisit.items():
+        assert torch.equal(seq.target_frames[n], seq.target_frames[m])
+    with pytest.raises(ValueError, match="rig_mode"):
+        SyntheticSource(rig_mode="orbit")
