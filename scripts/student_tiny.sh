@@ -22,11 +22,11 @@ if [[ $STAGES == *data* ]]; then
   # held-out closed loops (every sequence revisits earlier (time, pose) states) for the LoopAug ablation
   shards test orbit_return,pingpong data/tiny/test_loop_T16 --length 16 --num-sequences 24
   # the same training scenes without LoopAug, for the ablation's second student
-  shards train none data/tiny/train_noloop --lengths 4,8 --num-sequences 2048 --samples-per-shard 256
+  shards train none data/tiny/train_noloop --lengths 4,8 --num-sequences 1024 --samples-per-shard 256
 fi
 if [[ $STAGES == *ode* ]]; then
   timed make-ode-pairs realcam data make-ode-pairs --config configs/teacher/tiny.yaml --teacher $TEACHER \
-    --shards data/tiny/train --out data/tiny/ode --steps 50 --num-samples 1024 --length-buckets 4 \
+    --shards data/tiny/train --out data/tiny/ode --steps 25 --num-samples 512 --length-buckets 4 \
     --batch-size 16 --overwrite
   timed fit-ode realcam fit --config configs/student/tiny_ode.yaml --model.init_args.generator_init $TEACHER
 fi

@@ -89,43 +89,62 @@ def progress(msg: str) -> None:
 
 
 # ---- sections ------------------------------------------------------------------------------------------
-@torch.no_grad()
+class ChunkStepper:
+    """``rollout_chunk`` (transformer only: all passes and the cache commit) on its own stream and cache."""
+
+    def __init__(self, model, setup: Setup, dtype: str):
+        self.model, self.setup, self.dtype = model, setup, dtype
+        _, self.cond = setup.latents(model.chunk_frames)
+        self.sigmas = setup.schedule.student_sigmas(device=setup.device)
+        self.cache, self.noise = model.new_cache(), torch.Generator().manual_seed(0)
+
+    @torch.no_grad()
+    def step(self) -> float:
+        with autocast(self.setup.device, self.dtype):
+            return timed(lambda: rollout_chunk(self.model, self.cond, self.sigmas, self.cache, self.noise,
+                                               self.cond.source), self.setup.device)
+
+
 def chunk_latency(model, setup: Setup, dtype: str, chunks: int, warmup: int) -> list[float]:
-    """Seconds per chunk of ``rollout_chunk`` (transformer only, all passes, cache commit) on a full cache."""
-    c = model.chunk_frames
-    _, cond = setup.latents(c)
-    like = cond.source
-    sigmas = setup.schedule.student_sigmas(device=setup.device)
-    cache, noise = model.new_cache(), torch.Generator().manual_seed(0)
-    times = []
-    with autocast(setup.device, dtype):
-        for i in range(warmup + chunks):
-            t = timed(lambda: rollout_chunk(model, cond, sigmas, cache, noise, like), setup.device)
-            if i >= warmup:
-                times.append(t)
-    return times
+    """Seconds per chunk of ``rollout_chunk`` after ``warmup`` chunks (which fill the cache)."""
+    stepper = ChunkStepper(model, setup, dtype)
+    return [stepper.step() for _ in range(warmup + chunks)][warmup:]
 
 
 def section_stream(setup: Setup) -> dict:
-    args, rows = setup.args, []
-    for dtype in args.dtypes:
-        progress(f"stream: {dtype}, {args.frames} frames end to end")
-        gen = setup.stream(dtype)
-        setup.push_many(gen, args.warmup, f"warm-up {dtype}")
-        times = setup.push_many(gen, args.frames, f"stream {dtype}", start=args.warmup)
-        chunk = chunk_latency(setup.student, setup, dtype, args.frames // 2, args.warmup)
-        c = setup.student.chunk_frames
-        rows.append({"dtype": dtype, "frames": args.frames,
+    """Every dtype's stream (end to end) and transformer-only stepper, advanced in alternation frame by frame."""
+    args = setup.args
+    progress(f"stream: {'/'.join(args.dtypes)} in alternation, {args.frames} frames each")
+    gens = {d: setup.stream(d) for d in args.dtypes}
+    steppers = {d: ChunkStepper(setup.student, setup, d) for d in args.dtypes}
+    for d in args.dtypes:
+        setup.push_many(gens[d], args.warmup, f"warm-up {d}")
+        for _ in range(args.warmup):
+            steppers[d].step()
+    push = {d: [] for d in args.dtypes}
+    chunk = {d: [] for d in args.dtypes}
+    for i in tqdm(range(args.frames), desc="stream", leave=False):
+        for d in args.dtypes if i % 2 == 0 else args.dtypes[::-1]:
+            push[d].append(setup.push(gens[d], args.warmup + i))
+            if i % setup.student.chunk_frames == 0:
+                chunk[d].append(steppers[d].step())
+    rows, c = [], setup.student.chunk_frames
+    for d in args.dtypes:
+        times = push[d]
+        progress(f"stream {d}: {len(times) / sum(times):.1f} FPS end to end, {median_ms(times):.1f} ms per frame")
+        rows.append({"dtype": d, "frames": args.frames,
                      "end_to_end": {"fps": len(times) / sum(times), "latency_ms_p50": median_ms(times),
                                     "latency_ms_p90": quantile_ms(times, 0.9),
                                     "latency_ms_mean": 1e3 * statistics.mean(times),
                                     "includes": {"encode": True, "decode": True, "uint8_io": True,
                                                  "input_checks": True}},
-                     "transformer_only": {"fps": c * len(chunk) / sum(chunk), "chunk_ms_p50": median_ms(chunk),
+                     "transformer_only": {"fps": c * len(chunk[d]) / sum(chunk[d]),
+                                          "chunk_ms_p50": median_ms(chunk[d]),
                                           "includes": {"encode": False, "decode": False}}})
     return {"rows": rows, "target_fps": 30.0,
             "method": f"StreamingGenerator.push per frame after {args.warmup} warm-up frames (the cache is full: "
-                      f"sink {args.sink} + window {args.window}); fps = frames / total seconds"}
+                      f"sink {args.sink} + window {args.window}); the dtypes' streams and transformer-only "
+                      f"steppers advance in alternation (same machine state); fps = frames / total seconds"}
 
 
 def section_constant(setup: Setup) -> dict:
@@ -142,6 +161,8 @@ def section_constant(setup: Setup) -> dict:
         for gen, sink, i in pair if r % 2 == 0 else pair[::-1]:
             sink.append(setup.push(gen, i))
     ratio = statistics.median(long_t) / statistics.median(short_t)
+    progress(f"constant: frame {args.short_frame} {median_ms(short_t):.1f} ms, frame {args.long_frames} "
+             f"{median_ms(long_t):.1f} ms, ratio {ratio:.3f}")
     return {"dtype": dtype, "short_frame": args.short_frame, "long_frame": args.long_frames,
             "short_ms": median_ms(short_t), "long_ms": median_ms(long_t), "ratio": ratio, "limit": 1.10,
             "rounds": args.rounds, "curve_ms": [1e3 * t for t in curve],
@@ -201,6 +222,8 @@ def section_video(setup: Setup) -> dict:
             row[f"teacher_{layout}_method"] = method
             row[f"ratio_{layout}"] = t["seconds"] / student
             row["teacher_tokens"] = t["tokens"]
+            progress(f"video T={T}: {layout} teacher {t['seconds']:.2f} s, student {student:.3f} s, "
+                     f"ratio {t['seconds'] / student:.1f}")
         rows.append(row)
     return {"rows": rows, "dtype": args.dtypes[0], "teacher_steps": TEACHER_STEPS, "student_passes_per_chunk":
             len(setup.schedule.denoising_steps) + 1, "target_ratio_T32": 100.0,
@@ -246,8 +269,9 @@ def section_backends(setup: Setup) -> dict:
     _, cond = setup.latents(T)
     x = torch.randn_like(cond.source)
     try:
-        for name in ATTENTION_BACKENDS.list():
-            progress(f"backends: {name}")
+        for name in args.backends or ATTENTION_BACKENDS.list():
+            progress(f"backends: {name} (the warm-up includes any compilation: flex compiles per shape on a CPU)")
+            t0 = time.perf_counter()
             backend = ATTENTION_BACKENDS.build(name)
             student.attention = teacher.attention = backend
             try:
@@ -256,7 +280,9 @@ def section_backends(setup: Setup) -> dict:
                     passes = [timed(lambda: teacher(x, torch.full((1, T), 0.5, device=setup.device), cond),
                                     setup.device) for _ in range(3)][1:]
                 rows.append({"backend": name, "student_chunk_ms": median_ms(chunk),
-                             "teacher_forward_ms": median_ms(passes)})
+                             "teacher_forward_ms": median_ms(passes), "wall_seconds": time.perf_counter() - t0})
+                progress(f"backends: {name} student chunk {median_ms(chunk):.1f} ms, teacher forward "
+                         f"{median_ms(passes):.1f} ms")
             except Exception as err:     # a backend that cannot run here is reported, not fatal
                 rows.append({"backend": name, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"})
     finally:
@@ -291,6 +317,8 @@ def section_flops(setup: Setup) -> dict:
     peak = matmul_peak(setup.device, torch.bfloat16, args.peak_size)
     peak32 = matmul_peak(setup.device, torch.float32, args.peak_size)
     achieved = flops / statistics.median(chunk)
+    progress(f"flops: {flops / 1e9:.2f} GFLOP per chunk at {achieved / 1e9:.1f} GFLOP/s = "
+             f"{100 * achieved / peak['flops_per_s']:.1f}% of the bf16 matmul peak {peak['flops_per_s'] / 1e9:.0f} GFLOP/s")
     return {"dtype": dtype, "flops_per_chunk": flops, "chunk_ms": median_ms(chunk), "achieved_flops_per_s": achieved,
             "bf16_matmul_peak_flops_per_s": peak["flops_per_s"], "fp32_matmul_peak_flops_per_s": peak32["flops_per_s"],
             "fraction_of_bf16_peak": achieved / peak["flops_per_s"], "peak_matmul_size": args.peak_size,
@@ -389,6 +417,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video-repeats", type=int, default=None)
     p.add_argument("--ttff-length", type=int, default=32)
     p.add_argument("--backend-chunks", type=int, default=None)
+    p.add_argument("--backends", nargs="+", default=None, help="attention backends to compare (default: all)")
     p.add_argument("--source-fps", type=float, default=8.0, help="the source camera's frame rate (ttff capture)")
     p.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak FLOP/s")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "bench.json")

@@ -77,8 +77,9 @@ class DiTBlock(nn.Module):
         self._fused: tuple | None = None     # (key, weight, bias, norm weight) for no-grad passes
 
     def modulations(self, e6: Tensor) -> list[Tensor]:
-        """[B, G, 6, D] time embedding -> shift1, 1 + scale1, gate1, shift2, 1 + scale2, gate2 (each [B, G, D])."""
-        mods = list((self.modulation + e6).unbind(2))
+        """[B, G, 6, D] time embedding -> shift1, 1 + scale1, gate1, shift2, 1 + scale2, gate2 (each [B, G, 1, D],
+        ready to broadcast over a group's tokens)."""
+        mods = list((self.modulation + e6)[:, :, :, None].unbind(2))
         mods[1], mods[4] = 1 + mods[1], 1 + mods[4]
         return mods
 
@@ -100,10 +101,10 @@ class DiTBlock(nn.Module):
         G = mods[0].shape[1]
 
         def modulate(h: Tensor, shift: Tensor, scale1p: Tensor) -> Tensor:
-            return (h.view(B, shift.shape[1], -1, D) * scale1p[:, :, None] + shift[:, :, None]).view(B, -1, D)
+            return (h.view(B, shift.shape[1], -1, D) * scale1p + shift).view(B, -1, D)
 
         def gated(h: Tensor, gate: Tensor) -> Tensor:
-            return (h.view(B, gate.shape[1], -1, D) * gate[:, :, None]).view(B, -1, D)
+            return (h.view(B, gate.shape[1], -1, D) * gate).view(B, -1, D)
 
         h = modulate(self.norm1(x), mods[0], mods[1])
         if keep is not None and keep.numel():
@@ -189,7 +190,7 @@ class DiTBlock(nn.Module):
         version and storage, so an optimizer step or a load_state_dict is seen."""
         params = (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias,
                   self.norm_q.weight, self.norm_k.weight)
-        key = (dtype, *((p._version, p.data_ptr(), p.device) for p in params))
+        key = (dtype, *(p._version for p in params), *(p.data_ptr() for p in params))
         if self._fused is None or self._fused[0] != key:
             with torch.no_grad():
                 weight = torch.cat(params[:3]).to(dtype)
@@ -455,7 +456,7 @@ class CrossFrameDiT(nn.Module):
         if memo and group_sigma.device.type == "cpu":
             params = (*self.time_embed.parameters(), *self.time_proj.parameters(), *(b.modulation for b in self.blocks))
             key = (tuple(group_sigma.shape), tuple(group_sigma.flatten().tolist()), dtype,
-                   _autocast_state(group_sigma.device), tuple((p._version, p.data_ptr(), p.device) for p in params))
+                   _autocast_state(group_sigma.device), *(p._version for p in params), *(p.data_ptr() for p in params))
             hit = self._time_memo.get(key)
             if hit is not None:
                 return hit

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-buckets", type=_int_list, default=None, help="crop samples to these lengths, e.g. 4")
     p.add_argument("--dtype", choices=sorted(STATE_DTYPES), default="float32", help="storage of states and x0")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                   help="teacher forward under bf16 autocast (default, as in bf16-mixed training) or fp32; the "
+                        "Euler accumulation and the stored states are float32 either way")
     p.add_argument("--samples-per-shard", type=int, default=64)
     p.add_argument("--prefix", default="ode")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -96,12 +99,19 @@ def make_ode_pairs(args: argparse.Namespace) -> dict[str, Any]:
                            log_corrupt=False)
     batches = ({k: v.to(args.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
                for b in dm.test_dataloader())
+    if args.precision == "bf16":
+        device_type = torch.device(args.device).type
+        base = denoiser
+
+        def denoiser(x, sigma, cond):
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                return base(x, sigma, cond).float()
     return write_ode_pairs(denoiser, teacher.codec, batches, args.out, schedule=schedule, steps=args.steps,
                            guidance=args.guidance, pose_reference=teacher.hparams.pose_reference, seed=args.seed,
                            num_samples=args.num_samples, dtype=args.dtype, prefix=args.prefix,
                            samples_per_shard=args.samples_per_shard, overwrite=args.overwrite,
                            extra_meta=dict(checkpoint=str(args.teacher), config=str(args.config),
-                                           use_ema=not args.no_ema), progress=not args.quiet)
+                                           use_ema=not args.no_ema, precision=args.precision), progress=not args.quiet)
 
 
 def main(argv: list[str]) -> int:

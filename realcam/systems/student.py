@@ -122,7 +122,7 @@ class OdeInitModule(StudentModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         states, sigmas, x0, cond = batch["states"], batch["sigmas"], batch["x0"], batch["cond"]
-        if not torch.allclose(sigmas.float().cpu(), self.sigmas, atol=1e-6):
+        if sigmas.shape != self.sigmas.shape or not torch.allclose(sigmas.float().cpu(), self.sigmas, atol=1e-6):
             raise ValueError(f"the ODE pairs hold sigmas {sigmas.tolist()} but this module's schedule (shift="
                              f"{self.schedule.shift}, denoising_steps={list(self.schedule.denoising_steps)}) gives "
                              f"{self.sigmas.tolist()}: use one shift and one step list for pairs and student")
