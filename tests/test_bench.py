@@ -12,6 +12,15 @@ from realcam.modules.cond import Cond
 from realcam.modules.rope import Rope3D
 from realcam.registry import ATTENTION_BACKENDS
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes gain nothing from a second thread, and on a busy machine two would wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 QUICK = ["--quick", "--image-size", "16", "16", "--frames", "2", "--warmup", "1", "--short-frame", "2",
          "--long-frames", "5", "--rounds", "2", "--lengths", "2", "--ttff-length", "2", "--backend-chunks", "1",
          "--teacher-probe", "1", "--video-repeats", "1", "--peak-size", "64", "--threads", "1", "--device", "cpu"]
