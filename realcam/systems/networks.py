@@ -71,7 +71,11 @@ def load_network_weights(net: nn.Module, path: str | Path, prefer: Literal["ema"
                          field: str = "weights") -> nn.Module:
     """Load weights into ``net`` (strict: a mismatch names the missing / unexpected keys and the config field)."""
     state = read_state_dict(path, prefer, field)
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:      # shape mismatches raise even when strict=False
+        raise ValueError(f"{field}={str(path)!r} does not fit the configured network ({str(err).splitlines()[-1].strip()}"
+                         f"); the architecture in the config must match the checkpoint's") from err
     if missing or unexpected:
         raise ValueError(f"{field}={str(path)!r} does not fit the configured network: missing {missing[:6]}, "
                          f"unexpected {unexpected[:6]}; the architecture in the config must match the checkpoint's")

@@ -127,12 +127,13 @@ def test_cli_end_to_end(teacher, tiny_shards, tmp_path):
     rc = make_ode_pairs(["--teacher", str(tmp_path / "teacher.ckpt"), "--config", str(tmp_path / "teacher.yaml"),
                          "--shards", str(tiny_shards / "val-000000.tar"), "--out", str(out), "--steps", "3",
                          "--guidance", "2.0", "--batch-size", "2", "--num-samples", "3",
-                         "--length-buckets", "4", "--quiet",
+                         "--length-buckets", "4", "--quiet", "--precision", "fp32",   # fp32: exact re-integration
                          "--device", "cpu"])
     assert rc == 0 and data_args["image_size"] == [16, 16]
     schedule = FlowSchedule(shift=module.hparams.shift)
     samples = list(read_ode_pairs(out, schedule=schedule))
     assert len(samples) == 3 and samples[0]["meta"]["teacher"]["use_ema"] is True
+    assert samples[0]["meta"]["teacher"]["precision"] == "fp32"
     batch = collate_ode_pairs(samples)
     grid, index = ode_sigma_grid(schedule, 3)
     cond = batch["cond"]
