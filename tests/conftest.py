@@ -22,3 +22,13 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"real-world fixtures not found at {FIXTURES} (they live in ../shared/fixtures beside the repo)")
     return FIXTURES
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny shapes gain nothing from a second thread, and on a busy machine idle OpenMP workers spin and wait on
+    each other; tests that stream many tiny chunks use this."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,13 +12,7 @@ from realcam.modules.cond import Cond
 from realcam.modules.rope import Rope3D
 from realcam.registry import ATTENTION_BACKENDS
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes gain nothing from a second thread, and on a busy machine two would wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 QUICK = ["--quick", "--image-size", "16", "16", "--frames", "2", "--warmup", "1", "--short-frame", "2",

@@ -19,13 +19,7 @@ TINY = dict(in_channels=12, dim=24, depth=2, heads=2, ffn_dim=48, patch=[1, 2, 2
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes run fastest on one thread (idle OpenMP workers spin on a shared CPU); the CLI sets it too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_network(chunk_frames: int = 1, seed: int = 1, **overrides) -> CrossFrameDiT:

@@ -66,6 +66,31 @@ class EMA(nn.Module):
         return self
 
 
+class ClipAndEMA:
+    """Hooks for automatically optimized systems: AdamW with warm-up (and optional cosine) on the trained network
+    (hparams lr, betas, weight_decay, warmup_steps, total_steps, min_lr_ratio), its gradients clipped
+    (``hparams.grad_clip``), and its EMA updated right after each optimizer step. Here, not in on_train_batch_end: callbacks
+    (ModelCheckpoint) run before the module's batch-end hook, so a checkpoint written at a step must already hold
+    that step's EMA. The system names its trained network in ``trained_attr``."""
+
+    trained_attr = "denoiser"
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.hparams.grad_clip:
+            params = getattr(self, self.trained_attr).parameters()
+            self.log("train/grad_norm", torch.nn.utils.clip_grad_norm_(params, self.hparams.grad_clip))
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update(getattr(self, self.trained_attr), self.global_step)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt, sched = adamw_with_warmup(getattr(self, self.trained_attr).parameters(), hp.lr, hp.betas,
+                                       hp.weight_decay, hp.warmup_steps, hp.total_steps, hp.min_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 def adamw_with_warmup(params, lr: float, betas: tuple[float, float], weight_decay: float, warmup_steps: int,
                       total_steps: int | None = None, min_lr_ratio: float = 1.0):
     """AdamW plus a linear warm-up (then constant, or cosine to ``min_lr_ratio`` if total_steps is set)."""

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from realcam.losses import critic_loss, dmd_generator_loss, ode_regression_loss
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule
-from realcam.systems.common import EMA, adamw_with_warmup, build_codec, prepare_batch, step_generator
+from realcam.systems.common import EMA, ClipAndEMA, adamw_with_warmup, build_codec, prepare_batch, step_generator
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
 from realcam.systems.networks import build_network, load_network_weights
 from realcam.systems.rollout import causal_rollout
@@ -98,13 +98,15 @@ class StudentModule(EvaluatesVideos, L.LightningModule):
                 "sink_chunks": getattr(g, "sink_chunks", None), "window_chunks": getattr(g, "window_chunks", None)}
 
 
-class OdeInitModule(StudentModule):
+class OdeInitModule(ClipAndEMA, StudentModule):
     """ODE regression on teacher trajectories (train on :class:`~realcam.systems.ode_datamodule.OdePairDataModule`).
 
     Each chunk of each sample draws its own step index j; its frames enter at the stored teacher state for the
     student's sigma_j, and the loss is the MSE of the one-step x0 prediction to the teacher's final sample, on
     noisy frames only. Attention is block-causal over chunks (the generator's own mask).
     """
+
+    trained_attr = "generator"
 
     def __init__(self, generator: nn.Module | str = "tiny", generator_args: dict | None = None,
                  generator_init: str | None = None, generator_init_weights: Literal["ema", "raw"] = "ema",
@@ -136,21 +138,6 @@ class OdeInitModule(StudentModule):
         loss = ode_regression_loss(self.generator, x_t, sigma, cond, x0)
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         return loss
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        if self.hparams.grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.hparams.grad_clip)
-            self.log("train/grad_norm", norm)
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)
-        self.ema.update(self.generator, self.global_step)     # before callbacks checkpoint this step
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        opt, sched = adamw_with_warmup(self.generator.parameters(), hp.lr, hp.betas, hp.weight_decay,
-                                       hp.warmup_steps, hp.total_steps, hp.min_lr_ratio)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class SelfForcingDMDModule(StudentModule):

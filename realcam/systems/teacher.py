@@ -17,11 +17,11 @@ from realcam.losses import flow_matching_loss
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule, sample_noise
 from realcam.modules.samplers import euler_sample
-from realcam.systems.common import EMA, adamw_with_warmup, build_codec, prepare_batch, step_generator
+from realcam.systems.common import EMA, ClipAndEMA, build_codec, prepare_batch, step_generator
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
 
 
-class TeacherModule(EvaluatesVideos, L.LightningModule):
+class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
     """Args:
         denoiser: the bidirectional network (e.g. ``realcam.modules.backbone.CrossFrameDiT``).
         codec: latent codec, registry name or instance.
@@ -95,23 +95,6 @@ class TeacherModule(EvaluatesVideos, L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         self.log("train/frames", float(Fr), batch_size=B)
         return loss
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        if self.hparams.grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.hparams.grad_clip)
-            self.log("train/grad_norm", norm)
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)
-        # Here, not in on_train_batch_end: callbacks (ModelCheckpoint) run before the module's batch-end hook,
-        # so a checkpoint written at this step must already hold this step's EMA.
-        self.ema.update(self.denoiser, self.global_step)
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        opt, sched = adamw_with_warmup(self.denoiser.parameters(), hp.lr, hp.betas, hp.weight_decay,
-                                       hp.warmup_steps, hp.total_steps, hp.min_lr_ratio)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- sampling --------------------------------------------------------------------------------
     @torch.no_grad()

@@ -22,3 +22,11 @@ def tiny_shards(tmp_path_factory) -> Path:
     make_shards(out, "train", 8)
     make_shards(out, "val", 4)
     return out
+
+
+# `realcam fit` overrides for the kill-and-resume tests: no validation, 2 batches per epoch, a checkpoint every 2 steps
+RESUME_ARGS = ["--trainer.val_check_interval", "null", "--trainer.limit_val_batches", "0",
+               "--data.init_args.train_batches_per_epoch", "2",
+               "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+               "--trainer.callbacks.save_last", "true", "--trainer.callbacks.every_n_train_steps", "2",
+               "--trainer.callbacks.save_top_k", "-1"]

@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from realcam.cli import main as realcam
+from tests.systems.conftest import RESUME_ARGS
 from realcam.modules.backbone import CrossFrameDiT
 from realcam.systems.student import SelfForcingDMDModule, loop_consistency_loss
 from tests.modules.test_backbone import randomize
@@ -81,11 +82,7 @@ def test_ode_init_then_dmd_then_test(tiny_shards, teacher_weights, tmp_path):
 
 
 def test_dmd_killed_run_resumes_exactly(tiny_shards, teacher_weights, tmp_path):
-    ckpts = ["--trainer.val_check_interval", "null", "--trainer.limit_val_batches", "0",
-             "--data.init_args.train_batches_per_epoch", "2",
-             "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-             "--trainer.callbacks.save_last", "true", "--trainer.callbacks.every_n_train_steps", "2",
-             "--trainer.callbacks.save_top_k", "-1"]
+    ckpts = RESUME_ARGS
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     realcam(["fit", *dmd_args(tiny_shards, straight, teacher_weights, "--trainer.max_steps", "5", *ckpts)])
     realcam(["fit", *dmd_args(tiny_shards, killed, teacher_weights, "--trainer.max_steps", "3", *ckpts)])

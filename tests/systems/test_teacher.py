@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from realcam.cli import main as realcam
+from tests.systems.conftest import RESUME_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "teacher" / "tiny.yaml"
@@ -58,11 +59,7 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_shards, tmp_path):
-    common = ["--trainer.val_check_interval", "null", "--trainer.limit_val_batches", "0",
-              "--data.init_args.train_batches_per_epoch", "2",
-              "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-              "--trainer.callbacks.save_last", "true", "--trainer.callbacks.every_n_train_steps", "2",
-              "--trainer.callbacks.save_top_k", "-1"]
+    common = RESUME_ARGS
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     realcam(["fit", *tiny_args(tiny_shards, straight, "--trainer.max_steps", "4", *common)])
     realcam(["fit", *tiny_args(tiny_shards, killed, "--trainer.max_steps", "2", *common)])   # "killed" at step 2
