@@ -39,8 +39,13 @@ if [[ $STAGES == *ablation* ]]; then
     --model.init_args.generator_init "$(last student_ode)" --model.init_args.real_score_init $TEACHER \
     --data.init_args.train_shards data/tiny/train_noloop --trainer.default_root_dir runs/student_dmd_noloop
 fi
+if [[ $STAGES == *ablation* ]]; then   # the LoopAug loop term on (loop_weight 1): the bundled student
+  timed fit-dmd-loopterm realcam fit --config configs/student/tiny_dmd.yaml \
+    --model.init_args.generator_init "$(last student_ode)" --model.init_args.real_score_init $TEACHER \
+    --model.init_args.loop_weight 1.0 --trainer.default_root_dir runs/student_dmd_loopterm
+fi
 if [[ $STAGES == *test* ]]; then
-  for run in student_ode student_dmd student_dmd_noloop; do
+  for run in student_ode student_dmd student_dmd_noloop student_dmd_loopterm; do
     cfg=configs/student/tiny_dmd.yaml; [[ $run == student_ode ]] && cfg=configs/student/tiny_ode.yaml
     for set in test_T4 test_T8 test_T16 test_loop_T16; do
       realcam test --config $cfg --ckpt_path "$(last $run)" --model.init_args.generator_init null \
@@ -54,7 +59,7 @@ if [[ $STAGES == *test* ]]; then
 fi
 if [[ $STAGES == *export* ]]; then
   printf '%s\n' "bash scripts/teacher_tiny.sh" "bash scripts/student_tiny.sh" > runs/commands.txt
-  realcam export --config configs/student/tiny_dmd.yaml --ckpt "$(last student_dmd)" --out realcam/assets/tiny_student \
+  realcam export --config configs/student/tiny_dmd.yaml --ckpt "$(last student_dmd_loopterm)" --out realcam/assets/tiny_student \
     --role student --overwrite --commands-file runs/commands.txt
   realcam export --config configs/teacher/tiny.yaml --ckpt $TEACHER --out realcam/assets/tiny_teacher \
     --role teacher --overwrite --commands-file runs/commands.txt
