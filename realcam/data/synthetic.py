@@ -188,9 +188,9 @@ def offset_camera(base_c2w: Tensor, base_K: Tensor, rng: random.Random, spread_d
     orbit = geometry.arc(2, rng.uniform(-spread_deg, spread_deg), radius)[-1]
     family = families[rng.randrange(len(families))]
     rel, _ = family_trajectory(family, T, rng, radius)
-    half = torch.stack([geometry.so3_exp(0.5 * geometry.so3_log(r[:3, :3])) for r in rel.to(torch.float64)])
     rel = rel.to(torch.float64).clone()
-    rel[:, :3, :3], rel[:, :3, 3] = half, 0.5 * rel[:, :3, 3]
+    rel[:, :3, :3] = geometry.so3_exp(0.5 * geometry.so3_log(rel[:, :3, :3]))     # half the rotation, all frames
+    rel[:, :3, 3] = 0.5 * rel[:, :3, 3]
     c2w = base_c2w.to(torch.float64) @ orbit.to(torch.float64) @ rel
     return c2w.to(torch.float32), base_K.clone(), family
 
@@ -238,6 +238,7 @@ class SyntheticSource:
         self.height, self.width, self.fps = int(height), int(width), float(fps)
         self.trajectories, self.seed, self.split = tuple(trajectories), int(seed), str(split)
         self.num_spheres, self.num_boxes, self.fov_deg = tuple(num_spheres), tuple(num_boxes), tuple(fov_deg)
+        self._last_build: tuple[int, tuple] | None = None
 
     def scene_id(self, index: int) -> str:
         return f"synthetic-{self.split}-s{self.seed}-{int(index):06d}"
@@ -276,6 +277,14 @@ class SyntheticSource:
     __getitem__ = clip
 
     def _build(self, index: int) -> tuple[Scene, Tensor, Tensor, list[str], float]:
+        # LoopAug asks for the scene, the rig and novel cameras of one index in turn: build it once.
+        if self._last_build is not None and self._last_build[0] == int(index):
+            return self._last_build[1]
+        built = self._build_uncached(index)
+        self._last_build = (int(index), built)
+        return built
+
+    def _build_uncached(self, index: int) -> tuple[Scene, Tensor, Tensor, list[str], float]:
         if int(index) < 0:
             raise IndexError(f"index {index} must be >= 0 (the synthetic stream is infinite, not negative)")
         s = scene_seed(self.seed, int(index), self.split)
