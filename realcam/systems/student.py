@@ -12,6 +12,7 @@ name, each optionally initialized from a checkpoint (:mod:`realcam.systems.netwo
 """
 from __future__ import annotations
 
+import copy
 from typing import Literal, Sequence
 
 import lightning as L
@@ -261,6 +262,4 @@ class SelfForcingDMDModule(StudentModule):
 
 
 def _clone_arch(net: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(net).requires_grad_(True).train()
