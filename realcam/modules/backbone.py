@@ -13,7 +13,7 @@ The sequence is a list of *groups*, one per (stream, token frame), each a (gh x 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from realcam.modules.attention import AttentionBackend, MaskSpec, SDPAAttention
 from realcam.modules.cache import KVCache, ChunkInfo
 from realcam.modules.camera import CameraEncoder
 from realcam.modules.cond import Cond
+from realcam.modules.reproject import SourceReprojection
 from realcam.modules.rope import Rope3D
 from realcam.registry import ATTENTION_BACKENDS, BACKBONES, CAMERA_ENCODERS
 
@@ -220,6 +221,9 @@ class CrossFrameDiT(nn.Module):
         rope_policy: ``window`` (positions relative to the visible chunks) or ``absolute``.
         camera_encoder: a registry name or a :class:`CameraEncoder` instance (``class_path`` in YAML).
         attention: a registry name or an :class:`AttentionBackend` instance.
+        reproject_depths: depths (units of the camera translations) at which every target token also gets the
+            source sampled where its ray lands (:class:`~realcam.modules.reproject.SourceReprojection`, a
+            zero-initialized term next to the camera embedding); None turns it off.
         prediction: what the head predicts. ``flow`` (Wan) outputs v directly. ``x0`` predicts the clean
             latents and returns v = (x - x0) / max(sigma, min_sigma): the right choice when a patch has more
             features than the width (pixel codecs), since a narrow network cannot carry the noise through to v.
@@ -245,6 +249,8 @@ class CrossFrameDiT(nn.Module):
         camera_encoder_args: dict | None = None,
         attention: str | AttentionBackend = "sdpa",
         prediction: Literal["flow", "x0"] = "flow",
+        reproject_depths: Sequence[float] | None = None,
+        reproject_hidden: int | None = None,
         min_sigma: float = 0.05,
         eps: float = 1e-6,
     ):
@@ -286,6 +292,8 @@ class CrossFrameDiT(nn.Module):
             raise ValueError(f"camera_encoder.dim={camera_encoder.dim} does not match the backbone dim={dim}; "
                              f"set init_args.dim: {dim}")
         self.camera_encoder = camera_encoder
+        self.reproject = None if reproject_depths is None else SourceReprojection(
+            dim, in_channels, self.patch, reproject_depths, reproject_hidden)
         self.attention = ATTENTION_BACKENDS.build(attention) if isinstance(attention, str) else attention
         self._layouts: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
         self._time_memo: dict[tuple, tuple[Tensor, list]] = {}
@@ -434,12 +442,17 @@ class CrossFrameDiT(nn.Module):
         return out.to(x.dtype)
 
     def _camera_embedding(self, cond: Cond, Ft: int, grid: tuple[int, int]) -> Tensor:
-        """[B, 2*Ft, n|1, D]: identity pose for the source stream, the target cameras for the target."""
+        """[B, 2*Ft, n|1, D]: identity pose for the source stream, the target cameras (and the source
+        reprojection, when on) for the target."""
         pt = self.patch[0]
         tgt_c2w, tgt_K = cond.target_c2w[:, ::pt], cond.target_K[:, ::pt]
         src_K = tgt_K if cond.source_K is None else cond.source_K[:, ::pt]
         eye = torch.eye(4, device=tgt_c2w.device, dtype=tgt_c2w.dtype).expand_as(tgt_c2w)
         both = self.camera_encoder(torch.cat([eye, tgt_c2w], 1), torch.cat([src_K, tgt_K], 1), cond.image_size, grid)
+        if self.reproject is not None:
+            warp = self.reproject(cond.source, cond.target_c2w, cond.target_K,
+                                  cond.target_K if cond.source_K is None else cond.source_K, cond.image_size)
+            both = both + torch.cat([torch.zeros_like(warp), warp], dim=1)     # target groups only
         if cond.camera_keep is not None:
             keep = torch.cat([torch.ones_like(both[:, :Ft, :1, :1]),
                               cond.camera_keep.view(-1, 1, 1, 1).to(both.dtype).expand(-1, Ft, 1, 1)], dim=1)
@@ -481,6 +494,8 @@ class CrossFrameDiT(nn.Module):
         if memo:
             refs = (cond.target_c2w, cond.target_K, cond.source_K, cond.camera_keep, self.stream_embed,
                     *self.camera_encoder.parameters())
+            if self.reproject is not None:      # it reads the source latents too
+                refs = refs + (cond.source, *self.reproject.parameters())
             key = (cond.image_size, Ft, grid, dtype, _autocast_state(cond.target_c2w.device),
                    tuple(None if t is None or t.is_inference() else t._version for t in refs))
             hit = cache.scratch.get(("conditioning", id(self)))
