@@ -227,6 +227,9 @@ class CrossFrameDiT(nn.Module):
         prediction: what the head predicts. ``flow`` (Wan) outputs v directly. ``x0`` predicts the clean
             latents and returns v = (x - x0) / max(sigma, min_sigma): the right choice when a patch has more
             features than the width (pixel codecs), since a narrow network cannot carry the noise through to v.
+            ``x0_precond`` predicts x0 with EDM-style preconditioning (skip from x, unit-variance target; see
+            :meth:`precond_flow`, scaled by ``sigma_data``): x0's advantage at high sigma without having to
+            rebuild every pixel through the network at low sigma.
     """
 
     def __init__(
@@ -248,10 +251,11 @@ class CrossFrameDiT(nn.Module):
         camera_encoder: str | CameraEncoder = "plucker",
         camera_encoder_args: dict | None = None,
         attention: str | AttentionBackend = "sdpa",
-        prediction: Literal["flow", "x0"] = "flow",
+        prediction: Literal["flow", "x0", "x0_precond"] = "flow",
         reproject_depths: Sequence[float] | None = None,
         reproject_hidden: int | None = None,
         min_sigma: float = 0.05,
+        sigma_data: float = 0.5,
         eps: float = 1e-6,
     ):
         super().__init__()
@@ -266,9 +270,11 @@ class CrossFrameDiT(nn.Module):
         self.patch, self.chunk_frames, self.layout = tuple(patch), chunk_frames, layout
         self.attention_mode, self.sink_chunks, self.window_chunks = attention_mode, sink_chunks, window_chunks
         self.rope_policy, self.freq_dim = rope_policy, freq_dim
-        if prediction not in ("flow", "x0"):
-            raise ValueError(f"prediction={prediction!r}: choose 'flow' or 'x0'")
-        self.prediction, self.min_sigma = prediction, min_sigma
+        if prediction not in ("flow", "x0", "x0_precond"):
+            raise ValueError(f"prediction={prediction!r}: choose 'flow', 'x0' or 'x0_precond'")
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data={sigma_data} must be > 0 (the per-element std of the clean latents)")
+        self.prediction, self.min_sigma, self.sigma_data = prediction, min_sigma, float(sigma_data)
         pt, ph, pw = self.patch
         patch_feats = in_channels * pt * ph * pw
 
@@ -439,7 +445,20 @@ class CrossFrameDiT(nn.Module):
             # pass only writes K/V and its flow is never used).
             denom = sigma.clamp(min=self.min_sigma).to(torch.float32)[:, :, None, None, None]
             out = (x.float() - out.float()) / denom
+        elif self.prediction == "x0_precond":
+            out = self.precond_flow(x.float(), out.float(), sigma.float()[:, :, None, None, None])
         return out.to(x.dtype)
+
+    def precond_flow(self, x: Tensor, out: Tensor, sigma: Tensor) -> Tensor:
+        """The flow of the preconditioned x0 estimate ``c_skip * x + c_out * out`` (EDM's scaling, written for
+        x = (1 - sigma) x0 + sigma eps with clean latents of std ``sigma_data``): c_skip is the least-squares
+        weight of x for x0 and c_out the std of what is left, so the network's target has unit variance at
+        every sigma. At high sigma it predicts x0 outright (no noise to carry through a narrow network); at
+        low sigma the skip carries the input through and the network only corrects it. Returned as
+        v = (x - x0) / sigma in closed form, finite at sigma = 0 (no clamp)."""
+        sd2 = self.sigma_data ** 2
+        den = (1 - sigma) ** 2 * sd2 + sigma ** 2
+        return x * ((sigma - (1 - sigma) * sd2) / den) - out * (self.sigma_data / den.sqrt())
 
     def _camera_embedding(self, cond: Cond, Ft: int, grid: tuple[int, int]) -> Tensor:
         """[B, 2*Ft, n|1, D]: identity pose for the source stream, the target cameras (and the source

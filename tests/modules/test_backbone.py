@@ -51,6 +51,42 @@ def test_x0_prediction_returns_the_flow_of_its_clean_estimate():
     assert not torch.allclose(x0_a, x0_b)
 
 
+def test_preconditioned_x0_is_skip_plus_scaled_output_and_finite_at_sigma_zero():
+    """prediction='x0_precond': x - sigma * flow = c_skip x + c_out F with EDM's weights for
+    x = (1 - sigma) x0 + sigma eps; the flow stays finite at sigma = 0 (where the estimate is x itself) and at
+    sigma = 1 the estimate is sigma_data * F alone."""
+    from realcam.modules.flow import x0_from_flow
+
+    x, sigma, cond = make_inputs()
+    model = CrossFrameDiT(**TINY, prediction="x0_precond", sigma_data=0.5)
+    x = x.double()
+    sigma = torch.cat([torch.zeros_like(sigma[:, :1]), torch.ones_like(sigma[:, :1]), sigma[:, 2:]], 1).double()
+    F_out = torch.randn_like(x)
+    s = sigma[..., None, None, None]
+    flow = model.precond_flow(x, F_out, s)
+    assert torch.isfinite(flow).all()
+    den = (1 - s) ** 2 * 0.25 + s ** 2
+    expected = (1 - s) * 0.25 / den * x + 0.5 * s / den.sqrt() * F_out
+    torch.testing.assert_close(x0_from_flow(x, flow, sigma)[:, 1:], expected[:, 1:])
+    torch.testing.assert_close(expected[:, 0], x[:, 0])
+    torch.testing.assert_close(expected[:, 1], 0.5 * F_out[:, 1])
+    # the flow at sigma -> 0 is the limit of (x - x0) / sigma: compare with a tiny sigma
+    tiny = torch.full_like(s[:, :1], 1e-7)
+    x0_tiny = (1 - tiny) * 0.25 / ((1 - tiny) ** 2 * 0.25 + tiny ** 2) * x[:, :1] \
+        + 0.5 * tiny / ((1 - tiny) ** 2 * 0.25 + tiny ** 2).sqrt() * F_out[:, :1]
+    torch.testing.assert_close(flow[:, :1], (x[:, :1] - x0_tiny) / tiny, atol=1e-5, rtol=1e-5)
+    # through the model: a zero-initialized head gives x0 = c_skip x
+    out = model(x.float(), sigma.float().clamp(0.1, 0.9), cond)
+    s9 = sigma.float().clamp(0.1, 0.9)[..., None, None, None]
+    c_skip = (1 - s9) * 0.25 / ((1 - s9) ** 2 * 0.25 + s9 ** 2)
+    torch.testing.assert_close(x0_from_flow(x.float(), out, sigma.float().clamp(0.1, 0.9)), c_skip * x.float(),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="sigma_data"):
+        CrossFrameDiT(**TINY, prediction="x0_precond", sigma_data=0.0)
+    with pytest.raises(ValueError, match="x0_precond"):
+        CrossFrameDiT(**TINY, prediction="eps")
+
+
 @pytest.mark.parametrize("layout", ["interleaved", "prefix"])
 @pytest.mark.parametrize("camera_encoder", ["plucker", "extrinsics_mlp"])
 def test_forward_backward_shapes(layout, camera_encoder):
