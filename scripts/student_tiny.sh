@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/results.md (student section) from the tiny teacher of scripts/teacher_tiny.sh:
 # ODE pairs -> ODE init -> Self-Forcing DMD -> test (T = 4, 8, 16 and held-out closed loops),
-# the LoopAug ablation (DMD on LoopAug data vs on plain data), and the bundled model export.
+# the LoopAug ablation (without the loop term, and without LoopAug data), and the bundled model export.
 #   bash scripts/student_tiny.sh                 # everything
 #   STAGES="test" bash scripts/student_tiny.sh   # only re-evaluate
 set -euo pipefail
@@ -30,22 +30,22 @@ if [[ $STAGES == *ode* ]]; then
     --batch-size 16 --overwrite
   timed fit-ode realcam fit --config configs/student/tiny_ode.yaml --model.init_args.generator_init $TEACHER
 fi
-if [[ $STAGES == *dmd* ]]; then
+if [[ $STAGES == *dmd* ]]; then   # LoopAug data and the loop term (loop_weight 1 in the config): the bundled student
   timed fit-dmd realcam fit --config configs/student/tiny_dmd.yaml \
     --model.init_args.generator_init "$(last student_ode)" --model.init_args.real_score_init $TEACHER
 fi
-if [[ $STAGES == *ablation* ]]; then
+if [[ $STAGES == *ablation* ]]; then   # LoopAug ablation: no loop term; then no loop term and no LoopAug data
+  timed fit-dmd-noterm realcam fit --config configs/student/tiny_dmd.yaml \
+    --model.init_args.generator_init "$(last student_ode)" --model.init_args.real_score_init $TEACHER \
+    --model.init_args.loop_weight 0.0 --trainer.default_root_dir runs/student_dmd_noterm
   timed fit-dmd-noloop realcam fit --config configs/student/tiny_dmd.yaml \
     --model.init_args.generator_init "$(last student_ode)" --model.init_args.real_score_init $TEACHER \
-    --data.init_args.train_shards data/tiny/train_noloop --trainer.default_root_dir runs/student_dmd_noloop
-fi
-if [[ $STAGES == *ablation* ]]; then   # the LoopAug loop term on (loop_weight 1): the bundled student
-  timed fit-dmd-loopterm realcam fit --config configs/student/tiny_dmd.yaml \
-    --model.init_args.generator_init "$(last student_ode)" --model.init_args.real_score_init $TEACHER \
-    --model.init_args.loop_weight 1.0 --trainer.default_root_dir runs/student_dmd_loopterm
+    --model.init_args.loop_weight 0.0 --data.init_args.train_shards data/tiny/train_noloop \
+    --trainer.default_root_dir runs/student_dmd_noloop
 fi
 if [[ $STAGES == *test* ]]; then
-  for run in student_ode student_dmd student_dmd_noloop student_dmd_loopterm; do
+  for run in student_ode student_dmd student_dmd_noterm student_dmd_noloop; do
+    ls runs/$run/lightning_logs/version_*/checkpoints/last.ckpt > /dev/null 2>&1 || continue   # ablation not run
     cfg=configs/student/tiny_dmd.yaml; [[ $run == student_ode ]] && cfg=configs/student/tiny_ode.yaml
     for set in test_T4 test_T8 test_T16 test_loop_T16; do
       realcam test --config $cfg --ckpt_path "$(last $run)" --model.init_args.generator_init null \
@@ -59,7 +59,7 @@ if [[ $STAGES == *test* ]]; then
 fi
 if [[ $STAGES == *export* ]]; then
   printf '%s\n' "bash scripts/teacher_tiny.sh" "bash scripts/student_tiny.sh" > runs/commands.txt
-  realcam export --config configs/student/tiny_dmd.yaml --ckpt "$(last student_dmd_loopterm)" --out realcam/assets/tiny_student \
+  realcam export --config configs/student/tiny_dmd.yaml --ckpt "$(last student_dmd)" --out realcam/assets/tiny_student \
     --role student --overwrite --commands-file runs/commands.txt
   realcam export --config configs/teacher/tiny.yaml --ckpt $TEACHER --out realcam/assets/tiny_teacher \
     --role teacher --overwrite --commands-file runs/commands.txt
