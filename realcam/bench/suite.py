@@ -58,8 +58,11 @@ class Setup:
 
     def teacher(self, layout: str) -> torch.nn.Module:
         if layout not in self._teachers:
+            # the teachers carry the student's source reprojection too, so both sides pay for it
+            depths = getattr(getattr(self.student, "reproject", None), "depths", None)
+            extra = {} if depths is None else {"reproject_depths": depths.tolist()}
             self._teachers[layout] = build_teacher(self.args.preset, layout, self.args.attention,
-                                                   device=self.device)
+                                                   model_args=extra, device=self.device)
         return self._teachers[layout]
 
     def stream(self, dtype: str):
