@@ -12,7 +12,7 @@ from realcam.systems.student import SelfForcingDMDModule, loop_consistency_loss
 from tests.modules.test_backbone import randomize
 
 REPO = Path(__file__).resolve().parents[2]
-NET = dict(dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16)
+NET = dict(dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16, reproject_depths=[2.0, 6.0])   # as the configs: reprojection on
 
 
 def net_args(prefix: str) -> list[str]:
