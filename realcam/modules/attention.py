@@ -185,9 +185,24 @@ class MathAttention(AttentionBackend):
 
 @ATTENTION_BACKENDS.register("sdpa")
 class SDPAAttention(AttentionBackend):
-    """``F.scaled_dot_product_attention``; no mask tensor for ``full`` so fused kernels stay eligible."""
+    """``F.scaled_dot_product_attention``; no mask tensor for ``full`` so fused kernels stay eligible.
+
+    ``cpu_bf16_gemm=True`` swaps the fused kernel, for bf16 on a CPU without autograd (a streaming pass: a
+    chunk's queries against the KV cache, mask ``full``), for two batched GEMMs around a bf16 softmax
+    (torch's CPU softmax accumulates in float32), with an error of the same order as the fused kernel's
+    (both ~1e-3 against float64). Alone it is faster at the tiny shapes (128 queries, 640 keys, head dim
+    32: 0.28 vs 0.49 ms on the 2-core CPU); inside the student's chunk the gain measured smaller, so it is
+    off by default (docs/benchmarks.md).
+    """
+
+    def __init__(self, cpu_bf16_gemm: bool = False):
+        super().__init__()
+        self.cpu_bf16_gemm = cpu_bf16_gemm
 
     def forward(self, q, k, v, mask, scale):
+        if (self.cpu_bf16_gemm and mask.kind == "full" and q.device.type == "cpu"
+                and q.dtype == k.dtype == v.dtype == torch.bfloat16 and not torch.is_grad_enabled()):
+            return torch.softmax(torch.matmul(q * scale, k.transpose(-2, -1)), dim=-1) @ v
         dense = self.dense_mask(mask, q.shape[2], q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=dense, scale=scale)
 

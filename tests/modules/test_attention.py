@@ -175,3 +175,24 @@ def test_flex_falls_back_to_eager_once_when_compile_fails(monkeypatch, caplog):
     assert len(fallbacks) == 1 and "no C++ compiler here" in fallbacks[0]  # logged once, then eager for good
     assert not backend.uses_compile(q.device)
     torch.testing.assert_close(out, ATTENTION_BACKENDS.build("math")(q, k, v, mask), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_sdpa_cpu_bf16_streaming_path_matches_the_fused_kernel_and_math(autocast):
+    """No grad, bf16, mask full on a CPU (a streaming pass against the cache): sdpa's opt-in GEMM + softmax path
+    agrees with the fused kernel and with float64 math to bf16 accuracy, under autocast as well."""
+    from contextlib import nullcontext
+
+    q, _, _ = qkv(L=16, seed=3)
+    _, k, v = qkv(L=40, seed=4)
+    exact = torch.softmax((q.double() @ k.double().transpose(-2, -1)) * 0.3, -1) @ v.double()
+    gemm, fused = attention.SDPAAttention(cpu_bf16_gemm=True), ATTENTION_BACKENDS.build("sdpa")
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
+    with torch.no_grad(), ctx:
+        a = gemm(*(t.bfloat16() for t in (q, k, v)), MaskSpec.full(), scale=0.3)
+        b = fused(*(t.bfloat16() for t in (q, k, v)), MaskSpec.full(), scale=0.3)
+    assert a.dtype == torch.bfloat16 and a.shape == q.shape
+    torch.testing.assert_close(a.double(), exact, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(a.double(), b.double(), atol=2e-2, rtol=2e-2)
+    err_a, err_b = (a.double() - exact).abs().mean(), (b.double() - exact).abs().mean()
+    assert err_a < 3 * err_b + 1e-4          # same order of error as the fused kernel
