@@ -208,6 +208,15 @@ def _pinhole_inverse(K: Tensor) -> Tensor:
     return out
 
 
+def pixel_rays(K: Tensor, height: int, width: int) -> Tensor:
+    """Camera-frame ray directions ``K^-1 [u, v, 1]`` (z = 1) through every pixel centre (u = j + 0.5,
+    v = i + 0.5, row-major) of a ``height`` x ``width`` image: ``K [..., 3, 3]`` -> ``[..., H*W, 3]``."""
+    v, u = torch.meshgrid(torch.arange(height, dtype=K.dtype, device=K.device) + 0.5,
+                          torch.arange(width, dtype=K.dtype, device=K.device) + 0.5, indexing="ij")
+    pix = torch.stack([u, v, torch.ones_like(u)], -1).reshape(-1, 3)                  # [HW, 3]
+    return torch.einsum("...ij,nj->...ni", _pinhole_inverse(K), pix)
+
+
 def plucker_rays(c2w: Tensor, K: Tensor, height: int, width: int) -> Tensor:
     """Per-pixel Plücker rays ``(o x d, d)``, moment first. ``c2w [..., 4, 4]``, ``K [..., 3, 3]`` (pixels of a
     ``height`` x ``width`` image; leading dims broadcast) -> ``[..., 6, height, width]``.
@@ -217,11 +226,8 @@ def plucker_rays(c2w: Tensor, K: Tensor, height: int, width: int) -> Tensor:
     dtype = torch.promote_types(torch.promote_types(c2w.dtype, K.dtype), torch.float32)
     c2w, K = c2w.to(dtype), K.to(dtype)
     lead = torch.broadcast_shapes(c2w.shape[:-2], K.shape[:-2])
-    v, u = torch.meshgrid(torch.arange(height, dtype=dtype, device=c2w.device) + 0.5,
-                          torch.arange(width, dtype=dtype, device=c2w.device) + 0.5, indexing="ij")
-    pix = torch.stack([u, v, torch.ones_like(u)], -1).reshape(-1, 3)                  # [HW, 3]
-    M = c2w[..., :3, :3] @ _pinhole_inverse(K)                                         # [..., 3, 3]
-    d = torch.nn.functional.normalize(torch.einsum("...ij,nj->...ni", M, pix), dim=-1)  # [..., HW, 3]
+    rays = pixel_rays(K, height, width)                                                # [..., HW, 3]
+    d = torch.nn.functional.normalize(torch.einsum("...ij,...nj->...ni", c2w[..., :3, :3], rays), dim=-1)
     d = d.expand(*lead, height * width, 3)
     o = c2w[..., None, :3, 3].expand_as(d)
     rays = torch.cat([torch.linalg.cross(o, d, dim=-1), d], dim=-1)                   # [..., HW, 6]
@@ -561,6 +567,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "POSE_REFERENCES", "LOOP_KINDS", "SPEC_EXAMPLES", "validate_c2w", "validate_intrinsics", "rigid_inverse",
     "homogeneous", "relative_poses", "make_intrinsics", "fov_intrinsics", "resize_intrinsics", "crop_intrinsics",
-    "plucker_rays", "so3_exp", "so3_log", "matrix_to_quaternion", "look_at", "static", "pan", "tilt", "dolly",
+    "pixel_rays", "plucker_rays", "so3_exp", "so3_log", "matrix_to_quaternion", "look_at", "static", "pan", "tilt", "dolly",
     "translate", "arc", "waypoints", "loop", "parse_trajectory_spec", *_IO_NAMES,
 ]

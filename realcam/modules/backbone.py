@@ -23,6 +23,7 @@ from realcam.modules.attention import AttentionBackend, MaskSpec, SDPAAttention
 from realcam.modules.cache import KVCache, ChunkInfo
 from realcam.modules.camera import CameraEncoder
 from realcam.modules.cond import Cond
+from realcam.modules.patches import patchify, unpatchify
 from realcam.modules.reproject import SourceReprojection
 from realcam.modules.rope import Rope3D
 from realcam.registry import ATTENTION_BACKENDS, BACKBONES, CAMERA_ENCODERS
@@ -307,20 +308,11 @@ class CrossFrameDiT(nn.Module):
     # ---- tokens --------------------------------------------------------------------------------
     def patchify(self, x: Tensor) -> Tensor:
         """[B, F, C, h, w] -> [B, F/pt, gh*gw, C*pt*ph*pw]."""
-        B, Fr, C, h, w = x.shape
-        pt, ph, pw = self.patch
-        if Fr % pt or h % ph or w % pw:
-            raise ValueError(f"latents {tuple(x.shape)} do not divide into patches {self.patch}")
-        x = x.view(B, Fr // pt, pt, C, h // ph, ph, w // pw, pw).permute(0, 1, 4, 6, 3, 2, 5, 7)
-        return x.reshape(B, Fr // pt, (h // ph) * (w // pw), C * pt * ph * pw)
+        return patchify(x, self.patch)
 
     def unpatchify(self, tokens: Tensor, h: int, w: int) -> Tensor:
         """[B, Ft, gh*gw, C*pt*ph*pw] -> [B, Ft*pt, C, h, w]."""
-        B, Ft = tokens.shape[:2]
-        pt, ph, pw = self.patch
-        C = self.in_channels
-        x = tokens.view(B, Ft, h // ph, w // pw, C, pt, ph, pw).permute(0, 1, 5, 4, 2, 6, 3, 7)
-        return x.reshape(B, Ft * pt, C, h, w)
+        return unpatchify(tokens, self.patch, self.in_channels, h, w)
 
     def group_order(self, frames: int) -> tuple[Tensor, Tensor]:
         """Sequence order of the 2*frames groups (index into [S_0..S_{F-1}, Y_0..Y_{F-1}]) and their times."""
@@ -464,13 +456,12 @@ class CrossFrameDiT(nn.Module):
         """[B, 2*Ft, n|1, D]: identity pose for the source stream, the target cameras (and the source
         reprojection, when on) for the target."""
         pt = self.patch[0]
-        tgt_c2w, tgt_K = cond.target_c2w[:, ::pt], cond.target_K[:, ::pt]
-        src_K = tgt_K if cond.source_K is None else cond.source_K[:, ::pt]
+        source_K = cond.target_K if cond.source_K is None else cond.source_K
+        tgt_c2w, tgt_K, src_K = cond.target_c2w[:, ::pt], cond.target_K[:, ::pt], source_K[:, ::pt]
         eye = torch.eye(4, device=tgt_c2w.device, dtype=tgt_c2w.dtype).expand_as(tgt_c2w)
         both = self.camera_encoder(torch.cat([eye, tgt_c2w], 1), torch.cat([src_K, tgt_K], 1), cond.image_size, grid)
         if self.reproject is not None:
-            warp = self.reproject(cond.source, cond.target_c2w, cond.target_K,
-                                  cond.target_K if cond.source_K is None else cond.source_K, cond.image_size)
+            warp = self.reproject(cond.source, cond.target_c2w, cond.target_K, source_K, cond.image_size)
             both = both + torch.cat([torch.zeros_like(warp), warp], dim=1)     # target groups only
         if cond.camera_keep is not None:
             keep = torch.cat([torch.ones_like(both[:, :Ft, :1, :1]),

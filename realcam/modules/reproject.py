@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realcam import geometry
 from realcam.modules.camera import _fp32, zero_linear
+from realcam.modules.patches import patchify
 
 
 def reproject_grid(target_c2w: Tensor, target_K: Tensor, source_K: Tensor, image_size: tuple[int, int],
@@ -39,14 +41,10 @@ def reproject_grid(target_c2w: Tensor, target_K: Tensor, source_K: Tensor, image
     Returns (grid [B, F, D, h, w, 2] in ``F.grid_sample`` coordinates (align_corners=False), in front
     [B, F, D, h, w] bool: the point lies in front of the source camera).
     """
-    H, W = image_size
-    h, w = latent_size
     dt = torch.float64 if target_c2w.dtype == torch.float64 else torch.float32
-    c2w, Kt, Ks, depths = target_c2w.to(dt), target_K.to(dt), source_K.to(dt), depths.to(dt)
-    v, u = torch.meshgrid((torch.arange(h, dtype=dt, device=c2w.device) + 0.5) * (H / h),
-                          (torch.arange(w, dtype=dt, device=c2w.device) + 0.5) * (W / w), indexing="ij")
-    pix = torch.stack([u, v, torch.ones_like(u)], -1).reshape(-1, 3)                # [hw, 3] image pixels
-    rays = torch.einsum("bfij,nj->bfni", torch.linalg.inv(Kt), pix)                # [B, F, hw, 3], z = 1
+    c2w, Ks, depths = target_c2w.to(dt), source_K.to(dt), depths.to(dt)
+    # rays through the latent pixel centres: the target intrinsics rescaled to the latent grid
+    rays = geometry.pixel_rays(geometry.resize_intrinsics(target_K.to(dt), image_size, latent_size), *latent_size)
     pts = depths.view(1, 1, -1, 1, 1) * rays[:, :, None]                            # [B, F, D, hw, 3]
     R, t = c2w[..., :3, :3], c2w[..., :3, 3]
     src = torch.einsum("bfij,bfdnj->bfdni", R, pts) + t[:, :, None, None]           # source camera frame
@@ -54,10 +52,10 @@ def reproject_grid(target_c2w: Tensor, target_K: Tensor, source_K: Tensor, image
     z = proj[..., 2]
     front = z > min_z
     uv = proj[..., :2] / torch.where(front, z, torch.ones_like(z))[..., None]
-    size = torch.tensor([W, H], dtype=dt, device=c2w.device)
+    size = torch.tensor(image_size[::-1], dtype=dt, device=c2w.device)       # (W, H)
     grid = torch.where(front[..., None], 2 * uv / size - 1, torch.full_like(uv, 4.0))   # behind: off the image
     B, Fr, D = grid.shape[:3]
-    return grid.view(B, Fr, D, h, w, 2), front.view(B, Fr, D, h, w)
+    return grid.view(B, Fr, D, *latent_size, 2), front.view(B, Fr, D, *latent_size)
 
 
 class SourceReprojection(nn.Module):
@@ -96,9 +94,6 @@ class SourceReprojection(nn.Module):
 
     def forward(self, source: Tensor, target_c2w: Tensor, target_K: Tensor, source_K: Tensor,
                 image_size: tuple[int, int]) -> Tensor:
-        feats = self.features(source, target_c2w, target_K, source_K, image_size)
-        B, Fr, D, C1, h, w = feats.shape
-        pt, ph, pw = self.patch
-        x = feats.view(B, Fr // pt, pt, D * C1, h // ph, ph, w // pw, pw).permute(0, 1, 4, 6, 3, 2, 5, 7)
-        tokens = x.reshape(B, Fr // pt, (h // ph) * (w // pw), D * C1 * pt * ph * pw)
+        feats = self.features(source, target_c2w, target_K, source_K, image_size)       # [B, F, D, C + 1, h, w]
+        tokens = patchify(feats.flatten(2, 3), self.patch)                               # like the latents
         return self.mlp(tokens.to(self.mlp[0].weight.dtype))

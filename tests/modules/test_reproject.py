@@ -61,11 +61,10 @@ def test_backbone_term_starts_at_zero_follows_the_camera_and_drops_with_it():
     torch.manual_seed(0)
     kw = dict(in_channels=C, dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16, prediction="x0")
     plain, warped = CrossFrameDiT(**kw), CrossFrameDiT(**kw, reproject_depths=[2.0, 6.0])
-    warped.load_state_dict(plain.state_dict(), strict=False)     # the reprojection MLP keeps its zero output
     with torch.no_grad():
-        for p in [*plain.parameters()]:
+        for p in plain.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    warped.load_state_dict(plain.state_dict(), strict=False)
+    warped.load_state_dict(plain.state_dict(), strict=False)     # the reprojection MLP keeps its zero output
     x, sigma = torch.randn(B, F, C, h, w), torch.rand(B, F)
     c2w = torch.eye(4).repeat(B, F, 1, 1)
     c2w[..., 0, 3] = 0.5
