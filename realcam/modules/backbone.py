@@ -225,6 +225,11 @@ class CrossFrameDiT(nn.Module):
         reproject_depths: depths (units of the camera translations) at which every target token also gets the
             source sampled where its ray lands (:class:`~realcam.modules.reproject.SourceReprojection`, a
             zero-initialized term next to the camera embedding); None turns it off.
+        reproject_space_to_depth: sample the source on the f-times finer grid the latents fold (the pixel codec's
+            factor; 1 = sample latents as they are).
+        reproject_blend: the head also emits per-pixel logits over (each depth, generated) and the x0 estimate is
+            that softmax mix of the warped source and the generated x0 (:meth:`SourceReprojection.blend`): the
+            network can copy texture it sees in the source instead of regenerating it. Needs ``prediction: x0``.
         prediction: what the head predicts. ``flow`` (Wan) outputs v directly. ``x0`` predicts the clean
             latents and returns v = (x - x0) / max(sigma, min_sigma): the right choice when a patch has more
             features than the width (pixel codecs), since a narrow network cannot carry the noise through to v.
@@ -255,6 +260,8 @@ class CrossFrameDiT(nn.Module):
         prediction: Literal["flow", "x0", "x0_precond"] = "flow",
         reproject_depths: Sequence[float] | None = None,
         reproject_hidden: int | None = None,
+        reproject_space_to_depth: int = 1,
+        reproject_blend: bool = False,
         min_sigma: float = 0.05,
         sigma_data: float = 0.5,
         eps: float = 1e-6,
@@ -300,7 +307,15 @@ class CrossFrameDiT(nn.Module):
                              f"set init_args.dim: {dim}")
         self.camera_encoder = camera_encoder
         self.reproject = None if reproject_depths is None else SourceReprojection(
-            dim, in_channels, self.patch, reproject_depths, reproject_hidden)
+            dim, in_channels, self.patch, reproject_depths, reproject_hidden, reproject_space_to_depth)
+        if reproject_blend and (self.reproject is None or prediction != "x0"):
+            raise ValueError("reproject_blend=True mixes warped source into the x0 estimate: it needs "
+                             "reproject_depths set and prediction='x0'")
+        self.blend_head = None
+        if reproject_blend:     # zero-initialized: every valid depth and the generated x0 start equally weighted
+            self.blend_head = nn.Linear(dim, self.reproject.blend_channels() * pt * ph * pw)
+            nn.init.zeros_(self.blend_head.weight)
+            nn.init.zeros_(self.blend_head.bias)
         self.attention = ATTENTION_BACKENDS.build(attention) if isinstance(attention, str) else attention
         self._layouts: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
         self._time_memo: dict[tuple, tuple[Tensor, list]] = {}
@@ -400,7 +415,7 @@ class CrossFrameDiT(nn.Module):
             raise ValueError("write_cache needs a KV cache (model.new_cache())")
 
         tokens = self.patch_embed(torch.cat([self.patchify(cond.source), self.patchify(x)], dim=1))
-        stream, camera = self._conditioning(cond, Ft, grid, tokens.dtype, cache)
+        stream, camera, warp = self._conditioning(cond, Ft, grid, tokens.dtype, cache)
         tokens = tokens + stream + camera     # [B, 2Ft, n, D]
 
         order, times, target_pos, target_pos_cpu = self._layout(Ft, x.device)
@@ -430,8 +445,11 @@ class CrossFrameDiT(nn.Module):
         # Head on target groups only, in frame order.
         out = seq.view(B, Ft, n, self.dim) if keep is not None else seq.view(B, 2 * Ft, n, self.dim)[:, target_pos]
         shift, scale = (self.head_modulation + e[:, target_pos, None]).unbind(2)
-        out = self.head(self.head_norm(out) * (1 + scale[:, :, None]) + shift[:, :, None])
-        out = self.unpatchify(out, h, w)
+        feats = self.head_norm(out) * (1 + scale[:, :, None]) + shift[:, :, None]
+        out = self.unpatchify(self.head(feats), h, w)
+        if self.blend_head is not None:
+            logits = unpatchify(self.blend_head(feats), self.patch, self.reproject.blend_channels(), h, w)
+            out = self.reproject.blend(out, logits, warp)
         if self.prediction == "x0":
             # v = eps - x0 = (x - x0) / sigma; the clamp keeps the sigma -> 0 end finite (the sigma = 0 cache
             # pass only writes K/V and its flow is never used).
@@ -452,22 +470,24 @@ class CrossFrameDiT(nn.Module):
         den = (1 - sigma) ** 2 * sd2 + sigma ** 2
         return x * ((sigma - (1 - sigma) * sd2) / den) - out * (self.sigma_data / den.sqrt())
 
-    def _camera_embedding(self, cond: Cond, Ft: int, grid: tuple[int, int]) -> Tensor:
-        """[B, 2*Ft, n|1, D]: identity pose for the source stream, the target cameras (and the source
-        reprojection, when on) for the target."""
+    def _camera_embedding(self, cond: Cond, Ft: int, grid: tuple[int, int]) -> tuple[Tensor, tuple | None]:
+        """([B, 2*Ft, n|1, D]: identity pose for the source stream, the target cameras (and the source
+        reprojection, when on) for the target; the reprojection's samples for the blend, or None)."""
         pt = self.patch[0]
         source_K = cond.target_K if cond.source_K is None else cond.source_K
         tgt_c2w, tgt_K, src_K = cond.target_c2w[:, ::pt], cond.target_K[:, ::pt], source_K[:, ::pt]
         eye = torch.eye(4, device=tgt_c2w.device, dtype=tgt_c2w.dtype).expand_as(tgt_c2w)
         both = self.camera_encoder(torch.cat([eye, tgt_c2w], 1), torch.cat([src_K, tgt_K], 1), cond.image_size, grid)
+        warp = None
         if self.reproject is not None:
-            warp = self.reproject(cond.source, cond.target_c2w, cond.target_K, source_K, cond.image_size)
-            both = both + torch.cat([torch.zeros_like(warp), warp], dim=1)     # target groups only
+            tokens, warp = self.reproject(cond.source, cond.target_c2w, cond.target_K, source_K, cond.image_size,
+                                          cond.camera_keep)
+            both = both + torch.cat([torch.zeros_like(tokens), tokens], dim=1)     # target groups only
         if cond.camera_keep is not None:
             keep = torch.cat([torch.ones_like(both[:, :Ft, :1, :1]),
                               cond.camera_keep.view(-1, 1, 1, 1).to(both.dtype).expand(-1, Ft, 1, 1)], dim=1)
             both = both * keep
-        return both
+        return both, warp
 
     def _time_conditioning(self, group_sigma: Tensor, dtype: torch.dtype, memo: bool) -> tuple[Tensor, list]:
         """(e [B, G, D] for the head, every block's modulations) for per-group sigmas [B, G].
@@ -493,8 +513,9 @@ class CrossFrameDiT(nn.Module):
         return value
 
     def _conditioning(self, cond: Cond, Ft: int, grid: tuple[int, int], dtype: torch.dtype,
-                      cache: KVCache | None) -> tuple[Tensor, Tensor]:
-        """(stream [1, 2Ft, 1, D], camera [B, 2Ft, n|1, D]) embeddings in ``dtype``.
+                      cache: KVCache | None) -> tuple[Tensor, Tensor, tuple | None]:
+        """(stream [1, 2Ft, 1, D], camera [B, 2Ft, n|1, D]) embeddings in ``dtype``, and the reprojection's
+        samples for the blend (None without reprojection).
 
         Neither depends on x or sigma, so the no-grad passes of one cached chunk (4 denoising steps and the
         clean pass) share one computation, kept in ``cache.scratch`` and checked against the identity and
@@ -512,7 +533,8 @@ class CrossFrameDiT(nn.Module):
             if hit is not None and hit[1] == key and all(a is b for a, b in zip(hit[0], refs)):
                 return hit[2]
         stream = self.stream_embed.repeat_interleave(Ft, dim=0)[None, :, None].to(dtype)
-        value = (stream, self._camera_embedding(cond, Ft, grid).to(dtype))
+        camera, warp = self._camera_embedding(cond, Ft, grid)
+        value = (stream, camera.to(dtype), warp)
         if memo:
             cache.scratch[("conditioning", id(self))] = (refs, key, value)   # refs kept alive: ids stay unique
         return value

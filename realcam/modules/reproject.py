@@ -1,5 +1,5 @@
 """Plane-sweep reprojection of the source: where each target token would find its content in the source
-frame if the scene sat at one of a few depths.
+frame if the scene sat at one of a few depths, and (optionally) the means to copy it from there.
 
 A camera encoder tells the network *which* camera the target is; it still has to learn the geometry that
 turns that into "look there in the source". This module hands it the answer for a few depth hypotheses:
@@ -7,7 +7,8 @@ for every target latent pixel, its ray (target camera) is cut at depth ``d``, th
 into the source camera of the same instant, and the source latents are sampled there (bilinear). One
 sample per depth plus an in-view flag per depth, patchified like the latents, go through an MLP whose
 output layer starts at zero and is added to the target tokens. The network learns which depth (or mix)
-is right per token; no depth is estimated.
+is right per token; no depth is estimated. With a pixel codec the sampling runs on the pixel grid
+(``space_to_depth``), and with ``blend`` the head may take its x0 straight from those samples.
 
 Cameras follow the :class:`realcam.modules.cond.Cond` convention: ``target_c2w`` is relative to the pose
 reference and the source camera sits at the identity. That is exact for ``pose_reference:
@@ -61,39 +62,90 @@ def reproject_grid(target_c2w: Tensor, target_K: Tensor, source_K: Tensor, image
 class SourceReprojection(nn.Module):
     """Target-token features from the source sampled at ``depths`` along each target ray.
 
-    ``forward(source [B, F, C, h, w], target_c2w, target_K, source_K, image_size) -> [B, F/pt, n, dim]``.
+    ``forward(source [B, F, C, h, w], target_c2w, target_K, source_K, image_size, keep=None)
+    -> (tokens [B, F/pt, n, dim], warp)``, where ``warp`` holds the samples for :meth:`blend`.
+
+    ``space_to_depth`` = f > 1 declares that the latents are an f x f space-to-depth of an image (the pixel
+    codec): the channels are unfolded into the f-times finer grid before sampling, so the warp moves
+    whole pixels instead of interpolating across f-pixel-wide latent cells, then folded back. Leave it at
+    1 for a learned codec (samples in latent space).
+
+    ``blend`` (used by the backbone's ``reproject_blend``): the network may *copy* instead of regenerate.
+    The head emits one logit per depth plus one for its own prediction at every sample position; the x0
+    estimate is the softmax mix of the warped source at each depth and the generated x0. A sample that
+    lands outside the source view (or a dropped camera) gets no weight, so the network regenerates there.
     """
 
     def __init__(self, dim: int, in_channels: int, patch: Sequence[int], depths: Sequence[float],
-                 hidden: int | None = None):
+                 hidden: int | None = None, space_to_depth: int = 1):
         super().__init__()
         depths = [float(d) for d in depths]
         if not depths or any(not math.isfinite(d) or d <= 0 for d in depths):
             raise ValueError(f"reproject_depths={depths}: give one or more finite depths > 0 (in the units of "
                              f"the camera translations, e.g. [2.0, 3.5, 6.0, 12.0] for metres)")
-        self.dim, self.in_channels, self.patch = dim, in_channels, tuple(patch)
+        f = int(space_to_depth)
+        if f < 1 or in_channels % (f * f):
+            raise ValueError(f"reproject_space_to_depth={space_to_depth}: needs an integer >= 1 whose square "
+                             f"divides in_channels={in_channels} (the pixel codec's factor, or 1)")
+        self.dim, self.in_channels, self.patch, self.factor = dim, in_channels, tuple(patch), f
         self.register_buffer("depths", torch.tensor(depths), persistent=False)
         pt, ph, pw = self.patch
-        feats = len(depths) * (in_channels + 1) * pt * ph * pw
+        feats = len(depths) * (in_channels + f * f) * pt * ph * pw
         hidden = hidden or dim
         self.mlp = nn.Sequential(nn.Linear(feats, hidden), nn.SiLU(), zero_linear(hidden, dim))
 
+    @property
+    def num_depths(self) -> int:
+        return self.depths.numel()
+
+    def blend_channels(self) -> int:
+        """Logit channels per latent pixel the head emits for :meth:`blend`: (depths + 1) per fine pixel."""
+        return (self.num_depths + 1) * self.factor ** 2
+
     def features(self, source: Tensor, target_c2w: Tensor, target_K: Tensor, source_K: Tensor,
-                 image_size: tuple[int, int]) -> Tensor:
-        """[B, F, D, C + 1, h, w]: the source sampled at each depth, then the in-view flag (1 where the point
-        projects in front of the source camera and inside its image)."""
+                 image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """(samples [B, F, D, C / f^2, f h, f w], inside [B, F, D, f h, f w]): the source sampled at each depth
+        on the fine grid, and where that sample is valid (in front of the source camera, inside its image)."""
         B, Fr, C, h, w = source.shape
+        f = self.factor
         with _fp32(source.device):
-            grid, front = reproject_grid(target_c2w, target_K, source_K, image_size, (h, w), self.depths)
+            fine = F.pixel_shuffle(source.float().reshape(B * Fr, C, h, w), f)        # f = 1: unchanged
+            H, W = h * f, w * f
+            grid, front = reproject_grid(target_c2w, target_K, source_K, image_size, (H, W), self.depths)
             D = grid.shape[2]
-            sampled = F.grid_sample(source.float().reshape(B * Fr, C, h, w), grid.float().reshape(B * Fr, D * h, w, 2),
+            sampled = F.grid_sample(fine, grid.float().reshape(B * Fr, D * H, W, 2),
                                     mode="bilinear", padding_mode="zeros", align_corners=False)
-            sampled = sampled.view(B, Fr, C, D, h, w).transpose(2, 3)
+            sampled = sampled.view(B, Fr, C // (f * f), D, H, W).transpose(2, 3)
             inside = front & (grid.abs() <= 1).all(-1)
-            return torch.cat([sampled, inside[:, :, :, None].float()], dim=3)
+            return sampled, inside
 
     def forward(self, source: Tensor, target_c2w: Tensor, target_K: Tensor, source_K: Tensor,
-                image_size: tuple[int, int]) -> Tensor:
-        feats = self.features(source, target_c2w, target_K, source_K, image_size)       # [B, F, D, C + 1, h, w]
-        tokens = patchify(feats.flatten(2, 3), self.patch)                               # like the latents
-        return self.mlp(tokens.to(self.mlp[0].weight.dtype))
+                image_size: tuple[int, int], keep: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        sampled, inside = self.features(source, target_c2w, target_K, source_K, image_size)
+        if keep is not None:       # a dropped camera drops the warp too (guidance's unconditional branch)
+            inside = inside & (keep.view(-1, 1, 1, 1, 1) > 0)
+            sampled = sampled * inside[:, :, :, None]
+        B, Fr, D = sampled.shape[:3]
+        f = self.factor
+        fold = lambda t: F.pixel_unshuffle(t.flatten(0, 2), f).unflatten(0, (B, Fr, D))  # noqa: E731
+        feats = torch.cat([fold(sampled), fold(inside[:, :, :, None].float())], dim=3)   # [B, F, D, C + f^2, h, w]
+        tokens = patchify(feats.flatten(2, 3), self.patch)                                 # like the latents
+        return self.mlp(tokens.to(self.mlp[0].weight.dtype)), (sampled, inside)
+
+    def blend(self, x0: Tensor, logits: Tensor, warp: tuple[Tensor, Tensor]) -> Tensor:
+        """x0 [B, F, C, h, w] generated, logits [B, F, (D + 1) f^2, h, w] -> the mixed x0 (float32).
+
+        Weights are a softmax over (depth_1 .. depth_D, generated) at every fine pixel; invalid samples are
+        masked out, so where no depth lands inside the source the result is the generated x0 exactly.
+        """
+        sampled, inside = warp
+        B, Fr, C, h, w = x0.shape
+        f, D = self.factor, self.num_depths
+        with _fp32(x0.device):
+            gen = F.pixel_shuffle(x0.float().flatten(0, 1), f).unflatten(0, (B, Fr))           # [B, F, c, H, W]
+            lg = logits.float().reshape(B * Fr, (D + 1) * f * f, h, w)
+            lg = F.pixel_shuffle(lg, f).view(B, Fr, D + 1, h * f, w * f)
+            valid = torch.cat([inside, torch.ones_like(inside[:, :, :1])], dim=2)
+            weight = torch.softmax(lg.masked_fill(~valid, float("-inf")), dim=2)               # [B, F, D+1, H, W]
+            mixed = (weight[:, :, :D, None] * sampled).sum(2) + weight[:, :, D:] * gen
+            return F.pixel_unshuffle(mixed.flatten(0, 1), f).unflatten(0, (B, Fr))

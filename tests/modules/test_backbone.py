@@ -168,11 +168,14 @@ def stream(model, x, sigma, cond, cache):
 
 @pytest.mark.parametrize("backend", ATTENTION_BACKENDS.list())
 @pytest.mark.parametrize("chunk_frames", [1, 2])
-@pytest.mark.parametrize("reproject", [None, [1.0, 4.0]])
+@pytest.mark.parametrize("reproject", [
+    {}, dict(reproject_depths=[1.0, 4.0]),
+    dict(reproject_depths=[1.0, 4.0], reproject_space_to_depth=2, reproject_blend=True, prediction="x0")],
+    ids=["plain", "reproject", "reproject-blend"])
 def test_cached_streaming_equals_block_causal_forward(backend, chunk_frames, reproject):
     x, sigma, cond = make_inputs(F=6)
     model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", chunk_frames=chunk_frames,
-                                    attention=backend, reproject_depths=reproject)).eval()
+                                    attention=backend, **reproject)).eval()
     with torch.no_grad():
         full = model(x, sigma, cond)
         cached = stream(model, x, sigma, cond, model.new_cache())

@@ -18,11 +18,11 @@ def intrinsics():
 def test_identity_camera_samples_the_source_itself_at_every_depth():
     source = torch.randn(B, F, C, h, w)
     module = SourceReprojection(16, C, (1, 2, 2), [0.5, 2.0, 9.0])
-    feats = module.features(source, torch.eye(4).expand(B, F, 4, 4), intrinsics(), intrinsics(), IMAGE)
-    assert feats.shape == (B, F, 3, C + 1, h, w)
+    sampled, inside = module.features(source, torch.eye(4).expand(B, F, 4, 4), intrinsics(), intrinsics(), IMAGE)
+    assert sampled.shape == (B, F, 3, C, h, w) and inside.shape == (B, F, 3, h, w)
     for d in range(3):
-        torch.testing.assert_close(feats[:, :, d, :C], source, atol=1e-5, rtol=0)
-    assert bool((feats[:, :, :, C] == 1).all())
+        torch.testing.assert_close(sampled[:, :, d], source, atol=1e-5, rtol=0)
+    assert bool(inside.all())
 
 
 @pytest.mark.parametrize("depth", [2.0, 5.0])
@@ -34,11 +34,89 @@ def test_sideways_step_shifts_by_the_disparity_of_that_depth(depth):
     K = intrinsics()
     ramp = torch.arange(w, dtype=torch.float32).expand(B, F, 1, h, w).contiguous()
     module = SourceReprojection(16, 1, (1, 2, 2), [depth])
-    feats = module.features(ramp, c2w, K, K, IMAGE)[:, :, 0]
+    sampled, inside = module.features(ramp, c2w, K, K, IMAGE)
     shift = float(K[0, 0, 0, 0]) * 0.4 / depth / (IMAGE[1] / w)       # in latent pixels
     cols = int(w - shift - 1)                                          # fully inside the source image
-    torch.testing.assert_close(feats[..., 0, :, :cols], ramp[..., 0, :, :cols] + shift, atol=1e-4, rtol=0)
-    assert bool((feats[..., 1, :, :cols] == 1).all()) and bool((feats[..., 1, :, -1] == 0).all())
+    torch.testing.assert_close(sampled[:, :, 0, 0, :, :cols], ramp[..., 0, :, :cols] + shift, atol=1e-4, rtol=0)
+    assert bool(inside[:, :, 0, :, :cols].all()) and not bool(inside[:, :, 0, :, -1].any())
+
+
+def test_space_to_depth_samples_whole_pixels_on_the_fine_grid():
+    # Pixel-codec latents (factor 2) of a random image; a sideways step of b at depth d moves content by
+    # fx * b / d image pixels, here exactly one fine pixel. Sampling the unfolded grid reproduces the shifted
+    # image exactly; sampling the latents directly lands half-way between 2-pixel cells and blurs.
+    f, depth = 2, 3.0
+    H, W = h * f, w * f
+    image = torch.randn(B, F, 1, H, W)
+    latents = torch.nn.functional.pixel_unshuffle(image.flatten(0, 1), f).unflatten(0, (B, F))
+    K = intrinsics()
+    c2w = torch.eye(4).repeat(B, F, 1, 1)
+    c2w[..., 0, 3] = depth * (IMAGE[1] / W) / float(K[0, 0, 0, 0])       # one fine pixel of disparity
+    sampled, inside = SourceReprojection(16, 4, (1, 2, 2), [depth], space_to_depth=f).features(
+        latents, c2w, K, K, IMAGE)
+    assert sampled.shape == (B, F, 1, 1, H, W) and inside.shape == (B, F, 1, H, W)
+    torch.testing.assert_close(sampled[:, :, 0, 0, :, :-1], image[:, :, 0, :, 1:], atol=1e-4, rtol=0)
+    assert bool(inside[..., :-1].all()) and not bool(inside[..., -1].any())
+    coarse, _ = SourceReprojection(16, 4, (1, 2, 2), [depth]).features(latents, c2w, K, K, IMAGE)
+    coarse = torch.nn.functional.pixel_shuffle(coarse[:, :, 0].flatten(0, 1), f).unflatten(0, (B, F))
+    assert (coarse[:, :, 0, :, :-2] - image[:, :, 0, :, 1:-1]).abs().mean() > 0.3
+
+
+def test_space_to_depth_must_divide_the_channels():
+    with pytest.raises(ValueError, match="reproject_space_to_depth"):
+        SourceReprojection(16, 6, (1, 2, 2), [2.0], space_to_depth=2)
+
+
+def test_blend_copies_the_chosen_depth_and_regenerates_outside_the_view():
+    f, D = 2, 2
+    module = SourceReprojection(16, 4, (1, 2, 2), [2.0, 8.0], space_to_depth=f)
+    c2w = torch.eye(4).repeat(B, F, 1, 1)
+    c2w[..., 0, 3] = 0.5
+    source, generated = torch.randn(B, F, 4, h, w), torch.randn(B, F, 4, h, w)
+    _, warp = module(source, c2w, intrinsics(), intrinsics(), IMAGE)
+    sampled, inside = warp
+    logits = torch.zeros(B, F, D + 1, f * f, h, w)
+    logits[:, :, 1] = 30.0                                  # choose the far depth wherever it is valid
+    out = module.blend(generated, logits.flatten(2, 3), warp)
+    fold = lambda t: torch.nn.functional.pixel_unshuffle(t.flatten(0, 1), f).unflatten(0, (B, F))  # noqa: E731
+    valid = fold(inside[:, :, 1, None].float().expand(-1, -1, 1, -1, -1)).bool().repeat_interleave(1, 2)
+    expect = torch.where(valid, fold(sampled[:, :, 1]), generated)      # outside the view: the generated x0
+    assert 0 < int(valid.sum()) < valid.numel()
+    torch.testing.assert_close(out, expect, atol=1e-5, rtol=0)
+    # equal logits: the mean of the generated x0 and every valid sample
+    even = module.blend(generated, torch.zeros(B, F, (D + 1) * f * f, h, w), warp)
+    fine = lambda t: torch.nn.functional.pixel_shuffle(t.flatten(0, 1), f).unflatten(0, (B, F))  # noqa: E731
+    count = 1 + inside.sum(2, keepdim=True)
+    mean = (fine(generated)[:, :, None] + (sampled * inside[:, :, :, None]).sum(2, keepdim=True)) / count[:, :, :, None]
+    torch.testing.assert_close(even, fold(mean[:, :, 0]), atol=1e-5, rtol=0)
+
+
+def test_backbone_blend_copies_the_source_through_an_identity_camera():
+    """With the target camera at the source and the blend head pushed to a depth, x0 is the source itself, so
+    the returned flow is exactly (x - source) / sigma; with the camera dropped the blend falls back to the
+    network's own x0."""
+    torch.manual_seed(0)
+    net = CrossFrameDiT(in_channels=C, dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16, prediction="x0",
+                        reproject_depths=[3.0], reproject_space_to_depth=2, reproject_blend=True)
+    with torch.no_grad():
+        net.blend_head.bias.view(2, -1)[0] = 40.0     # channels (depth, generated) x sub-pixel, then patch pixel
+    x, sigma = torch.randn(B, F, C, h, w), torch.rand(B, F) * 0.8 + 0.2
+    cond = Cond(source=torch.randn(B, F, C, h, w), target_c2w=torch.eye(4).repeat(B, F, 1, 1),
+                target_K=intrinsics(), image_size=IMAGE)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, sigma, cond), (x - cond.source) / sigma[:, :, None, None, None],
+                                   atol=1e-4, rtol=1e-4)
+        dropped = net(x, sigma, cond.without_camera())
+        plain = (x - dropped * sigma[:, :, None, None, None])          # the network's own x0, not the source
+        assert (plain - cond.source).abs().max() > 0.1
+
+
+def test_blend_needs_reprojection_and_x0():
+    with pytest.raises(ValueError, match="reproject_blend"):
+        CrossFrameDiT(in_channels=C, dim=16, depth=1, heads=2, ffn_dim=32, reproject_blend=True, prediction="x0")
+    with pytest.raises(ValueError, match="reproject_blend"):
+        CrossFrameDiT(in_channels=C, dim=16, depth=1, heads=2, ffn_dim=32, reproject_blend=True,
+                      reproject_depths=[2.0], prediction="flow")
 
 
 def test_points_behind_the_source_camera_are_flagged_and_zero():
@@ -47,8 +125,8 @@ def test_points_behind_the_source_camera_are_flagged_and_zero():
     grid, front = reproject_grid(c2w, intrinsics(), intrinsics(), IMAGE, (h, w), torch.tensor([2.0, 20.0]))
     assert not bool(front[:, :, 0].any()) and bool(front[:, :, 1].all())
     module = SourceReprojection(16, C, (1, 2, 2), [2.0])
-    feats = module.features(torch.randn(B, F, C, h, w), c2w, intrinsics(), intrinsics(), IMAGE)
-    assert bool((feats == 0).all())
+    sampled, inside = module.features(torch.randn(B, F, C, h, w), c2w, intrinsics(), intrinsics(), IMAGE)
+    assert bool((sampled == 0).all()) and not bool(inside.any())
 
 
 def test_bad_depths_are_named():
