@@ -2,11 +2,15 @@
 
 Models and data are chosen by ``class_path`` (subclass mode), so the teacher, the critic and the
 generator are whatever the config names; registry names work wherever a component takes a string.
-Resuming (``--ckpt_path``) loads checkpoints with ``weights_only=True`` by default.
+Resuming (``--ckpt_path``) loads checkpoints with ``weights_only=True`` by default. With ``--ckpt_path`` the
+model's settings come from the checkpoint's hyper-parameters (as Lightning does), except the ``--model.*`` values
+given explicitly on the command line, which win: ``realcam test --ckpt_path X --model.init_args.sample_steps 10``
+samples with 10 steps.
 """
 from __future__ import annotations
 
 import lightning as L
+import yaml
 from lightning.pytorch.cli import LightningCLI
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -17,11 +21,45 @@ class RealcamCLI(LightningCLI):
         # Unknown keys are errors (jsonargparse); here we only set safer defaults.
         parser.set_defaults({"trainer.enable_model_summary": True})
 
+    def __init__(self, *args, **kwargs):
+        argv = kwargs.get("args")
+        self._argv = [str(a) for a in argv] if isinstance(argv, (list, tuple)) else None
+        super().__init__(*args, **kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning overwrites the model's config with the checkpoint's hyper-parameters, so an explicit
+        ``--model.init_args.guidance 2`` next to ``--ckpt_path`` would silently lose. Re-apply those overrides."""
+        super()._parse_ckpt_path()
+        sub = self.config.get("subcommand") if self._argv is not None else None
+        if not sub or not self.config[sub].get("ckpt_path"):
+            return
+        for key, value in _model_overrides(self._argv).items():
+            self.config[sub][f"model.{key}"] = value
+
     def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if "weights_only" in {a.dest for a in parser._actions}:
             parser.set_defaults(weights_only=True)
         return parser
+
+
+def _model_overrides(argv: list[str]) -> dict:
+    """The ``--model.a.b value`` / ``--model.a.b=value`` arguments as {"a.b": value} (values parsed as YAML)."""
+    out: dict = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--model.") and "=" in arg:
+            key, value = arg[len("--model."):].split("=", 1)
+        elif arg.startswith("--model.") and i + 1 < len(argv):
+            key, value = arg[len("--model."):], argv[i + 1]
+            i += 1
+        else:
+            i += 1
+            continue
+        i += 1
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def main(argv: list[str]) -> int:

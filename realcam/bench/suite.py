@@ -59,8 +59,10 @@ class Setup:
     def teacher(self, layout: str) -> torch.nn.Module:
         if layout not in self._teachers:
             # the teachers carry the student's source reprojection too, so both sides pay for it
-            depths = getattr(getattr(self.student, "reproject", None), "depths", None)
-            extra = {} if depths is None else {"reproject_depths": depths.tolist()}
+            reproject = getattr(self.student, "reproject", None)
+            extra = {} if reproject is None else {
+                "reproject_depths": reproject.depths.tolist(), "reproject_space_to_depth": reproject.factor,
+                "reproject_blend": getattr(self.student, "blend_head", None) is not None}
             self._teachers[layout] = build_teacher(self.args.preset, layout, self.args.attention,
                                                    model_args=extra, device=self.device)
         return self._teachers[layout]

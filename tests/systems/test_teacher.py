@@ -51,6 +51,18 @@ def test_fit_two_steps_then_test_writes_a_report(tiny_shards, tmp_path):
     assert metrics["baseline/source_copy/psnr"] is not None
     assert "lpips_unavailable" in metrics, "without local LPIPS weights the report must say why LPIPS is missing"
     assert list(tmp_path.rglob("*.mp4")), "side-by-side sample videos are written to the log directory"
+    assert report["extra"]["sample_steps"] == 2
+
+
+def test_command_line_model_overrides_beat_the_checkpoint_hyperparameters(tiny_shards, tmp_path):
+    """Lightning fills the model config from the checkpoint; what the user types explicitly must still win."""
+    realcam(["fit", *tiny_args(tiny_shards, tmp_path / "fit", "--trainer.max_steps", "1",
+                               "--trainer.limit_val_batches", "0")])
+    ckpt = next((tmp_path / "fit").rglob("last.ckpt"))
+    realcam(["test", *tiny_args(tiny_shards, tmp_path / "test"), "--ckpt_path", str(ckpt),
+             "--model.init_args.sample_steps=3", "--model.init_args.guidance", "1.5"])
+    report = json.loads(next((tmp_path / "test").rglob("test_report.json")).read_text())
+    assert (report["extra"]["sample_steps"], report["extra"]["guidance"]) == (3, 1.5)
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
