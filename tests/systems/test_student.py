@@ -12,7 +12,8 @@ from realcam.systems.student import SelfForcingDMDModule, loop_consistency_loss
 from tests.modules.test_backbone import randomize
 
 REPO = Path(__file__).resolve().parents[2]
-NET = dict(dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16, reproject_depths=[2.0, 6.0])   # as the configs: reprojection on
+NET = dict(dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16, reproject_depths=[2.0, 6.0],   # as the configs:
+           reproject_space_to_depth=2, reproject_blend=True)                                   # reprojection + blend
 
 
 def net_args(prefix: str) -> list[str]:
@@ -120,9 +121,10 @@ def test_loop_term_pulls_revisits_onto_their_earlier_frame():
 
 
 def test_networks_must_have_the_right_attention(teacher_weights):
-    causal = dict(in_channels=12, attention_mode="causal", **NET)
+    bidirectional = dict(in_channels=12, prediction="x0", **NET)
+    causal = dict(bidirectional, attention_mode="causal")
     with pytest.raises(ValueError, match="generator must be causal"):
-        SelfForcingDMDModule(generator=CrossFrameDiT(in_channels=12, **NET), real_score=CrossFrameDiT(in_channels=12, **NET))
+        SelfForcingDMDModule(generator=CrossFrameDiT(**bidirectional), real_score=CrossFrameDiT(**bidirectional))
     with pytest.raises(ValueError, match="real_score must be bidirectional"):
         SelfForcingDMDModule(generator=CrossFrameDiT(**causal), real_score=CrossFrameDiT(**causal))
     with pytest.raises(ValueError, match="real_score_init"):
