@@ -46,18 +46,14 @@ class RealcamCLI(LightningCLI):
 def _model_overrides(argv: list[str]) -> dict:
     """The ``--model.a.b value`` / ``--model.a.b=value`` arguments as {"a.b": value} (values parsed as YAML)."""
     out: dict = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--model.") and "=" in arg:
-            key, value = arg[len("--model."):].split("=", 1)
-        elif arg.startswith("--model.") and i + 1 < len(argv):
-            key, value = arg[len("--model."):], argv[i + 1]
-            i += 1
-        else:
-            i += 1
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--model."):
             continue
-        i += 1
+        key, sep, value = arg[len("--model."):].partition("=")
+        if not sep:                         # "--model.a.b value"
+            if i + 1 == len(argv):
+                continue
+            value = argv[i + 1]
         out[key] = yaml.safe_load(value)
     return out
 

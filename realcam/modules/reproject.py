@@ -122,9 +122,8 @@ class SourceReprojection(nn.Module):
     def forward(self, source: Tensor, target_c2w: Tensor, target_K: Tensor, source_K: Tensor,
                 image_size: tuple[int, int], keep: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         sampled, inside = self.features(source, target_c2w, target_K, source_K, image_size)
-        if keep is not None:       # a dropped camera drops the warp too (guidance's unconditional branch)
-            inside = inside & (keep.view(-1, 1, 1, 1, 1) > 0)
-            sampled = sampled * inside[:, :, :, None]
+        if keep is not None:   # a dropped camera gives the blend nothing to copy; its tokens are zeroed with the
+            inside = inside & (keep.view(-1, 1, 1, 1, 1) > 0)     # camera embedding, so features need no mask
         B, Fr, D = sampled.shape[:3]
         f = self.factor
         fold = lambda t: F.pixel_unshuffle(t.flatten(0, 2), f).unflatten(0, (B, Fr, D))  # noqa: E731

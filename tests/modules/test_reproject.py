@@ -157,3 +157,23 @@ def test_backbone_term_starts_at_zero_follows_the_camera_and_drops_with_it():
     # classifier-free guidance drops the camera, and with it the reprojection (it encodes the camera)
     with torch.no_grad():
         torch.testing.assert_close(warped(x, sigma, cond.without_camera()), plain(x, sigma, cond.without_camera()))
+
+
+def test_a_kept_camera_gives_the_same_output_as_no_keep_flag():
+    """Training passes camera_keep (dropout), inference passes none: with the camera kept they must agree,
+    samples straddling the image border included."""
+    torch.manual_seed(0)
+    net = CrossFrameDiT(in_channels=C, dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16, prediction="x0",
+                        reproject_depths=[1.5, 4.0], reproject_space_to_depth=2, reproject_blend=True)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x, sigma = torch.randn(B, F, C, h, w), torch.rand(B, F)
+    c2w = torch.eye(4).repeat(B, F, 1, 1)
+    # a sideways step of 2.7 fine pixels at depth 1.5: the last column samples 0.2 px past the image edge,
+    # where bilinear sampling still reads the border pixel but the sample counts as outside
+    c2w[..., 0, 3] = 2.7 * 1.5 * (IMAGE[1] / (2 * w)) / float(intrinsics()[0, 0, 0, 0])
+    cond = Cond(source=torch.randn(B, F, C, h, w), target_c2w=c2w, target_K=intrinsics(), image_size=IMAGE)
+    kept = Cond(**{**cond.__dict__, "camera_keep": torch.ones(B)})
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, sigma, kept), net(x, sigma, cond), atol=1e-6, rtol=0)
