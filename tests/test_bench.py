@@ -17,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUICK = ["--quick", "--image-size", "16", "16", "--frames", "2", "--warmup", "1", "--short-frame", "2",
          "--long-frames", "5", "--rounds", "2", "--lengths", "2", "--ttff-length", "2", "--backend-chunks", "1",
-         "--teacher-probe", "1", "--video-repeats", "1", "--peak-size", "64", "--threads", "1", "--device", "cpu"]
+         "--teacher-probe", "1", "--video-repeats", "1", "--peak-size", "64", "--threads", "1", "--device", "cpu",
+         "--compare-steps", "2,1"]
 
 
 def test_suite_writes_every_section_plots_and_doc_table(tmp_path):
@@ -26,7 +27,11 @@ def test_suite_writes_every_section_plots_and_doc_table(tmp_path):
     out = tmp_path / "bench.json"
     assert main([*QUICK, "--out", str(out), "--doc", str(doc)]) == 0
     result = json.loads(out.read_text())
-    assert {"stream", "constant", "video", "ttff", "backends", "flops", "wan", "targets", "machine"} <= set(result)
+    assert {"stream", "steps", "constant", "video", "ttff", "backends", "flops", "wan", "targets",
+            "machine"} <= set(result)
+    assert result["denoising_steps"] == [1000, 750, 500, 250] == result["trained_steps"]      # random weights: recipe
+    assert [(r["steps"], r["denoising_steps"], r["passes_per_chunk"]) for r in result["steps"]["rows"]] == \
+        [(2, [1000, 500], 3), (1, [1000], 2)]
     assert "GPU benchmark" in result["wan"]["skipped"]
     assert [r["dtype"] for r in result["stream"]["rows"]] == ["bf16", "fp32"]
     row = result["stream"]["rows"][0]
@@ -50,6 +55,22 @@ def test_suite_writes_every_section_plots_and_doc_table(tmp_path):
     text = doc.read_text()
     assert "hand-written text stays" in text and text.count(BEGIN) == 1 and text.count(END) == 1
     assert "| fp32 |" in text and "Seconds per generated video" not in text
+
+
+def test_steps_option_reaches_every_student_timing(tmp_path):
+    """--steps 1: one denoising pass + the cache pass per frame wherever the student is timed."""
+    runs = {}
+    for steps in (None, "1"):
+        out = tmp_path / f"b{steps}.json"
+        extra = [] if steps is None else ["--steps", steps]
+        main([*QUICK, "--only", "video,flops", "--dtypes", "fp32", "--no-plot", *extra, "--out", str(out),
+              "--doc", str(tmp_path / "none.md")])
+        runs[steps] = json.loads(out.read_text())
+    assert runs["1"]["denoising_steps"] == [1000] and runs["1"]["video"]["student_passes_per_chunk"] == 2
+    assert runs[None]["video"]["student_passes_per_chunk"] == 5
+    assert runs["1"]["flops"]["flops_per_chunk"] < 0.6 * runs[None]["flops"]["flops_per_chunk"]
+    with pytest.raises(SystemExit, match="--steps"):
+        main([*QUICK, "--steps", "one", "--out", str(tmp_path / "c.json"), "--doc", str(tmp_path / "none.md")])
 
 
 def test_bad_section_is_named(tmp_path):

@@ -20,21 +20,37 @@ def render(result: dict, args: argparse.Namespace | None = None) -> str:
              f" attention), student weights: {result['student_weights']}, on {m['cpu']} ({m['threads']} threads, "
              f"device `{result['device']}`), torch {m['torch']}, {m['date']}"
              f"{', --quick' if result.get('quick') else ''}. Whole run: {result['total_seconds']:.0f} s.", ""]
+    steps = result.get("denoising_steps")
+    if steps:
+        trained = result.get("trained_steps") or steps
+        lines += [f"Student denoising steps in every timed section: {len(steps)} ({', '.join(map(str, steps))}; "
+                  f"{len(steps) + 1} transformer passes per frame with the cache pass); distilled with "
+                  f"{len(trained)} ({', '.join(map(str, trained))}).", ""]
     t = result.get("targets", {})
     lines += ["| target | result |", "|---|---|",
-              f"| streaming ≥ 30 FPS (bf16, end to end) | {_yes(t.get('fps_ge_30_bf16'))} |",
+              f"| streaming ≥ 30 FPS (bf16, end to end{_steps_note(steps)}) | {_yes(t.get('fps_ge_30_bf16'))} |",
               f"| latency frame 2048 / frame 32 ≤ 1.10 | {_yes(t.get('constant_ratio_le_1.10'))} |",
               f"| ≥ 100× less time per T=32 video than the 50-step teacher | "
               f"{_yes(t.get('teacher_over_student_ge_100_T32'))} |", ""]
     if "stream" in result:
-        lines += ["**Streaming** (per frame; end to end = uint8 frame in → encode → 4 denoising passes + cache pass "
-                  "→ decode):", "",
+        n = len(result["stream"].get("denoising_steps") or [0] * 4)
+        lines += [f"**Streaming** (per frame; end to end = uint8 frame in → encode → {n} denoising "
+                  f"pass{'es' if n > 1 else ''} + cache pass → decode):", "",
                   "| dtype | FPS end to end | latency p50 (ms) | p90 (ms) | transformer-only FPS | chunk p50 (ms) |",
                   "|---|---|---|---|---|---|"]
         for r in result["stream"]["rows"]:
             e, tr = r["end_to_end"], r["transformer_only"]
             lines.append(f"| {r['dtype']} | **{e['fps']:.1f}** | {e['latency_ms_p50']:.2f} | {e['latency_ms_p90']:.2f}"
                          f" | {tr['fps']:.1f} | {tr['chunk_ms_p50']:.2f} |")
+        lines.append("")
+    if "steps" in result:
+        st = result["steps"]
+        lines += [f"**Denoising steps side by side** ({st['dtype']}, end to end, the streams pushed in alternation; "
+                  f"quality per step count in docs/results.md):", "",
+                  "| steps | timesteps | passes per frame | FPS | latency p50 (ms) | p90 (ms) |", "|---|---|---|---|---|---|"]
+        for r in st["rows"]:
+            lines.append(f"| {r['steps']} | {', '.join(map(str, r['denoising_steps']))} | {r['passes_per_chunk']} | "
+                         f"**{r['fps']:.1f}** | {r['latency_ms_p50']:.2f} | {r['latency_ms_p90']:.2f} |")
         lines.append("")
     if "constant" in result:
         c = result["constant"]
@@ -94,6 +110,10 @@ def render(result: dict, args: argparse.Namespace | None = None) -> str:
     for p in result.get("plots", []):
         lines.append(f"![{Path(p).stem}](benchmarks/{Path(p).name})")
     return "\n".join(lines).rstrip()
+
+
+def _steps_note(steps) -> str:
+    return f", {len(steps)} denoising step{'s' if len(steps) > 1 else ''}" if steps else ""
 
 
 def update_doc(path: Path, table: str) -> None:

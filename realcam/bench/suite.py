@@ -1,8 +1,10 @@
 """``realcam bench`` (``all``): the streaming student against its 50-step teachers, measured in one run.
 
 Sections (``--only`` picks some; every one lands in the same JSON):
-  stream     streaming FPS and per-frame latency, bf16 and fp32: end to end (uint8 frame in, encode, 4 denoising
+  stream     streaming FPS and per-frame latency, bf16 and fp32: end to end (uint8 frame in, encode, the denoising
              passes + the cache pass, decode; ``StreamingGenerator.push``) and transformer only (``rollout_chunk``)
+  steps      end-to-end FPS at several denoising-step counts (``--compare-steps``, default 4,2,1) side by side
+Every student timing uses ``--steps`` (default: the list the student was distilled with, 4 steps).
   constant   per-frame latency at frame 32 against frame 2048, the two streams timed in alternation
   video      seconds per generated video of T = 16, 32, 64 frames: 50-step teacher (interleaved and prefix layout)
              against the streaming student, as ratios
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Sequence
 from pathlib import Path
 
 import torch
@@ -33,7 +36,8 @@ from realcam.modules.samplers import euler_sample
 from realcam.registry import ATTENTION_BACKENDS
 from realcam.systems.rollout import rollout_chunk
 
-SECTIONS = ("stream", "constant", "video", "ttff", "backends", "flops", "wan")
+SECTIONS = ("stream", "steps", "constant", "video", "ttff", "backends", "flops", "wan")
+RECIPE_STEPS = (1000, 750, 500, 250)
 TEACHER_STEPS = 50
 SHIFT = 3.0
 
@@ -49,7 +53,9 @@ class Setup:
         self.codec = PixelCodec(factor=2).to(args.device)
         self.image_size = tuple(args.image_size)
         self.fps = args.source_fps
-        self.schedule = FlowSchedule(shift=SHIFT)
+        self.trained_steps = trained_steps(args.student)
+        self.denoising_steps = resolve_steps(args.steps, self.trained_steps)
+        self.schedule = FlowSchedule(shift=SHIFT, denoising_steps=self.denoising_steps)
         H, W = self.image_size
         g = torch.Generator().manual_seed(0)
         self.frames = torch.randint(0, 256, (16, H, W, 3), dtype=torch.uint8, generator=g).numpy()
@@ -67,11 +73,17 @@ class Setup:
                                                    model_args=extra, device=self.device)
         return self._teachers[layout]
 
-    def stream(self, dtype: str):
+    def stream(self, dtype: str, steps: Sequence[int] | None = None):
         from realcam.streaming import StreamingGenerator
 
         return StreamingGenerator(self.student, self.codec, image_size=self.image_size, shift=SHIFT,
-                                  dtype=dtype, device=self.device, fps=self.fps, seed=0)
+                                  denoising_steps=tuple(steps or self.denoising_steps), dtype=dtype,
+                                  device=self.device, fps=self.fps, seed=0)
+
+    @property
+    def passes(self) -> int:
+        """Transformer passes per chunk: the denoising steps plus the clean cache pass."""
+        return len(self.denoising_steps) + 1
 
     def push(self, gen, i: int) -> float:
         """Seconds for push number ``i`` (a frame in, a frame out)."""
@@ -87,6 +99,37 @@ class Setup:
         """Random source latents and conditions for ``frames`` frames at the stream's resolution."""
         H, W = self.image_size
         return random_cond(self.student, frames, (H // 2, W // 2), device=self.device)
+
+
+def trained_steps(student: Path | None) -> tuple[int, ...]:
+    """The denoising list a bundle was distilled with (its ``config.yaml``), else the recipe's."""
+    if student is not None and Path(student).is_dir():
+        from realcam.streaming import load_bundle
+
+        steps = load_bundle(student).config.get("denoising_steps")
+        if steps:
+            return tuple(int(v) for v in steps)
+    return RECIPE_STEPS
+
+
+def steps_list(count: int) -> tuple[int, ...]:
+    """``count`` steps evenly spaced from 1000, as ``StreamingGenerator(steps=count)`` picks them."""
+    if count < 1:
+        raise SystemExit(f"realcam bench: --steps {count} must be >= 1")
+    return tuple(round(1000 * (count - k) / count) for k in range(count))
+
+
+def resolve_steps(steps: str | None, trained: Sequence[int]) -> tuple[int, ...]:
+    """--steps: None = the trained list; N = N evenly spaced steps; a comma list = those timesteps."""
+    if steps is None:
+        return tuple(trained)
+    parts = [v for v in str(steps).split(",") if v.strip()]
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        raise SystemExit(f"realcam bench: --steps {steps!r}: give a count (e.g. 1) or timesteps "
+                         f"(e.g. 1000,500)") from None
+    return steps_list(values[0]) if len(values) == 1 else tuple(values)
 
 
 def progress(msg: str) -> None:
@@ -146,10 +189,38 @@ def section_stream(setup: Setup) -> dict:
                      "transformer_only": {"fps": c * len(chunk[d]) / sum(chunk[d]),
                                           "chunk_ms_p50": median_ms(chunk[d]),
                                           "includes": {"encode": False, "decode": False}}})
-    return {"rows": rows, "target_fps": 30.0,
+    return {"rows": rows, "target_fps": 30.0, "denoising_steps": list(setup.denoising_steps),
+            "passes_per_chunk": setup.passes,
             "method": f"StreamingGenerator.push per frame after {args.warmup} warm-up frames (the cache is full: "
                       f"sink {args.sink} + window {args.window}); the dtypes' streams and transformer-only "
                       f"steppers advance in alternation (same machine state); fps = frames / total seconds"}
+
+
+def section_steps(setup: Setup) -> dict:
+    """End-to-end latency at several denoising-step counts, the streams advanced in alternation frame by frame."""
+    args = setup.args
+    dtype = args.dtypes[0]
+    counts = args.compare_steps
+    lists = {n: steps_list(n) for n in counts}
+    progress(f"steps: {'/'.join(map(str, counts))} denoising steps in alternation ({dtype}), {args.frames} frames each")
+    gens = {n: setup.stream(dtype, lists[n]) for n in counts}
+    for n in counts:
+        setup.push_many(gens[n], args.warmup, f"warm-up {n} steps")
+    push = {n: [] for n in counts}
+    for i in tqdm(range(args.frames), desc="steps", leave=False):
+        for n in counts if i % 2 == 0 else counts[::-1]:
+            push[n].append(setup.push(gens[n], args.warmup + i))
+    rows = []
+    for n in counts:
+        times = push[n]
+        progress(f"steps {n}: {len(times) / sum(times):.1f} FPS end to end, {median_ms(times):.1f} ms per frame")
+        rows.append({"steps": n, "denoising_steps": list(lists[n]), "passes_per_chunk": n + 1,
+                     "fps": len(times) / sum(times), "latency_ms_p50": median_ms(times),
+                     "latency_ms_p90": quantile_ms(times, 0.9)})
+    return {"rows": rows, "dtype": dtype, "trained_steps": list(setup.trained_steps),
+            "method": "one stream per step count (StreamingGenerator(steps=N): N of the timesteps evenly spaced from "
+                      "1000), pushed in alternation frame by frame after the warm-up; end to end. Quality per step "
+                      "count is measured on data, not here (docs/results.md)"}
 
 
 def section_constant(setup: Setup) -> dict:
@@ -231,7 +302,7 @@ def section_video(setup: Setup) -> dict:
                      f"ratio {t['seconds'] / student:.1f}")
         rows.append(row)
     return {"rows": rows, "dtype": args.dtypes[0], "teacher_steps": TEACHER_STEPS, "student_passes_per_chunk":
-            len(setup.schedule.denoising_steps) + 1, "target_ratio_T32": 100.0,
+            setup.passes, "student_denoising_steps": list(setup.denoising_steps), "target_ratio_T32": 100.0,
             "teacher_time_method": {"full": "all 50 Euler steps timed end to end",
                                     "per_step": f"median of {args.teacher_probe} timed forward passes x "
                                                 f"{TEACHER_STEPS} steps (after one warm-up pass)"},
@@ -293,7 +364,7 @@ def section_backends(setup: Setup) -> dict:
     finally:
         student.attention, teacher.attention = keep
     return {"rows": rows, "dtype": args.dtypes[0], "teacher_T": T,
-            "method": "student: rollout_chunk (4 denoising passes + cache pass) on a full cache; teacher: one "
+            "method": f"student: rollout_chunk ({setup.passes - 1} denoising passes + cache pass) on a full cache; teacher: one "
                       f"bidirectional forward over T={T} frames (first call of each shape excluded)"}
 
 
@@ -327,7 +398,7 @@ def section_flops(setup: Setup) -> dict:
     return {"dtype": dtype, "flops_per_chunk": flops, "chunk_ms": median_ms(chunk), "achieved_flops_per_s": achieved,
             "bf16_matmul_peak_flops_per_s": peak["flops_per_s"], "fp32_matmul_peak_flops_per_s": peak32["flops_per_s"],
             "fraction_of_bf16_peak": achieved / peak["flops_per_s"], "peak_matmul_size": args.peak_size,
-            "method": "FLOPs of one chunk (4 denoising passes + the cache pass, full cache) counted by "
+            "method": f"FLOPs of one chunk ({setup.passes - 1} denoising passes + the cache pass, full cache) counted by "
                       "torch.utils.flop_counter.FlopCounterMode (matmuls and attention; elementwise ops not "
                       "counted), divided by the chunk's median latency; peak = best of 5 square matmuls of "
                       f"{args.peak_size} in the same process"}
@@ -355,6 +426,7 @@ def _run(args: argparse.Namespace) -> dict:
     result: dict = {"benchmark": "realcam bench", "preset": args.preset, "device": args.device,
                     "image_size": list(setup.image_size), "chunk_frames": setup.student.chunk_frames,
                     "sink": args.sink, "window": args.window, "attention": args.attention,
+                    "denoising_steps": list(setup.denoising_steps), "trained_steps": list(setup.trained_steps),
                     "student_weights": str(args.student) if args.student else "random",
                     "teacher_weights": "random", "quick": args.quick, "machine": machine_info(),
                     "includes": {"encode": True, "decode": True,
@@ -363,6 +435,8 @@ def _run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     if "stream" in only:
         result["stream"] = section_stream(setup)
+    if "steps" in only:
+        result["steps"] = section_steps(setup)
     if "constant" in only:
         result["constant"] = section_constant(setup)
     if "video" in only:
@@ -397,6 +471,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student", type=Path, default=None,
                    help="a bundle folder or a .ckpt / .safetensors of the student (default: random weights)")
     p.add_argument("--image-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"))
+    p.add_argument("--steps", default=None,
+                   help="the student's denoising steps in every timed section: a count N (N timesteps evenly spaced "
+                        "from 1000, as `realcam stream --steps N`) or a comma list of timesteps; default: the list "
+                        "the student was distilled with (its bundle's, else the recipe's 1000,750,500,250)")
+    p.add_argument("--compare-steps", type=lambda s: [int(v) for v in s.split(",") if v.strip()], default=[4, 2, 1],
+                   help="step counts the `steps` section times side by side (comma-separated)")
     p.add_argument("--sink", type=int, default=1)
     p.add_argument("--window", type=int, default=6)
     p.add_argument("--attention", default="sdpa")

@@ -6,6 +6,7 @@ The denoiser sees only the target latents ``x`` [B, F, C, h, w]; clean source to
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from realcam.losses._common import frame_mask, frame_sigma, masked_mse
@@ -14,18 +15,31 @@ from realcam.modules.samplers import Denoiser
 
 
 def flow_matching_loss(denoiser: Denoiser, x0: Tensor, cond, schedule: FlowSchedule, sigma, noise: Tensor,
-                       mask: Tensor | None = None) -> Tensor:
+                       mask: Tensor | None = None, weighting: str = "flow") -> Tensor:
     """MSE between ``denoiser(x_sigma, sigma, cond)`` and v = eps - x0.
 
     x0, noise: [B, F, C, h, w]. sigma: scalar, [B] or [B, F] (the denoiser always gets [B, F]).
     mask: optional [B, F] (bool or float weights) of the frames that count, e.g. ``sigma > 0`` so
         clean frames, whose flow is undefined, do not; None counts every frame.
+    weighting: ``flow`` (the plain flow MSE) or ``x0``: each frame's flow MSE times sigma^2, which is the MSE
+        of the implied x0 estimate x0 = x - sigma v. The flow MSE weights a frame's x0 error by 1 / sigma^2, so
+        nearly clean frames dominate; ``x0`` gives every noise level the same weight on the clean image.
     Returns the mean over the elements of the counted frames (float32 or wider).
     """
+    if weighting not in ("flow", "x0"):
+        raise ValueError(f"weighting={weighting!r}: choose 'flow' (plain flow MSE) or 'x0' (sigma^2-weighted, "
+                         f"the x0 estimate's MSE)")
     if noise.shape != x0.shape:
         raise ValueError(f"flow_matching_loss: noise {tuple(noise.shape)} must have x0's shape {tuple(x0.shape)}")
     sigma = frame_sigma(sigma, x0)
     x = schedule.add_noise(x0, noise, sigma)
     flow = denoiser(x, sigma, cond)
     target = schedule.flow_matching_target(x0, noise)
-    return masked_mse(flow, target.detach(), None if mask is None else frame_mask(mask, x0))
+    weight = None if mask is None else frame_mask(mask, x0)
+    if weighting == "flow":
+        return masked_mse(flow, target.detach(), weight)
+    per_frame = (flow.float() - target.detach().float()).square().flatten(2).mean(-1) * sigma.square()   # [B, F]
+    if weight is None:
+        return per_frame.mean()
+    total = weight.sum()
+    return (per_frame * weight).sum() / torch.where(total > 0, total, torch.ones_like(total))

@@ -12,8 +12,9 @@ The sequence is a list of *groups*, one per (stream, token frame), each a (gh x 
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -319,6 +320,19 @@ class CrossFrameDiT(nn.Module):
         self.attention = ATTENTION_BACKENDS.build(attention) if isinstance(attention, str) else attention
         self._layouts: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
         self._time_memo: dict[tuple, tuple[Tensor, list]] = {}
+        self._blend_capture: list | None = None
+
+    @contextlib.contextmanager
+    def capture_blend(self) -> Iterator[list]:
+        """Collect ``(logits, warp)`` of every forward inside the block (for a loss on the blend's choice,
+        e.g. :func:`realcam.losses.blend_selection_loss`); the list is empty without ``reproject_blend``."""
+        if self._blend_capture is not None:
+            raise RuntimeError("capture_blend() is already active on this backbone")
+        self._blend_capture = captured = []
+        try:
+            yield captured
+        finally:
+            self._blend_capture = None
 
     # ---- tokens --------------------------------------------------------------------------------
     def patchify(self, x: Tensor) -> Tensor:
@@ -450,6 +464,8 @@ class CrossFrameDiT(nn.Module):
         if self.blend_head is not None:
             logits = unpatchify(self.blend_head(feats), self.patch, self.reproject.blend_channels(), h, w)
             out = self.reproject.blend(out, logits, warp)
+            if self._blend_capture is not None:
+                self._blend_capture.append((logits, warp))
         if self.prediction == "x0":
             # v = eps - x0 = (x - x0) / sigma; the clamp keeps the sigma -> 0 end finite (the sigma = 0 cache
             # pass only writes K/V and its flow is never used).

@@ -148,3 +148,20 @@ class SourceReprojection(nn.Module):
             weight = torch.softmax(lg.masked_fill(~valid, float("-inf")), dim=2)               # [B, F, D+1, H, W]
             mixed = (weight[:, :, :D, None] * sampled).sum(2) + weight[:, :, D:] * gen
             return F.pixel_unshuffle(mixed.flatten(0, 1), f).unflatten(0, (B, Fr))
+
+    def depth_logits(self, logits: Tensor) -> Tensor:
+        """The blend logits [B, F, (D + 1) f^2, h, w] of the depths only, on the fine grid: [B, F, D, f h, f w]."""
+        B, Fr, _, h, w = logits.shape
+        f, D = self.factor, self.num_depths
+        lg = F.pixel_shuffle(logits.float().reshape(B * Fr, (D + 1) * f * f, h, w), f)
+        return lg.view(B, Fr, D + 1, h * f, w * f)[:, :, :D]
+
+    def depth_errors(self, x0: Tensor, warp: tuple[Tensor, Tensor]) -> Tensor:
+        """Mean squared error [B, F, D, f h, f w] between the warped source at each depth and the true x0
+        [B, F, C, h, w], per fine pixel (``inf`` where the sample is invalid)."""
+        sampled, inside = warp
+        B, Fr = x0.shape[:2]
+        with _fp32(x0.device):
+            true = F.pixel_shuffle(x0.float().flatten(0, 1), self.factor).unflatten(0, (B, Fr))   # [B, F, c, H, W]
+            err = (sampled - true[:, :, None]).square().mean(3)
+            return err.masked_fill(~inside, float("inf"))

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from realcam.losses import flow_matching_loss
+from realcam.losses import blend_selection_loss, flow_matching_loss
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule, sample_noise
 from realcam.modules.samplers import euler_sample
@@ -29,6 +29,12 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         sigma_per: one noise level per ``sample`` or per ``chunk`` (diffusion-forcing style).
         camera_dropout: probability of dropping the target camera (for guidance).
         pose_reference: ``first_source`` or ``current_source`` (docs/conventions.md).
+        loss_weighting: ``flow`` (the flow MSE, DESIGN §2) or ``x0`` (its sigma^2-weighted form, the MSE of the
+            implied x0 estimate: every noise level weighs the same; see :func:`~realcam.losses.flow_matching_loss`).
+        blend_supervision: weight of :func:`~realcam.losses.blend_selection_loss` added to the flow loss (0 = off):
+            tells a ``reproject_blend`` backbone which depth's warped source matches the target, per pixel.
+        blend_temperature / blend_max_error: its soft target (squared-error scale) and the worst best-depth error
+            of a pixel that still counts.
         sample_steps / guidance: the Euler sampler used in validation and test.
         ema_decay / ema_start: generator EMA; evaluation uses the EMA weights.
         seed: noise, sigmas and dropout are drawn from (seed, global step), so resume is exact.
@@ -52,6 +58,10 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         total_steps: int | None = None,
         min_lr_ratio: float = 1.0,
         grad_clip: float = 1.0,
+        loss_weighting: Literal["flow", "x0"] = "flow",
+        blend_supervision: float = 0.0,
+        blend_temperature: float = 0.005,
+        blend_max_error: float = 0.02,
         ema_decay: float = 0.995,
         ema_start: int = 100,
         sample_steps: int = 50,
@@ -63,6 +73,13 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["denoiser", "codec"])
+        if loss_weighting not in ("flow", "x0"):
+            raise ValueError(f"loss_weighting={loss_weighting!r}: choose 'flow' or 'x0'")
+        if blend_supervision < 0:
+            raise ValueError(f"blend_supervision={blend_supervision} must be >= 0 (0 turns the blend loss off)")
+        if blend_supervision > 0 and getattr(denoiser, "blend_head", None) is None:
+            raise ValueError("blend_supervision > 0 needs a denoiser with a reprojection blend: set the backbone's "
+                             "reproject_depths and reproject_blend: true (and prediction: x0), or blend_supervision: 0")
         self.denoiser = denoiser
         self.codec = build_codec(codec)
         self.schedule = FlowSchedule(shift=shift)
@@ -91,7 +108,19 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         noise = sample_noise(x0.shape, g, x0)
         keep = (torch.rand(B, generator=g) >= self.hparams.camera_dropout).float().to(x0.device)
         cond.camera_keep = keep
-        loss = flow_matching_loss(self.denoiser, x0, cond, self.schedule, sigma, noise)
+        if self.hparams.blend_supervision > 0:
+            with self.denoiser.capture_blend() as captured:
+                loss = flow_matching_loss(self.denoiser, x0, cond, self.schedule, sigma, noise,
+                                          weighting=self.hparams.loss_weighting)
+            hp = self.hparams
+            ce = torch.stack([blend_selection_loss(self.denoiser.reproject, logits, warp, x0, hp.blend_temperature,
+                                                   hp.blend_max_error) for logits, warp in captured]).mean()
+            self.log("train/flow_loss", loss, batch_size=B)
+            self.log("train/blend_ce", ce, batch_size=B)
+            loss = loss + hp.blend_supervision * ce
+        else:
+            loss = flow_matching_loss(self.denoiser, x0, cond, self.schedule, sigma, noise,
+                                      weighting=self.hparams.loss_weighting)
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         self.log("train/frames", float(Fr), batch_size=B)
         return loss

@@ -89,6 +89,8 @@ def test_killed_run_resumes_to_the_same_weights(tiny_shards, tmp_path):
     (["--model.init_args.denoiser.init_args.dimm", "16"], "dimm"),
     (["--model.init_args.denoiser.init_args.camera_encoder", "pluker"], "did you mean 'plucker'"),
     (["--data.init_args.train_shards", "/nonexistent/train-{000000..000003}.tar"], "train_shards"),
+    (["--model.init_args.blend_supervision", "0.1", "--model.init_args.denoiser.init_args.reproject_blend", "false"],
+     "blend_supervision"),
 ])
 def test_bad_configs_fail_before_training_and_name_the_key(tiny_shards, tmp_path, override, needle, capsys):
     with pytest.raises((SystemExit, ValueError, KeyError, FileNotFoundError)) as err:
