@@ -57,6 +57,21 @@ def test_flow_matching_scalar_sigma_reaches_denoiser_as_frames_and_trains_it():
     assert scale.grad is not None and scale.grad != 0
 
 
+def test_x0_weighting_is_the_mse_of_the_implied_x0():
+    sched = FlowSchedule()
+    x0, noise, sigma = frames(1.0, 0.0), frames(3.0, 2.0), torch.tensor([[0.25, 0.5]])
+    # flow errors [1, 0] (hand example above) times sigma^2 -> [0.0625, 0]; the implied x0 = x - sigma v
+    loss = flow_matching_loss(twice_x, x0, None, sched, sigma, noise, weighting="x0")
+    assert loss.item() == pytest.approx(0.0625 / 2)
+    x = (1 - sigma.view(1, 2, 1, 1, 1)) * x0 + sigma.view(1, 2, 1, 1, 1) * noise
+    implied = x - sigma.view(1, 2, 1, 1, 1) * twice_x(x, sigma, None)
+    torch.testing.assert_close(loss, ((implied - x0) ** 2).mean())
+    masked = flow_matching_loss(twice_x, x0, None, sched, sigma, noise, mask=torch.tensor([[1.0, 0.0]]), weighting="x0")
+    assert masked.item() == pytest.approx(0.0625)
+    with pytest.raises(ValueError, match="weighting='snr'"):
+        flow_matching_loss(twice_x, x0, None, sched, sigma, noise, weighting="snr")
+
+
 def test_flow_matching_rejects_bad_mask_and_noise():
     x0 = torch.zeros(2, 3, 1, 2, 2)
     with pytest.raises(ValueError, match=r"mask of shape \(2,\) must be per frame"):
