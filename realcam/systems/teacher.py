@@ -7,6 +7,7 @@ teacher supports classifier-free guidance ``u + g (c - u)``.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import lightning as L
@@ -108,19 +109,16 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         noise = sample_noise(x0.shape, g, x0)
         keep = (torch.rand(B, generator=g) >= self.hparams.camera_dropout).float().to(x0.device)
         cond.camera_keep = keep
-        if self.hparams.blend_supervision > 0:
-            with self.denoiser.capture_blend() as captured:
-                loss = flow_matching_loss(self.denoiser, x0, cond, self.schedule, sigma, noise,
-                                          weighting=self.hparams.loss_weighting)
-            hp = self.hparams
+        hp = self.hparams
+        capture = self.denoiser.capture_blend() if hp.blend_supervision > 0 else contextlib.nullcontext([])
+        with capture as captured:
+            loss = flow_matching_loss(self.denoiser, x0, cond, self.schedule, sigma, noise, weighting=hp.loss_weighting)
+        if captured:      # the blend's (logits, warp) of the forward above: add its depth-selection loss
             ce = torch.stack([blend_selection_loss(self.denoiser.reproject, logits, warp, x0, hp.blend_temperature,
                                                    hp.blend_max_error) for logits, warp in captured]).mean()
             self.log("train/flow_loss", loss, batch_size=B)
             self.log("train/blend_ce", ce, batch_size=B)
             loss = loss + hp.blend_supervision * ce
-        else:
-            loss = flow_matching_loss(self.denoiser, x0, cond, self.schedule, sigma, noise,
-                                      weighting=self.hparams.loss_weighting)
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         self.log("train/frames", float(Fr), batch_size=B)
         return loss

@@ -65,6 +65,19 @@ def test_command_line_model_overrides_beat_the_checkpoint_hyperparameters(tiny_s
     assert (report["extra"]["sample_steps"], report["extra"]["guidance"]) == (3, 1.5)
 
 
+def test_blend_supervision_and_x0_weighting_train_through_fit(tiny_shards, tmp_path):
+    realcam(["fit", *tiny_args(tiny_shards, tmp_path, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
+                               "--trainer.log_every_n_steps", "1", "--model.init_args.blend_supervision", "0.1",
+                               "--model.init_args.loss_weighting", "x0")])
+    import csv
+    rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    ce = [float(r["train/blend_ce"]) for r in rows if r.get("train/blend_ce")]
+    flow = [float(r["train/flow_loss"]) for r in rows if r.get("train/flow_loss")]
+    total = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(ce) == 2 and all(0 < c < 10 for c in ce)
+    assert total == pytest.approx([f + 0.1 * c for f, c in zip(flow, ce)], rel=1e-4)
+
+
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     return state["state_dict"]
