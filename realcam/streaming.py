@@ -107,13 +107,26 @@ def _build(config: dict[str, Any], weights: str | Path, where: str, prefer: str 
     return Bundle(network.eval().requires_grad_(False), codec.eval(), config)
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Read a bundle folder (``model.safetensors`` + ``config.yaml``)."""
+def evenly_spaced_steps(count: int) -> tuple[int, ...]:
+    """``count`` denoising timesteps evenly spaced from 1000: 1000, 1000 (count - 1) / count, ..."""
+    if count < 1:
+        raise ValueError(f"steps={count} must be >= 1")
+    return tuple(round(1000 * (count - k) / count) for k in range(count))
+
+
+def read_bundle_config(path: str | Path) -> dict[str, Any]:
+    """The checked ``config.yaml`` of a bundle folder, without loading its weights."""
     path = Path(path)
     if not (path / BUNDLE_CONFIG).is_file() or not (path / BUNDLE_WEIGHTS).is_file():
         raise FileNotFoundError(f"{path} is not a realcam bundle: it needs {BUNDLE_CONFIG} and {BUNDLE_WEIGHTS} "
                                 f"(write one with `realcam export --config YAML --ckpt CKPT --out {path}`)")
-    config = _check_config(yaml.safe_load((path / BUNDLE_CONFIG).read_text()) or {}, str(path))
+    return _check_config(yaml.safe_load((path / BUNDLE_CONFIG).read_text()) or {}, str(path))
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read a bundle folder (``model.safetensors`` + ``config.yaml``)."""
+    path = Path(path)
+    config = read_bundle_config(path)
     bundle = _build(config, path / BUNDLE_WEIGHTS, str(path))
     bundle.path = path
     return bundle
@@ -282,9 +295,7 @@ class StreamingGenerator:
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}: choose one of {DTYPES}")
         if isinstance(steps, int):
-            if steps < 1:
-                raise ValueError(f"steps={steps} must be >= 1")
-            denoising_steps = [round(1000 * (steps - k) / steps) for k in range(steps)]
+            denoising_steps = evenly_spaced_steps(steps)
         elif steps is not None:
             denoising_steps = [int(s) for s in steps]
         self.schedule = FlowSchedule(shift=float(shift), denoising_steps=tuple(denoising_steps))

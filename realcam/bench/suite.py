@@ -104,9 +104,9 @@ class Setup:
 def trained_steps(student: Path | None) -> tuple[int, ...]:
     """The denoising list a bundle was distilled with (its ``config.yaml``), else the recipe's."""
     if student is not None and Path(student).is_dir():
-        from realcam.streaming import load_bundle
+        from realcam.streaming import read_bundle_config
 
-        steps = load_bundle(student).config.get("denoising_steps")
+        steps = read_bundle_config(student).get("denoising_steps")
         if steps:
             return tuple(int(v) for v in steps)
     return RECIPE_STEPS
@@ -114,9 +114,12 @@ def trained_steps(student: Path | None) -> tuple[int, ...]:
 
 def steps_list(count: int) -> tuple[int, ...]:
     """``count`` steps evenly spaced from 1000, as ``StreamingGenerator(steps=count)`` picks them."""
-    if count < 1:
-        raise SystemExit(f"realcam bench: --steps {count} must be >= 1")
-    return tuple(round(1000 * (count - k) / count) for k in range(count))
+    from realcam.streaming import evenly_spaced_steps
+
+    try:
+        return evenly_spaced_steps(count)
+    except ValueError as err:
+        raise SystemExit(f"realcam bench: --steps: {err}") from None
 
 
 def resolve_steps(steps: str | None, trained: Sequence[int]) -> tuple[int, ...]:

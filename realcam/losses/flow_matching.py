@@ -6,12 +6,13 @@ The denoiser sees only the target latents ``x`` [B, F, C, h, w]; clean source to
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from realcam.losses._common import frame_mask, frame_sigma, masked_mse
 from realcam.modules.flow import FlowSchedule
 from realcam.modules.samplers import Denoiser
+
+WEIGHTINGS = ("flow", "x0")
 
 
 def flow_matching_loss(denoiser: Denoiser, x0: Tensor, cond, schedule: FlowSchedule, sigma, noise: Tensor,
@@ -26,7 +27,7 @@ def flow_matching_loss(denoiser: Denoiser, x0: Tensor, cond, schedule: FlowSched
         nearly clean frames dominate; ``x0`` gives every noise level the same weight on the clean image.
     Returns the mean over the elements of the counted frames (float32 or wider).
     """
-    if weighting not in ("flow", "x0"):
+    if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting={weighting!r}: choose 'flow' (plain flow MSE) or 'x0' (sigma^2-weighted, "
                          f"the x0 estimate's MSE)")
     if noise.shape != x0.shape:
@@ -35,11 +36,7 @@ def flow_matching_loss(denoiser: Denoiser, x0: Tensor, cond, schedule: FlowSched
     x = schedule.add_noise(x0, noise, sigma)
     flow = denoiser(x, sigma, cond)
     target = schedule.flow_matching_target(x0, noise)
-    weight = None if mask is None else frame_mask(mask, x0)
-    if weighting == "flow":
-        return masked_mse(flow, target.detach(), weight)
-    per_frame = (flow.float() - target.detach().float()).square().flatten(2).mean(-1) * sigma.square()   # [B, F]
-    if weight is None:
-        return per_frame.mean()
-    total = weight.sum()
-    return (per_frame * weight).sum() / torch.where(total > 0, total, torch.ones_like(total))
+    if weighting == "x0":      # sigma^2 (v_hat - v)^2 = (x0_hat - x0)^2: scale both sides by sigma per frame
+        scale = sigma.view(*sigma.shape, *[1] * (x0.dim() - 2))
+        flow, target = flow * scale, target * scale
+    return masked_mse(flow, target.detach(), None if mask is None else frame_mask(mask, x0))

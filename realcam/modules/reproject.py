@@ -102,6 +102,11 @@ class SourceReprojection(nn.Module):
         """Logit channels per latent pixel the head emits for :meth:`blend`: (depths + 1) per fine pixel."""
         return (self.num_depths + 1) * self.factor ** 2
 
+    def fine(self, x: Tensor) -> Tensor:
+        """[B, F, C, h, w] latents -> [B, F, C / f^2, f h, f w] float32 on the fine grid (f = 1: unchanged)."""
+        B, Fr = x.shape[:2]
+        return F.pixel_shuffle(x.float().flatten(0, 1), self.factor).unflatten(0, (B, Fr))
+
     def features(self, source: Tensor, target_c2w: Tensor, target_K: Tensor, source_K: Tensor,
                  image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """(samples [B, F, D, C / f^2, f h, f w], inside [B, F, D, f h, f w]): the source sampled at each depth
@@ -109,7 +114,7 @@ class SourceReprojection(nn.Module):
         B, Fr, C, h, w = source.shape
         f = self.factor
         with _fp32(source.device):
-            fine = F.pixel_shuffle(source.float().reshape(B * Fr, C, h, w), f)        # f = 1: unchanged
+            fine = self.fine(source).flatten(0, 1)
             H, W = h * f, w * f
             grid, front = reproject_grid(target_c2w, target_K, source_K, image_size, (H, W), self.depths)
             D = grid.shape[2]
@@ -138,12 +143,10 @@ class SourceReprojection(nn.Module):
         masked out, so where no depth lands inside the source the result is the generated x0 exactly.
         """
         sampled, inside = warp
-        B, Fr, C, h, w = x0.shape
+        B, Fr = x0.shape[:2]
         f, D = self.factor, self.num_depths
         with _fp32(x0.device):
-            gen = F.pixel_shuffle(x0.float().flatten(0, 1), f).unflatten(0, (B, Fr))           # [B, F, c, H, W]
-            lg = logits.float().reshape(B * Fr, (D + 1) * f * f, h, w)
-            lg = F.pixel_shuffle(lg, f).view(B, Fr, D + 1, h * f, w * f)
+            gen, lg = self.fine(x0), self.fine(logits)                  # [B, F, c, H, W], [B, F, D + 1, H, W]
             valid = torch.cat([inside, torch.ones_like(inside[:, :, :1])], dim=2)
             weight = torch.softmax(lg.masked_fill(~valid, float("-inf")), dim=2)               # [B, F, D+1, H, W]
             mixed = (weight[:, :, :D, None] * sampled).sum(2) + weight[:, :, D:] * gen
@@ -151,17 +154,12 @@ class SourceReprojection(nn.Module):
 
     def depth_logits(self, logits: Tensor) -> Tensor:
         """The blend logits [B, F, (D + 1) f^2, h, w] of the depths only, on the fine grid: [B, F, D, f h, f w]."""
-        B, Fr, _, h, w = logits.shape
-        f, D = self.factor, self.num_depths
-        lg = F.pixel_shuffle(logits.float().reshape(B * Fr, (D + 1) * f * f, h, w), f)
-        return lg.view(B, Fr, D + 1, h * f, w * f)[:, :, :D]
+        return self.fine(logits)[:, :, :self.num_depths]
 
     def depth_errors(self, x0: Tensor, warp: tuple[Tensor, Tensor]) -> Tensor:
         """Mean squared error [B, F, D, f h, f w] between the warped source at each depth and the true x0
         [B, F, C, h, w], per fine pixel (``inf`` where the sample is invalid)."""
         sampled, inside = warp
-        B, Fr = x0.shape[:2]
         with _fp32(x0.device):
-            true = F.pixel_shuffle(x0.float().flatten(0, 1), self.factor).unflatten(0, (B, Fr))   # [B, F, c, H, W]
-            err = (sampled - true[:, :, None]).square().mean(3)
+            err = (sampled - self.fine(x0)[:, :, None]).square().mean(3)
             return err.masked_fill(~inside, float("inf"))

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from realcam.losses import blend_selection_loss, flow_matching_loss
+from realcam.losses.flow_matching import WEIGHTINGS
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule, sample_noise
 from realcam.modules.samplers import euler_sample
@@ -74,8 +75,8 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["denoiser", "codec"])
-        if loss_weighting not in ("flow", "x0"):
-            raise ValueError(f"loss_weighting={loss_weighting!r}: choose 'flow' or 'x0'")
+        if loss_weighting not in WEIGHTINGS:    # named before training starts, not at the first step
+            raise ValueError(f"loss_weighting={loss_weighting!r}: choose one of {WEIGHTINGS}")
         if blend_supervision < 0:
             raise ValueError(f"blend_supervision={blend_supervision} must be >= 0 (0 turns the blend loss off)")
         if blend_supervision > 0 and getattr(denoiser, "blend_head", None) is None:
