@@ -13,6 +13,9 @@ Mask kinds (chunks are contiguous runs of tokens, e.g. one source/target pair ea
 - ``sink_window``: chunk i sees chunk j iff j <= i and (j < sink or i - j <= window), i.e. the first
   ``sink`` chunks, its own chunk and the ``window`` most recent earlier chunks. This is exactly what a
   sink + rolling-window KV cache sees at inference.
+
+``source_tokens`` refines the two chunked kinds: the first ``source_tokens`` tokens of every chunk (its
+source stream) do not see the rest of their own chunk (its target), while the target sees the whole chunk.
 """
 from __future__ import annotations
 
@@ -46,12 +49,15 @@ class MaskSpec:
     chunk_tokens: tokens per chunk along the sequence (must sum to L); ignored by ``full``.
     sink: the first ``sink`` chunks are always visible (``sink_window`` only).
     window: how many of the most recent *earlier* chunks are visible besides the query's own chunk.
+    source_tokens: the first ``source_tokens`` tokens of every chunk do not attend to the rest of their own
+        chunk (a source stream kept independent of the target generated next to it); 0 = off.
     """
 
     kind: str
     chunk_tokens: tuple[int, ...] = ()
     sink: int = 0
     window: int = 0
+    source_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in MASK_KINDS:
@@ -65,7 +71,7 @@ class MaskSpec:
         bad = [i for i, n in enumerate(tokens) if n <= 0]
         if bad:
             raise ValueError(f"MaskSpec.chunk_tokens[{bad[0]}] = {tokens[bad[0]]}: every chunk needs >= 1 token")
-        for field in ("sink", "window"):
+        for field in ("sink", "window", "source_tokens"):
             value = operator.index(getattr(self, field))
             if value < 0:
                 raise ValueError(f"MaskSpec.{field} = {value} must be >= 0 (a count of chunks)")
@@ -75,18 +81,22 @@ class MaskSpec:
         if self.kind != "sink_window" and (self.sink or self.window):
             raise ValueError(f"MaskSpec.sink/window only apply to kind 'sink_window', got kind={self.kind!r} "
                              f"with sink={self.sink}, window={self.window}; use MaskSpec.sink_window(...)")
+        if self.source_tokens and (self.kind == "full" or self.source_tokens >= min(tokens)):
+            raise ValueError(f"MaskSpec.source_tokens = {self.source_tokens} must be smaller than every chunk "
+                             f"(smallest: {min(tokens) if tokens else 'none'}) and needs a chunked kind, got "
+                             f"kind={self.kind!r}; set it to the source tokens per chunk, or 0")
 
     @classmethod
     def full(cls) -> "MaskSpec":
         return cls("full")
 
     @classmethod
-    def block_causal(cls, chunk_tokens) -> "MaskSpec":
-        return cls("block_causal", chunk_tokens)
+    def block_causal(cls, chunk_tokens, source_tokens: int = 0) -> "MaskSpec":
+        return cls("block_causal", chunk_tokens, source_tokens=source_tokens)
 
     @classmethod
-    def sink_window(cls, chunk_tokens, sink: int, window: int) -> "MaskSpec":
-        return cls("sink_window", chunk_tokens, sink, window)
+    def sink_window(cls, chunk_tokens, sink: int, window: int, source_tokens: int = 0) -> "MaskSpec":
+        return cls("sink_window", chunk_tokens, sink, window, source_tokens)
 
     @property
     def num_chunks(self) -> int:
@@ -107,6 +117,14 @@ class MaskSpec:
         sizes = torch.tensor(self.chunk_tokens, device=device)
         return torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)
 
+    def source_flags(self, length: int, device=None) -> Tensor:
+        """BoolTensor [L]: True for the first ``source_tokens`` tokens of every chunk (all False when 0)."""
+        if not self.source_tokens:
+            return torch.zeros(length, dtype=torch.bool, device=device)
+        ids = self.chunk_ids(length, device)
+        starts = torch.cumsum(torch.tensor((0,) + self.chunk_tokens[:-1], device=device), 0)
+        return torch.arange(length, device=device) - starts[ids] < self.source_tokens
+
     def chunk_visibility(self, device=None) -> Tensor:
         """BoolTensor [N, N]: entry (i, j) is True iff chunk i may attend to chunk j."""
         n = self.num_chunks
@@ -124,7 +142,11 @@ class MaskSpec:
         if self.kind == "full":
             return torch.ones(length, length, dtype=torch.bool, device=device)
         ids = self.chunk_ids(length, device)
-        return self.chunk_visibility(device)[ids[:, None], ids[None, :]]
+        dense = self.chunk_visibility(device)[ids[:, None], ids[None, :]]
+        if self.source_tokens:
+            src = self.source_flags(length, device)
+            dense = dense & ~(src[:, None] & ~src[None, :] & (ids[:, None] == ids[None, :]))
+        return dense
 
 
 @functools.lru_cache(maxsize=64)
@@ -208,11 +230,13 @@ class SDPAAttention(AttentionBackend):
 
 
 # FlexAttention: a block-sparse kernel whose mask comes from a ``mask_mod(b, h, q_idx, kv_idx)``.
-def _chunk_mask_mod(chunk_ids: Tensor, visibility: Tensor):
-    # One mask_mod body for every kind: only the two captured tensors differ, so a compiled flex
-    # guards on their shapes alone instead of recompiling per (sink, window) value.
+def _chunk_mask_mod(chunk_ids: Tensor, visibility: Tensor, source: Tensor):
+    # One mask_mod body for every kind: only the captured tensors differ, so a compiled flex guards on
+    # their shapes alone instead of recompiling per (sink, window, source_tokens) value.
     def mask_mod(b, h, q_idx, kv_idx):
-        return visibility[chunk_ids[q_idx], chunk_ids[kv_idx]]
+        cq, ck = chunk_ids[q_idx], chunk_ids[kv_idx]
+        hidden = source[q_idx] & ~source[kv_idx] & (cq == ck)     # a source token looking at its chunk's target
+        return visibility[cq, ck] & ~hidden
 
     return mask_mod
 
@@ -221,7 +245,8 @@ def _chunk_mask_mod(chunk_ids: Tensor, visibility: Tensor):
 def _cached_block_mask(spec: MaskSpec, length: int, device: torch.device):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    mask_mod = _chunk_mask_mod(spec.chunk_ids(length, device), spec.chunk_visibility(device))
+    mask_mod = _chunk_mask_mod(spec.chunk_ids(length, device), spec.chunk_visibility(device),
+                               spec.source_flags(length, device))
     return create_block_mask(mask_mod, None, None, length, length, device=device)
 
 

@@ -13,7 +13,9 @@ Keys are stored *un-rotated* because their rotary time position depends on the p
   it, a rolling cache equals a full forward under the ``sink_window`` mask.
 
 Updates are *staged* during a forward and only :meth:`commit`-ted afterwards, so the several
-denoising passes of one chunk all see the same cache, and the cache never enters autograd.
+denoising passes of one chunk all see the same cache, and the cache never enters autograd. A model whose
+source tokens do not attend to their own chunk's target (``isolate_source``) stages the chunk's source K/V
+once (:meth:`stage_source`) and each pass stages only the target's; commit stores them as one chunk.
 
 Between two commits the cache contents are fixed, so what the passes of one chunk share is built once:
 :meth:`kv_buffers` (rotated keys and values laid out for attention) and :attr:`scratch` (a model's
@@ -56,6 +58,7 @@ class KVCache:
         self.num_committed = 0      # chunks ever committed (the absolute index of the next chunk)
         self.next_t = 0             # absolute time index of the next chunk's first frame
         self._staged: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
+        self._staged_source: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
         self._staged_info: ChunkInfo | None = None
         self._drop_chunk_state()
 
@@ -91,6 +94,11 @@ class KVCache:
     def stage(self, layer: int, k: Tensor, v: Tensor) -> None:
         """Remember this layer's new K (un-rotated) and V, [B, H, L, D]; detached, committed later."""
         self._staged[layer] = (k.detach(), v.detach())
+
+    def stage_source(self, layer: int, k: Tensor, v: Tensor) -> None:
+        """Remember the K (un-rotated) and V of the chunk's source tokens, [B, H, Ls, D]; :meth:`commit` puts
+        them in front of the staged target's, so the cache holds the chunk as ``[source | target]``."""
+        self._staged_source[layer] = (k.detach(), v.detach())
 
     def stage_chunk(self, frames: int, tokens: int) -> None:
         self._staged_info = ChunkInfo(frames=frames, tokens=tokens, t_start=self.next_t)
@@ -135,6 +143,13 @@ class KVCache:
         """Append the staged chunk to every layer and evict beyond sink + window."""
         if self._staged_info is None or any(s is None for s in self._staged):
             raise RuntimeError("KVCache.commit() without a staged chunk: run a forward with this cache first")
+        sources = [s is not None for s in self._staged_source]
+        if any(sources) and not all(sources):
+            raise RuntimeError("KVCache.commit(): source K/V staged for some layers only; the chunk's source "
+                               "pass did not finish (discard_staged() and run the chunk again)")
+        if all(sources):
+            self._staged = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2))
+                            for (sk, sv), (k, v) in zip(self._staged_source, self._staged)]
         info = self._staged_info
         evict = 0 if self.window is None else max(0, len(self.chunks) + 1 - self.sink - self.window)
         keep_front = sum(c.tokens for c in self.chunks[: self.sink])
@@ -147,9 +162,7 @@ class KVCache:
         self.chunks.append(info)
         self.num_committed += 1
         self.next_t = info.t_start + info.frames
-        self._staged = [None] * self.num_layers
-        self._staged_info = None
-        self._drop_chunk_state()
+        self.discard_staged()
 
     @staticmethod
     def _append(old: Tensor | None, new: Tensor, keep_front: int, drop: int) -> Tensor:
@@ -160,6 +173,7 @@ class KVCache:
 
     def discard_staged(self) -> None:
         self._staged = [None] * self.num_layers
+        self._staged_source = [None] * self.num_layers
         self._staged_info = None
         self._drop_chunk_state()
 

@@ -14,6 +14,8 @@ MASKS = {
     "block_causal": MaskSpec.block_causal(CHUNKS),
     "sink1_window1": MaskSpec.sink_window(CHUNKS, sink=1, window=1),
     "sink1_window2": MaskSpec.sink_window(CHUNKS, sink=1, window=2),
+    "block_causal_source2": MaskSpec.block_causal(CHUNKS, source_tokens=2),
+    "sink1_window1_source2": MaskSpec.sink_window(CHUNKS, sink=1, window=1, source_tokens=2),
 }
 
 
@@ -101,6 +103,21 @@ def test_dense_mask_semantics_by_hand():
     assert torch.equal(diag, torch.block_diag(*(torch.ones(n, n) for n in (1, 2, 1, 1))).bool())
 
 
+def test_source_tokens_hide_a_chunks_target_from_its_source_by_hand():
+    # chunks of 3 and 2 tokens, each led by 1 source token: tokens 0 and 3
+    spec = MaskSpec.block_causal([3, 2], source_tokens=1)
+    assert spec.source_flags(5).tolist() == [True, False, False, True, False]
+    assert spec.dense(5).int().tolist() == [
+        [1, 0, 0, 0, 0],   # a source sees neither its chunk's target nor the future
+        [1, 1, 1, 0, 0],   # a target sees its whole chunk
+        [1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 0],   # the next source sees every earlier chunk, source and target, and itself only
+        [1, 1, 1, 1, 1],
+    ]
+    windowed = MaskSpec.sink_window([3, 2], 0, 0, source_tokens=1).dense(5)
+    assert windowed.int().tolist()[3] == [0, 0, 0, 1, 0]
+
+
 def test_maskspec_validation_messages():
     with pytest.raises(ValueError, match="kind 'causal' is unknown: expected one of 'full', 'block_causal'"):
         MaskSpec("causal", (2, 2))
@@ -116,6 +133,10 @@ def test_maskspec_validation_messages():
         MaskSpec("block_causal", (2, 2), window=1)
     with pytest.raises(TypeError, match="sequence of ints"):
         MaskSpec.block_causal((2.5, 2))
+    with pytest.raises(ValueError, match="source_tokens = 2 must be smaller than every chunk"):
+        MaskSpec.block_causal((4, 2), source_tokens=2)
+    with pytest.raises(ValueError, match="needs a chunked kind"):
+        MaskSpec("full", source_tokens=1)
     with pytest.raises(ValueError, match="sums to 4 tokens but the sequence has L=5"):
         MaskSpec.block_causal((2, 2)).dense(5)
 

@@ -291,3 +291,91 @@ def test_wan_preset_builds_on_meta_with_wan_shapes():
         cond = Cond(torch.empty_like(x), torch.eye(4).expand(1, 3, 4, 4), torch.eye(3).expand(1, 3, 3, 3), (480, 832))
         assert model(x, torch.empty(1, 3), cond).shape == x.shape
     assert PRESETS["wan1.3b"]["chunk_frames"] == 3
+
+
+# ---- isolated source: the source's K/V are computed once per chunk ------------------------------------
+
+
+BLEND = dict(reproject_depths=[1.0, 4.0], reproject_space_to_depth=2, reproject_blend=True, prediction="x0")
+
+
+@pytest.mark.parametrize("backend", ATTENTION_BACKENDS.list())
+@pytest.mark.parametrize("chunk_frames", [1, 2])
+def test_isolated_source_streaming_equals_masked_forward(backend, chunk_frames):
+    """Source computed once per chunk and target alone per pass == the block-causal forward whose mask hides
+    each chunk's target from its source; and the isolation changes the answer (the mask is not a no-op)."""
+    x, sigma, cond = make_inputs(F=6)
+    model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", chunk_frames=chunk_frames,
+                                    attention=backend, isolate_source=True, **BLEND)).eval()
+    plain = randomize(CrossFrameDiT(**TINY, attention_mode="causal", chunk_frames=chunk_frames,
+                                    attention=backend, **BLEND)).eval()
+    with torch.no_grad():
+        full = model(x, sigma, cond)
+        cached = stream(model, x, sigma, cond, model.new_cache())
+        assert not torch.allclose(plain(x, sigma, cond)[:, chunk_frames:], full[:, chunk_frames:], atol=1e-3)
+    torch.testing.assert_close(cached, full, atol=2e-5, rtol=1e-4)
+
+
+def test_isolated_source_rolling_cache_equals_sink_window_forward():
+    x, sigma, cond = make_inputs(F=8)
+    model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", sink_chunks=1, window_chunks=2,
+                                    rope_policy="absolute", isolate_source=True)).eval()
+    with torch.no_grad():
+        full = model(x, sigma, cond)
+        cache = model.new_cache()
+        cached = stream(model, x, sigma, cond, cache)
+    assert cache.state()["chunks"] == 3 and cache.k[0].shape[2] == 3 * 2 * 6   # chunks stored [source | target]
+    torch.testing.assert_close(cached, full, atol=2e-5, rtol=1e-4)
+
+
+def test_isolated_source_runs_once_per_chunk_and_passes_see_the_same_source():
+    """4 denoising passes and the cache pass of a chunk: the source tokens go through the blocks once, every
+    pass after it processes the 6 target tokens alone, and each pass equals the same pass on a cache that
+    recomputes the source (memo off)."""
+    x, sigma, cond = make_inputs(B=1, F=2)
+    model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", isolate_source=True, **BLEND)).eval()
+    lengths = []
+    model.blocks[0].register_forward_hook(lambda mod, args, out: lengths.append(args[0].shape[1]))
+    cache, fresh = model.new_cache(), model.new_cache()
+    runs, fresh_runs = [], []
+
+    def counted(into, fn):
+        lengths.clear()
+        out = fn()
+        into.append(list(lengths))
+        return out
+
+    with torch.no_grad():
+        for c in (cache, fresh):
+            model(x[:, :1], sigma[:, :1], cond.frames(0, 1), cache=c)
+            c.commit()
+        chunk = cond.frames(1, 2)
+        for s in (1.0, 0.75, 0.5, 0.25):
+            noisy, sig = torch.randn_like(x[:, 1:]), torch.full((1, 1), s)
+            out = counted(runs, lambda: model(noisy, sig, chunk, cache=cache))
+            fresh.scratch.clear()          # forget the memo: the source runs again
+            ref = counted(fresh_runs, lambda: model(noisy, sig, chunk, cache=fresh))
+            torch.testing.assert_close(out, ref, rtol=0, atol=0)
+        counted(runs, lambda: model.write_cache(x[:, 1:], chunk, cache))
+        cache.commit()
+    # 6 tokens per stream: the source once, then the target alone; never the 12 tokens of a whole chunk
+    assert runs == [[6, 6], [6], [6], [6], [6]] and fresh_runs == [[6, 6]] * 4, (runs, fresh_runs)
+    assert cache.state()["chunks"] == 2 and cache.k[0].shape[2] == 2 * 2 * 6
+
+
+def test_isolated_source_is_recomputed_when_the_weights_change():
+    x, sigma, cond = make_inputs(B=1, F=1)
+    model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", isolate_source=True)).eval()
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(x, sigma, cond, cache=cache)
+        model.blocks[0].k.weight.mul_(0.5)       # an optimizer step between two passes of one chunk
+        after = model(x, sigma, cond, cache=cache)
+        torch.testing.assert_close(after, model(x, sigma, cond, cache=model.new_cache()), rtol=0, atol=0)
+
+
+def test_isolate_source_needs_a_causal_interleaved_model():
+    with pytest.raises(ValueError, match="isolate_source=True needs attention_mode='causal'"):
+        CrossFrameDiT(**TINY, isolate_source=True)
+    mask = CrossFrameDiT(**TINY, attention_mode="causal", isolate_source=True).full_mask(3, 12)
+    assert mask.source_tokens == 12 and mask.chunk_tokens == (24,) * 3

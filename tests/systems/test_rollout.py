@@ -25,13 +25,15 @@ def reference_predictions(model, cond, rollout, sigmas):
 
 
 @pytest.mark.parametrize("chunk_frames", [1, 2])
-@pytest.mark.parametrize("window,rope", [(None, "window"), (2, "absolute")])
-def test_rollout_states_equal_block_causal_forward(chunk_frames, window, rope):
+@pytest.mark.parametrize("window,rope,isolate", [(None, "window", False), (2, "absolute", False),
+                                                 (2, "absolute", True)])
+def test_rollout_states_equal_block_causal_forward(chunk_frames, window, rope, isolate):
     """Every denoising state's x0 prediction from the cached rollout equals the full block-causal forward
     (with eviction under the absolute RoPE policy the reference is the sink+window-masked forward)."""
     _, _, cond = make_inputs(B=2, F=6)
     model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", chunk_frames=chunk_frames, sink_chunks=1,
-                                    window_chunks=window, rope_policy=rope, prediction="x0"), seed=3)
+                                    window_chunks=window, rope_policy=rope, prediction="x0",
+                                    isolate_source=isolate), seed=3)
     sigmas = FlowSchedule(shift=3.0).student_sigmas()
     with torch.no_grad():
         roll = causal_rollout(model, cond, sigmas, torch.Generator().manual_seed(0), record=True)
@@ -49,14 +51,18 @@ def test_rollout_states_equal_block_causal_forward(chunk_frames, window, rope):
             assert eps.std() > 0.5     # a fresh draw, not the state carried along
 
 
-def test_exit_step_carries_gradient_only_at_that_step():
+@pytest.mark.parametrize("isolate", [False, True])
+def test_exit_step_carries_gradient_only_at_that_step(isolate):
     _, _, cond = make_inputs(B=1, F=3)
-    model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", prediction="x0"), seed=4)
+    model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", prediction="x0", isolate_source=isolate),
+                      seed=4)
     sigmas = FlowSchedule(shift=3.0).student_sigmas()
     roll = causal_rollout(model, cond, sigmas, torch.Generator().manual_seed(1), exit_step=1, record=True)
     assert roll.x0.requires_grad and all(len(s) == 2 for s in roll.states)
     roll.x0.square().mean().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    # the exit pass recomputes the source with gradient: its own weights (q, the source's FFN) get some too
+    assert model.blocks[0].q.weight.grad.abs().sum() > 0
     # same seed and exit step without grad gives the same values: gradient does not change the computation
     with torch.no_grad():
         again = causal_rollout(model, cond, sigmas, torch.Generator().manual_seed(1), exit_step=1)
