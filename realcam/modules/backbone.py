@@ -88,8 +88,8 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: Tensor, mods: list[Tensor], rope: tuple[Tensor, Tensor], attend, layer: int,
                 cache: KVCache | None = None, rotate_cached=None, attn_cast: torch.dtype | None = None,
-                keep: Tensor | None = None, rope_q: tuple[Tensor, Tensor] | None = None, part: str = "all",
-                extra_kv: tuple[Tensor, Tensor] | None = None, collect: list | None = None) -> Tensor | None:
+                keep: Tensor | None = None, rope_q: tuple[Tensor, Tensor] | None = None,
+                part: str = "all") -> Tensor | None:
         """x [B, G*n, D] -> [B, G*n, D] (or [B, K*n, D] with ``keep``).
 
         mods: per-group modulation from :meth:`modulations`; rope the (cos2, sin2) tables of :meth:`Rope3D.tables`;
@@ -100,12 +100,11 @@ class DiTBlock(nn.Module):
             so the last block computes queries, attention and FFN for those alone (keys and values still cover
             every group; needs a mask of kind ``full``). Empty: only stage K/V in the cache, return None.
         rope_q: the tables of the kept rows (default ``rope``).
-        part: with a cache, which tokens of the chunk x holds. ``all`` (source and target), or for a model with
-            an isolated source ``source`` (sees the cache and itself; K/V staged with ``stage_source``) and
-            ``target`` (sees the cache, the chunk's source and itself). A chunk is laid out [source | target]
-            in the no-grad KV buffers, both parts of equal length.
-        extra_kv: gradient passes of part ``target``: the chunk's source (rotated keys, values) to attend to.
-        collect: gradient passes of part ``source``: (rotated keys, values) are appended here.
+        part: with a cache, what x holds. ``all``: the chunk, every token sees the cache and the whole chunk.
+            For a model with an isolated source: ``both``, the chunk [source | target] (equal halves) where the
+            source does not see the target (its K/V go to ``stage_source``); ``target``, the target alone
+            (no-grad passes after a ``both`` one), which sees the cache and the source K/V already in the
+            chunk's KV buffers.
         """
         B, L, D = x.shape
         G = mods[0].shape[1]
@@ -128,36 +127,36 @@ class DiTBlock(nn.Module):
             q_rot, k_rot, k, v = self._qkv(h, rope, rope_q, q_rows)
         else:
             q_rot, k_rot, k, v = self._qkv_fused(h, rope, rope_q, q_rows)
-        if cache is not None:
-            (cache.stage_source if part == "source" else cache.stage)(layer, k, v)
-        if collect is not None:
-            collect.append((k_rot, v))
-        if stage_only and (part != "source" or cache is None or torch.is_grad_enabled()):
+        half = L // 2           # part "both": the source's tokens, then the target's
+        if cache is not None and part == "both":
+            cache.stage_source(layer, k[:, :, :half], v[:, :, :half])
+            cache.stage(layer, k[:, :, half:], v[:, :, half:])
+        elif cache is not None:
+            cache.stage(layer, k, v)
+        if stage_only:
             return None
         if cache is not None and not torch.is_grad_enabled():
             # Inference: the cache sits in front in preallocated buffers (built once per chunk), this pass
-            # writes its own K/V into its slot of the tail (the tail holds [source | target] for an isolated
-            # source) and attends up to the slot's end. The same values as the concatenation below.
+            # writes its own K/V into the tail (a target-only pass: the tail's second half, after the source
+            # K/V its ``both`` pass wrote). The same values as the concatenation below.
             dtypes = (k_rot.dtype, v.dtype) if attn_cast is None else (attn_cast, attn_cast)
-            k_buf, v_buf = cache.kv_buffers(layer, L if part == "all" else 2 * L, rotate_cached, k_rot, v, dtypes)
-            end = k_buf.shape[2] - (L if part == "source" else 0)
-            k_buf[:, :, end - L:end] = k_rot
-            v_buf[:, :, end - L:end] = v
-            if stage_only:      # a source's last block: its keys are in the buffer for the target passes
-                return None
-            k_rot, v = k_buf[:, :, :end], v_buf[:, :, :end]
+            k_buf, v_buf = cache.kv_buffers(layer, 2 * L if part == "target" else L, rotate_cached, k_rot, v, dtypes)
+            k_buf[:, :, -L:] = k_rot
+            v_buf[:, :, -L:] = v
+            k_rot, v = k_buf, v_buf
             q_rot = q_rot if attn_cast is None else q_rot.to(attn_cast)
         elif cache is not None:
             # Gradient through this pass (training): fresh tensors, the shared buffers must stay out of autograd.
             past_k = cache.rotated_keys(layer, rotate_cached)
-            keys, values = [k_rot], [v]
-            if extra_kv is not None:
-                keys, values = [extra_kv[0].to(k_rot.dtype), k_rot], [extra_kv[1].to(v.dtype), v]
             if past_k is not None:
-                keys, values = [past_k.to(k_rot.dtype), *keys], [cache.v[layer].to(v.dtype), *values]
-            if len(keys) > 1:
-                k_rot, v = torch.cat(keys, dim=2), torch.cat(values, dim=2)
-        out = attend(q_rot, k_rot, v).transpose(1, 2).reshape(B, -1, D)
+                k_rot = torch.cat([past_k.to(k_rot.dtype), k_rot], dim=2)
+                v = torch.cat([cache.v[layer].to(v.dtype), v], dim=2)
+        if part == "both" and q_rows is None:     # every row queries: the source must not see the target
+            out = torch.cat([attend(q_rot[:, :, :half], k_rot[:, :, :-half], v[:, :, :-half]),
+                             attend(q_rot[:, :, half:], k_rot, v)], dim=2)
+        else:
+            out = attend(q_rot, k_rot, v)
+        out = out.transpose(1, 2).reshape(B, -1, D)
         if torch.is_grad_enabled():
             x = x + gated(self.o(out), mods[2])
             return x + gated(self.ffn(modulate(self.norm2(x), mods[3], mods[4])), mods[5])
@@ -527,8 +526,11 @@ class CrossFrameDiT(nn.Module):
         return out.to(x.dtype)
 
     def _run_isolated(self, x: Tensor, sigma: Tensor, cond: Cond, cache: KVCache, stage_only: bool):
-        """A cached pass of a model with ``isolate_source``: the chunk's source part (once per chunk, or again
-        in a pass that needs gradients), then its target part alone, against [cache | source | target]."""
+        """A cached pass of a model with ``isolate_source``. The chunk's first no-grad pass (and every pass that
+        needs gradients) runs [source | target] with the source blind to the target; the no-grad passes after
+        it run the target alone against [cache | source | target], the source's K/V taken from the chunk's
+        KV buffers. Reuse is checked against the identity and version of every input and parameter, the
+        autocast state and the buffers themselves."""
         B, Fr, C, h, w = x.shape
         pt, ph, pw = self.patch
         grid = (h // ph, w // pw)
@@ -541,50 +543,36 @@ class CrossFrameDiT(nn.Module):
         attend = lambda q, k, v: self.attention(q, k, v, MaskSpec.full())  # noqa: E731
         rotate = lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)  # noqa: E731
         attn_cast = self._attention_cast(x.device)
-        extra = self._source_part(cond, Ft, grid, times[:Ft], stream, camera, target.dtype, cache, attend, rotate,
-                                  attn_cast)
-        seq = (target + stream[:, Ft:] + camera[:, Ft:]).reshape(B, Ft * n, self.dim)
-        e, mods = self._time_conditioning(sigma[:, ::pt], seq.dtype, not grad)
-        rope = self.rope.tables(times[Ft:], grid)
-        none = torch.empty(0, dtype=torch.long, device=x.device)
+        refs = (cond.source, cond.source_K, cond.target_K, *self.parameters())
+        key = (cond.image_size, Ft, grid, target.dtype, _autocast_state(x.device), torch.is_inference_mode_enabled(),
+               float(times[0]), tuple(None if t is None or t.is_inference() else t._version for t in refs))
+        hit = None if grad else cache.scratch.get(("source", id(self)))
+        reuse = (hit is not None and hit[1] == key and all(a is b for a, b in zip(hit[0], refs))
+                 and all(a is b for a, b in zip(hit[2], cache._buffers)))
+        y = target + stream[:, Ft:] + camera[:, Ft:]
+        if reuse:
+            part, seq, rope = "target", y.reshape(B, Ft * n, self.dim), self.rope.tables(times[Ft:], grid)
+            e, mods = self._time_conditioning(sigma[:, ::pt], seq.dtype, True)
+            keep = torch.arange(Ft, device=x.device)                        # every group is a target
+        else:
+            part, rope = "both", self.rope.tables(times, grid)
+            s_tokens = self.patch_embed(self.patchify(cond.source)) + stream[:, :Ft] + camera[:, :Ft]
+            seq = torch.cat([s_tokens, y], dim=1).reshape(B, 2 * Ft * n, self.dim)
+            group_sigma = torch.cat([torch.zeros_like(sigma[:, ::pt]), sigma[:, ::pt]], dim=1)
+            e, mods = self._time_conditioning(group_sigma, seq.dtype, not grad)
+            e, keep = e[:, Ft:], torch.arange(Ft, 2 * Ft, device=x.device)   # the head reads the targets
+        if stage_only:
+            keep = keep[:0]
+        rope_q = self.rope.tables(times[Ft:], grid) if part == "both" and keep.numel() else None
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
-            seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, none if stage_only and last else None,
-                        part="target", extra_kv=None if extra is None else extra[i])
+            seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, keep if last and part == "both" or
+                        last and stage_only else None, rope_q if last else None, part=part)
+        if not grad and part == "both":     # refs kept alive: ids stay unique
+            cache.scratch[("source", id(self))] = (refs, key, list(cache._buffers))
         if stage_only:
             return None
         return self._head(seq.view(B, Ft, n, self.dim), e, x, sigma, warp)
-
-    def _source_part(self, cond: Cond, Ft: int, grid: tuple[int, int], times: Tensor, stream: Tensor,
-                     camera: Tensor, dtype: torch.dtype, cache: KVCache, attend, rotate, attn_cast) -> list | None:
-        """Run the chunk's source tokens through the blocks (the last one only stages K/V). No-grad passes do
-        it once per chunk: the K/V stay staged in the cache and written in its buffers, checked against the
-        identity and version of every input and parameter and the buffers themselves. A gradient pass runs
-        it again and returns every layer's (rotated keys, values) for the target part."""
-        grad = torch.is_grad_enabled()
-        if not grad:
-            refs = (cond.source, cond.source_K, cond.target_K, *self.parameters())
-            key = (cond.image_size, Ft, grid, dtype, _autocast_state(cond.source.device),
-                   torch.is_inference_mode_enabled(), float(times[0]),
-                   tuple(None if t is None or t.is_inference() else t._version for t in refs))
-            hit = cache.scratch.get(("source", id(self)))
-            if (hit is not None and hit[1] == key and all(a is b for a, b in zip(hit[0], refs))
-                    and all(a is b for a, b in zip(hit[2], cache._buffers))):
-                return None
-        B = cond.source.shape[0]
-        seq = (self.patch_embed(self.patchify(cond.source)) + stream[:, :Ft] + camera[:, :Ft])
-        seq = seq.reshape(B, -1, self.dim)
-        _, mods = self._time_conditioning(torch.zeros(B, Ft, device=seq.device), seq.dtype, not grad)
-        rope = self.rope.tables(times, grid)
-        collect = [] if grad else None
-        none = torch.empty(0, dtype=torch.long, device=seq.device)
-        for i, block in enumerate(self.blocks):
-            last = i == len(self.blocks) - 1
-            seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, none if last else None,
-                        part="source", collect=collect)
-        if not grad:    # refs kept alive: ids stay unique
-            cache.scratch[("source", id(self))] = (refs, key, list(cache._buffers))
-        return collect
 
     def precond_flow(self, x: Tensor, out: Tensor, sigma: Tensor) -> Tensor:
         """The flow of the preconditioned x0 estimate ``c_skip * x + c_out * out`` (EDM's scaling, written for

@@ -61,7 +61,7 @@ def test_exit_step_carries_gradient_only_at_that_step(isolate):
     assert roll.x0.requires_grad and all(len(s) == 2 for s in roll.states)
     roll.x0.square().mean().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-    # the exit pass recomputes the source with gradient: its own weights (q, the source's FFN) get some too
+    # the exit pass runs the source again with gradient, so every block's query weights get some
     assert model.blocks[0].q.weight.grad.abs().sum() > 0
     # same seed and exit step without grad gives the same values: gradient does not change the computation
     with torch.no_grad():
