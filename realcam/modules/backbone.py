@@ -266,8 +266,8 @@ class CrossFrameDiT(nn.Module):
             network can copy texture it sees in the source instead of regenerating it. Needs ``prediction: x0``.
         isolate_source: causal models only: a chunk's source tokens do not attend to its target tokens (they
             still see every visible earlier chunk, source and target). The source's K/V then do not depend on
-            the noisy target, so cached inference computes them once per chunk and every denoising pass and
-            the cache pass process the target tokens alone (2 of 5 token passes saved at 4 steps, 1 of 4 at 1).
+            the noisy target, so cached inference computes them once per chunk, in its first pass, and every
+            later pass (further denoising steps, the cache pass) processes the target tokens alone.
         prediction: what the head predicts. ``flow`` (Wan) outputs v directly. ``x0`` predicts the clean
             latents and returns v = (x - x0) / max(sigma, min_sigma): the right choice when a patch has more
             features than the width (pixel codecs), since a narrow network cannot carry the noise through to v.
