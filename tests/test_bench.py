@@ -41,6 +41,9 @@ def test_suite_writes_every_section_plots_and_doc_table(tmp_path):
     video = result["video"]["rows"][0]
     assert video["T"] == 2 and video["teacher_interleaved_method"] == "per_step"
     assert {"teacher_prefix_s", "student_s", "ratio_interleaved", "ratio_prefix"} <= set(video)
+    # FLOPs counted in the same run: a 50-step teacher does more work per video than the streaming student
+    assert video["flop_ratio_interleaved"] == pytest.approx(video["teacher_interleaved_gflop"] / video["student_gflop"])
+    assert video["flop_ratio_interleaved"] > 1 and video["teacher_prefix_gflop"] > 0
     assert "per_step" in result["video"]["teacher_time_method"]
     assert result["ttff"]["streaming_ms"] > 0 and result["ttff"]["prefix_teacher_ms"] > 0
     assert {r["backend"] for r in result["backends"]["rows"]} == set(ATTENTION_BACKENDS.list())
@@ -69,6 +72,7 @@ def test_steps_option_reaches_every_student_timing(tmp_path):
     assert runs["1"]["denoising_steps"] == [1000] and runs["1"]["video"]["student_passes_per_chunk"] == 2
     assert runs[None]["video"]["student_passes_per_chunk"] == 5
     assert runs["1"]["flops"]["flops_per_chunk"] < 0.6 * runs[None]["flops"]["flops_per_chunk"]
+    assert runs["1"]["video"]["rows"][0]["student_gflop"] < 0.6 * runs[None]["video"]["rows"][0]["student_gflop"]
     with pytest.raises(SystemExit, match="--steps"):
         main([*QUICK, "--steps", "one", "--out", str(tmp_path / "c.json"), "--doc", str(tmp_path / "none.md")])
 

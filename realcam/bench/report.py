@@ -62,13 +62,16 @@ def render(result: dict, args: argparse.Namespace | None = None) -> str:
         lines += [f"**Seconds per generated video** ({v['dtype']}, encode + decode included; teacher "
                   f"{v['teacher_steps']} Euler steps, student {v['student_passes_per_chunk']} passes per frame):", "",
                   "| T | teacher tokens | teacher interleaved (s) | teacher prefix (s) | student streaming (s) | "
-                  "interleaved / student | prefix / student | teacher timing |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "interleaved / student | prefix / student | FLOPs: interleaved / student | teacher timing |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in v["rows"]:
+            flops = (f"{r['teacher_interleaved_gflop']:.0f} / {r['student_gflop']:.1f} GFLOP = "
+                     f"{r['flop_ratio_interleaved']:.1f}×" if "flop_ratio_interleaved" in r else "—")
             lines.append(f"| {r['T']} | {r['teacher_tokens']} | {r['teacher_interleaved_s']:.2f} | "
                          f"{r['teacher_prefix_s']:.2f} | {r['student_s']:.3f} | **{r['ratio_interleaved']:.1f}×** | "
-                         f"{r['ratio_prefix']:.1f}× | {r['teacher_interleaved_method']} |")
-        lines.append("")
+                         f"{r['ratio_prefix']:.1f}× | {flops} | {r['teacher_interleaved_method']} |")
+        lines += ["", "The FLOP ratio is the time ratio the student would reach if it ran at the teacher's FLOP/s "
+                  "(counted by FlopCounterMode: matmuls and attention).", ""]
     if "ttff" in result:
         f = result["ttff"]
         w = f["with_capture"]

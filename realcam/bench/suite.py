@@ -271,26 +271,29 @@ def teacher_video(setup: Setup, layout: str, T: int, method: str) -> dict:
                       for _ in range(args.teacher_probe + 1)][1:]
             step = statistics.median(passes)
             seconds = step * TEACHER_STEPS
+        flops = TEACHER_STEPS * count_flops(lambda: model(noise, sigmas[0].expand(1, T), cond))
     return {"seconds": seconds + coded, "step_ms": 1e3 * step, "codec_ms": 1e3 * coded,
-            "tokens": 2 * T * model.patchify(cond.source).shape[2]}
+            "tokens": 2 * T * model.patchify(cond.source).shape[2], "flops": flops}
 
 
-def student_video(setup: Setup, T: int, repeats: int) -> float:
-    """Median seconds to stream a T-frame video end to end from a fresh stream (empty cache)."""
+def student_video(setup: Setup, T: int, repeats: int) -> tuple[float, int]:
+    """(median seconds, counted FLOPs) to stream a T-frame video end to end from a fresh stream (empty cache)."""
     gen = setup.stream(setup.args.dtypes[0])
     setup.push_many(gen, 2, "student warm-up")
     runs = []
     for _ in range(repeats):
         gen.reset()
         runs.append(sum(setup.push_many(gen, T, f"student T={T}")))
-    return statistics.median(runs)
+    gen.reset()
+    flops = count_flops(lambda: setup.push_many(gen, T, f"student T={T}, counting FLOPs"))
+    return statistics.median(runs), flops
 
 
 def section_video(setup: Setup) -> dict:
     args, rows = setup.args, []
     for T in args.lengths:
-        student = student_video(setup, T, args.video_repeats)
-        row = {"T": T, "student_s": student}
+        student, student_flops = student_video(setup, T, args.video_repeats)
+        row = {"T": T, "student_s": student, "student_gflop": student_flops / 1e9}
         for layout in ("interleaved", "prefix"):
             method = args.teacher_method if T in args.full_teacher_lengths or args.teacher_method != "full" \
                 else "per_step"
@@ -300,6 +303,8 @@ def section_video(setup: Setup) -> dict:
             row[f"teacher_{layout}_step_ms"] = t["step_ms"]
             row[f"teacher_{layout}_method"] = method
             row[f"ratio_{layout}"] = t["seconds"] / student
+            row[f"teacher_{layout}_gflop"] = t["flops"] / 1e9
+            row[f"flop_ratio_{layout}"] = t["flops"] / student_flops
             row["teacher_tokens"] = t["tokens"]
             progress(f"video T={T}: {layout} teacher {t['seconds']:.2f} s, student {student:.3f} s, "
                      f"ratio {t['seconds'] / student:.1f}")
@@ -311,7 +316,10 @@ def section_video(setup: Setup) -> dict:
                                                 f"{TEACHER_STEPS} steps (after one warm-up pass)"},
             "includes": {"encode": True, "decode": True},
             "method": "student: StreamingGenerator from an empty cache, every frame pushed, end to end; teachers: "
-                      "one bidirectional sequence of 2T frames (source + target), random weights"}
+                      "one bidirectional sequence of 2T frames (source + target), random weights",
+            "flops_method": "FlopCounterMode (matmuls and attention): the student's whole T-frame stream, counted "
+                            "once more after the timed runs; the teacher's forward at T x the 50 steps. "
+                            "flop_ratio = the time ratio the student would reach at the teacher's FLOP/s"}
 
 
 def section_ttff(setup: Setup, video: dict | None) -> dict:
