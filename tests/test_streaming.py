@@ -77,11 +77,13 @@ def push_all(gen: StreamingGenerator, frames, poses) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------ push API
 @pytest.mark.parametrize("chunk_frames,reproject", [
     (1, {}), (2, {}), (1, dict(reproject_depths=[1.0, 5.0])),
-    (1, dict(reproject_depths=[1.0, 5.0], reproject_space_to_depth=2, reproject_blend=True))])
+    (1, dict(reproject_depths=[1.0, 5.0], reproject_space_to_depth=2, reproject_blend=True)),
+    (1, dict(isolate_source=True)), (2, dict(isolate_source=True))])
 def test_stream_equals_offline_causal_rollout(chunk_frames, reproject):
     """Chunk by chunk through rollout_chunk with the generator seeded at reset == causal_rollout, bit for bit
     (the sink + window cache evicts after 3 chunks, so eviction is covered); also with the source
-    reprojection (and its blend head), whose per-chunk value the streaming passes share."""
+    reprojection (and its blend head), whose per-chunk value the streaming passes share, and with an
+    isolated source (computed in a chunk's first pass, reused by the later ones)."""
     frames, poses = inputs(T=6)
     gen = StreamingGenerator(tiny_network(chunk_frames, **reproject), PixelCodec(2),
                              image_size=(SIZE, SIZE), seed=7)
