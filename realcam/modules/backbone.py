@@ -77,7 +77,7 @@ class DiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.zeros(1, 1, 6, dim))
-        self._fused: tuple | None = None     # (key, weights) for no-grad passes: _inference_weights
+        self._fused: tuple | None = None     # (key, weight, bias, norm weight) for no-grad passes
 
     def modulations(self, e6: Tensor) -> list[Tensor]:
         """[B, G, 6, D] time embedding -> shift1, 1 + scale1, gate1, shift2, 1 + scale2, gate2 (each [B, G, 1, D],
@@ -156,17 +156,9 @@ class DiTBlock(nn.Module):
                              attend(q_rot[:, :, half:], k_rot, v)], dim=2)
         else:
             out = attend(q_rot, k_rot, v)
-        out = out.transpose(1, 2).reshape(B, -1, D)
-        if torch.is_grad_enabled():
-            x = x + gated(self.o(out), mods[2])
-            return x + gated(self.ffn(modulate(self.norm2(x), mods[3], mods[4])), mods[5])
-        # No-grad passes: the output projection and the FFN with weights cast once (as autocast would cast
-        # them on every call), the same numbers.
-        w = self._inference_weights(self._compute_dtype(x.device))
-        x = x + gated(F.linear(out.to(w["dtype"]), w["o"], w["o_b"]), mods[2])
-        h = modulate(self.norm2(x), mods[3], mods[4]).to(w["dtype"])
-        h = F.linear(F.gelu(F.linear(h, w["ffn1"], w["ffn1_b"]), approximate="tanh"), w["ffn2"], w["ffn2_b"])
-        return x + gated(h, mods[5])
+        x = x + gated(self.o(out.transpose(1, 2).reshape(B, -1, D)), mods[2])
+        x = x + gated(self.ffn(modulate(self.norm2(x), mods[3], mods[4])), mods[5])
+        return x
 
     def _heads(self, t: Tensor) -> Tensor:
         """[B, L, D] -> [B, H, L, D/H] (a view)."""
@@ -191,9 +183,10 @@ class DiTBlock(nn.Module):
         (the weights are cast as autocast would), and norm and rotation act row by row on the last dim.
         """
         B, L, D = h.shape
-        dtype = self._compute_dtype(h.device)
-        w = self._inference_weights(dtype)
-        weight, bias, norm_w = w["qkv"], w["qkv_b"], w["qk_norm"]
+        dev = h.device
+        dtype = torch.get_autocast_dtype(dev.type) if dev.type != "meta" and torch.is_autocast_enabled(dev.type) \
+            else self.q.weight.dtype
+        weight, bias, norm_w = self._fused_weights(dtype)
         h_in = h.to(dtype)          # what autocast does to each linear's input
         if rows is None:
             qkv = F.linear(h_in, weight, bias)                                        # [B, L, 3D]
@@ -210,29 +203,18 @@ class DiTBlock(nn.Module):
             q = Rope3D.rotate(q, *(rope if rope_q is None else rope_q))
         return q, Rope3D.rotate(k, *rope), k, v
 
-    def _compute_dtype(self, device: torch.device) -> torch.dtype:
-        """The dtype linears compute in: autocast's when it is on, else the weights'."""
-        if device.type != "meta" and torch.is_autocast_enabled(device.type):
-            return torch.get_autocast_dtype(device.type)
-        return self.q.weight.dtype
-
-    def _inference_weights(self, dtype: torch.dtype) -> dict[str, Tensor]:
-        """The no-grad passes' weights in ``dtype``: q/k/v as one [3D, D] matrix and [3D] bias, the [2, D] q/k
-        norm weights, the output projection and the FFN. Memoized per parameter version and storage, so an
-        optimizer step or a load_state_dict is seen."""
-        ffn1, ffn2 = self.ffn[0], self.ffn[2]
+    def _fused_weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """[3D, D] q/k/v weight and [3D] bias in ``dtype``, [2, D] q/k norm weight; memoized per parameter
+        version and storage, so an optimizer step or a load_state_dict is seen."""
         params = (self.q.weight, self.k.weight, self.v.weight, self.q.bias, self.k.bias, self.v.bias,
-                  self.norm_q.weight, self.norm_k.weight, self.o.weight, self.o.bias, ffn1.weight, ffn1.bias,
-                  ffn2.weight, ffn2.bias)
+                  self.norm_q.weight, self.norm_k.weight)
         key = (dtype, *(p._version for p in params), *(p.data_ptr() for p in params))
         if self._fused is None or self._fused[0] != key:
             with torch.no_grad():
-                cast = [p.to(dtype) for p in params[8:]]
-                weights = {"qkv": torch.cat(params[:3]).to(dtype), "qkv_b": torch.cat(params[3:6]).to(dtype),
-                           "qk_norm": torch.stack(params[6:8]), "dtype": dtype,
-                           **dict(zip(("o", "o_b", "ffn1", "ffn1_b", "ffn2", "ffn2_b"), cast))}
-            self._fused = (key, weights)
-        return self._fused[1]
+                weight = torch.cat(params[:3]).to(dtype)
+                bias = torch.cat(params[3:6]).to(dtype)
+                self._fused = (key, weight, bias, torch.stack(params[6:]))
+        return self._fused[1:]
 
 
 # ---------------------------------------------------------------------------------------------
