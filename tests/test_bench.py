@@ -1,6 +1,7 @@
 """``realcam bench`` runs on tiny shapes and writes its JSON, plots and tables (timings are never asserted),
 and the inference fast paths the benchmarks rely on compute exactly what the plain forward computes."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,3 +173,27 @@ def test_rope_tables_rotate_like_apply():
     cos, sin = rope.angles(t, (2, 3))
     assert torch.equal(Rope3D.rotate(x, *rope.tables(t, (2, 3))), Rope3D.apply(x, cos, sin))
     assert rope.tables([0, 3, 3, 5], (2, 3))[0] is rope.tables(t, (2, 3))[0]     # memoized
+
+
+def test_compare_bundles_script_times_each_bundle_and_writes_json(tmp_path, monkeypatch):
+    """scripts/compare_bundles.py on two random tiny bundles (one with an isolated source): a row per bundle
+    and step count, the first bundle the reference (speed-up 1)."""
+    import runpy
+    import sys
+
+    from realcam.streaming import export_bundle
+    from tests.test_streaming import bundle_config, tiny_network
+
+    plain = export_bundle(tiny_network(), tmp_path / "plain", bundle_config())
+    isolated = export_bundle(tiny_network(isolate_source=True), tmp_path / "iso", bundle_config(isolate_source=True))
+    out = tmp_path / "cmp.json"
+    monkeypatch.setattr(sys, "argv", ["compare_bundles.py", str(plain), str(isolated), "--steps", "1", "2",
+                                      "--frames", "2", "--warmup", "1", "--threads", "1", "--out", str(out)])
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "compare_bundles.py")
+    runpy.run_path(script, run_name="__main__")
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["steps"], r["isolate_source"]) for r in rows] == [(1, False), (2, False), (1, True), (2, True)]
+    assert rows[0]["speedup"] == 1.0 and all(r["ms_p50"] > 0 for r in rows)
+    monkeypatch.setattr(sys, "argv", ["compare_bundles.py", str(plain)])
+    with pytest.raises(SystemExit, match="at least two bundle"):
+        runpy.run_path(script, run_name="__main__")
