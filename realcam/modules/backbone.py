@@ -530,12 +530,12 @@ class CrossFrameDiT(nn.Module):
                float(times[0]), tuple(None if t is None or t.is_inference() else t._version for t in refs))
         hit = None if grad else cache.scratch.get(("source", id(self)))
         reuse = (hit is not None and hit[1] == key and all(a is b for a, b in zip(hit[0], refs))
-                 and all(a is b for a, b in zip(hit[2], cache._buffers)))
+                 and all(a is b for a, b in zip(hit[2], cache.current_buffers())))
         y = target + stream[:, Ft:] + camera[:, Ft:]
         if reuse:
             part, seq, rope = "target", y.reshape(B, Ft * n, self.dim), self.rope.tables(times[Ft:], grid)
             e, mods = self._time_conditioning(sigma[:, ::pt], seq.dtype, True)
-            keep = torch.arange(Ft, device=x.device)                        # every group is a target
+            keep = None                                                     # every group is a target
         else:
             part, rope = "both", self.rope.tables(times, grid)
             s_tokens = self.patch_embed(self.patchify(cond.source)) + stream[:, :Ft] + camera[:, :Ft]
@@ -543,15 +543,15 @@ class CrossFrameDiT(nn.Module):
             group_sigma = torch.cat([torch.zeros_like(sigma[:, ::pt]), sigma[:, ::pt]], dim=1)
             e, mods = self._time_conditioning(group_sigma, seq.dtype, not grad)
             e, keep = e[:, Ft:], torch.arange(Ft, 2 * Ft, device=x.device)   # the head reads the targets
-        if stage_only:
-            keep = keep[:0]
-        rope_q = self.rope.tables(times[Ft:], grid) if part == "both" and keep.numel() else None
+        if stage_only:      # the clean pass: the last block only stages its K/V
+            keep = torch.empty(0, dtype=torch.long, device=x.device)
+        rope_q = self.rope.tables(times[Ft:], grid) if part == "both" and not stage_only else None
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
-            seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, keep if last and part == "both" or
-                        last and stage_only else None, rope_q if last else None, part=part)
-        if not grad and part == "both":     # refs kept alive: ids stay unique
-            cache.scratch[("source", id(self))] = (refs, key, list(cache._buffers))
+            seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, keep if last else None,
+                        rope_q if last else None, part=part)
+        if not grad and part == "both" and not stage_only:   # (a staging-only pass leaves the last buffer unwritten)
+            cache.scratch[("source", id(self))] = (refs, key, cache.current_buffers())   # refs kept: ids stay unique
         if stage_only:
             return None
         return self._head(seq.view(B, Ft, n, self.dim), e, x, sigma, warp)

@@ -137,6 +137,11 @@ class KVCache:
         self._buffers[layer] = (k_buf, v_buf)
         return k_buf, v_buf
 
+    def current_buffers(self) -> tuple:
+        """The per-layer KV buffers of the chunk being generated (None where not built yet), as objects: a model
+        can check that the buffers it wrote into are still the ones :meth:`kv_buffers` hands out."""
+        return tuple(self._buffers)
+
     # ---- commit ------------------------------------------------------------------------------
     @torch.no_grad()
     def commit(self) -> None:
@@ -145,8 +150,8 @@ class KVCache:
             raise RuntimeError("KVCache.commit() without a staged chunk: run a forward with this cache first")
         sources = [s is not None for s in self._staged_source]
         if any(sources) and not all(sources):
-            raise RuntimeError("KVCache.commit(): source K/V staged for some layers only; the chunk's source "
-                               "pass did not finish (discard_staged() and run the chunk again)")
+            raise RuntimeError("KVCache.commit(): source K/V staged for some layers only; the chunk's first pass "
+                               "did not finish (discard_staged() and run the chunk again)")
         if all(sources):
             self._staged = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2))
                             for (sk, sv), (k, v) in zip(self._staged_source, self._staged)]

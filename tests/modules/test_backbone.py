@@ -363,6 +363,23 @@ def test_isolated_source_runs_once_per_chunk_and_passes_see_the_same_source():
     assert cache.state()["chunks"] == 2 and cache.k[0].shape[2] == 2 * 2 * 6
 
 
+def test_isolated_source_after_a_staging_only_first_pass():
+    """write_cache as a chunk's first pass stages K/V without writing the last block's buffer; a denoising pass
+    after it must not reuse that buffer's source slot."""
+    x, sigma, cond = make_inputs(B=1, F=2)
+    model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", isolate_source=True)).eval()
+    caches = model.new_cache(), model.new_cache()
+    with torch.no_grad():
+        for c in caches:
+            model(x[:, :1], sigma[:, :1], cond.frames(0, 1), cache=c)
+            c.commit()
+        chunk = cond.frames(1, 2)           # one cond object, as the passes of a streamed chunk share it
+        model.write_cache(x[:, 1:], chunk, caches[0])
+        after = model(x[:, 1:], sigma[:, 1:], chunk, cache=caches[0])
+        plain = model(x[:, 1:], sigma[:, 1:], chunk, cache=caches[1])
+    torch.testing.assert_close(after, plain, rtol=0, atol=0)
+
+
 def test_isolated_source_is_recomputed_when_the_weights_change():
     x, sigma, cond = make_inputs(B=1, F=1)
     model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", isolate_source=True)).eval()
