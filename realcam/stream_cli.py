@@ -233,7 +233,7 @@ def load_generator(args: argparse.Namespace):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     opts = dict(steps=args.steps, sink=args.sink, window=args.window, dtype=args.dtype, device=args.device,
-                seed=args.seed)
+                seed=args.seed, fuse_cache_pass=None if getattr(args, "fuse", True) else False)
     if args.ckpt is not None:
         if args.config is None:
             raise ValueError("--ckpt needs --config (the run's training YAML)")
@@ -264,6 +264,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); tiny models "
                    "are fastest on one, since idle OpenMP workers spin on a shared CPU")
     g.add_argument("--seed", type=int, default=0, help="noise seed (the stream is deterministic given it)")
+    g.add_argument("--no-fuse", dest="fuse", action="store_false",
+                   help="run each chunk's cache pass on its own instead of inside the next chunk's first pass "
+                        "(one transformer pass more per frame; the stream then equals the offline rollout bit for bit)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

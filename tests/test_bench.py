@@ -32,7 +32,7 @@ def test_suite_writes_every_section_plots_and_doc_table(tmp_path):
             "machine"} <= set(result)
     assert result["denoising_steps"] == [1000, 750, 500, 250] == result["trained_steps"]      # random weights: recipe
     assert [(r["steps"], r["denoising_steps"], r["passes_per_chunk"]) for r in result["steps"]["rows"]] == \
-        [(2, [1000, 500], 3), (1, [1000], 2)]
+        [(2, [1000, 500], 2), (1, [1000], 1)]          # each frame's cache pass inside the next one's first
     assert "GPU benchmark" in result["wan"]["skipped"]
     assert [r["dtype"] for r in result["stream"]["rows"]] == ["bf16", "fp32"]
     row = result["stream"]["rows"][0]
@@ -70,10 +70,16 @@ def test_steps_option_reaches_every_student_timing(tmp_path):
         main([*QUICK, "--only", "video,flops", "--dtypes", "fp32", "--no-plot", *extra, "--out", str(out),
               "--doc", str(tmp_path / "none.md")])
         runs[steps] = json.loads(out.read_text())
-    assert runs["1"]["denoising_steps"] == [1000] and runs["1"]["video"]["student_passes_per_chunk"] == 2
-    assert runs[None]["video"]["student_passes_per_chunk"] == 5
+    # the cache pass runs inside the next frame's first pass (StreamingGenerator's default): 1 and 4 passes
+    assert runs["1"]["denoising_steps"] == [1000] and runs["1"]["video"]["student_passes_per_chunk"] == 1
+    assert runs[None]["video"]["student_passes_per_chunk"] == 4 and runs[None]["fused_cache_pass"]
     assert runs["1"]["flops"]["flops_per_chunk"] < 0.6 * runs[None]["flops"]["flops_per_chunk"]
     assert runs["1"]["video"]["rows"][0]["student_gflop"] < 0.6 * runs[None]["video"]["rows"][0]["student_gflop"]
+    out = tmp_path / "unfused.json"
+    main([*QUICK, "--only", "video", "--dtypes", "fp32", "--no-plot", "--steps", "1", "--no-fuse", "--out", str(out),
+          "--doc", str(tmp_path / "none.md")])
+    unfused = json.loads(out.read_text())
+    assert not unfused["fused_cache_pass"] and unfused["video"]["student_passes_per_chunk"] == 2
     with pytest.raises(SystemExit, match="--steps"):
         main([*QUICK, "--steps", "one", "--out", str(tmp_path / "c.json"), "--doc", str(tmp_path / "none.md")])
 

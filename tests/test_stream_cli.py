@@ -128,3 +128,12 @@ def test_demo_from_scratch_plan(tmp_path, capsys):
     assert not (tmp_path / "w").exists()                         # a dry run writes nothing
     assert main(["demo", "--from-scratch", "--dry-run", "--repo", str(tmp_path)]) == 2
     assert "needs a realcam repository checkout" in capsys.readouterr().err
+
+
+def test_no_fuse_flag_reaches_the_generator(bundle):
+    from realcam.stream_cli import load_generator, stream_parser
+
+    base = ["--source", "synthetic:seed=1", "--trajectory", "arc:left:10", "--out", "x.mp4", "--bundle", str(bundle)]
+    fused, _ = load_generator(stream_parser().parse_args(base))
+    unfused, _ = load_generator(stream_parser().parse_args([*base, "--no-fuse"]))
+    assert fused.fuse_cache_pass and not unfused.fuse_cache_pass

@@ -23,9 +23,12 @@ def render(result: dict, args: argparse.Namespace | None = None) -> str:
     steps = result.get("denoising_steps")
     if steps:
         trained = result.get("trained_steps") or steps
+        fused = result.get("fused_cache_pass", False)
+        passes = (f"{len(steps)} transformer pass{'es' if len(steps) > 1 else ''} per frame: each frame's cache pass "
+                  f"runs inside the next frame's first pass" if fused else
+                  f"{len(steps) + 1} transformer passes per frame with the cache pass")
         lines += [f"Student denoising steps in every timed section: {len(steps)} ({', '.join(map(str, steps))}; "
-                  f"{len(steps) + 1} transformer passes per frame with the cache pass); distilled with "
-                  f"{len(trained)} ({', '.join(map(str, trained))}).", ""]
+                  f"{passes}); distilled with {len(trained)} ({', '.join(map(str, trained))}).", ""]
     t = result.get("targets", {})
     lines += ["| target | result |", "|---|---|",
               f"| streaming ≥ 30 FPS (bf16, end to end{_steps_note(steps)}) | {_yes(t.get('fps_ge_30_bf16'))} |",
@@ -34,8 +37,10 @@ def render(result: dict, args: argparse.Namespace | None = None) -> str:
               f"{_yes(t.get('teacher_over_student_ge_100_T32'))} |", ""]
     if "stream" in result:
         n = len(result["stream"].get("denoising_steps") or [0] * 4)
+        cache_pass = " (the previous frame's cache pass fused into the first)" if result.get("fused_cache_pass") \
+            else " + cache pass"
         lines += [f"**Streaming** (per frame; end to end = uint8 frame in → encode → {n} denoising "
-                  f"pass{'es' if n > 1 else ''} + cache pass → decode):", "",
+                  f"pass{'es' if n > 1 else ''}{cache_pass} → decode):", "",
                   "| dtype | FPS end to end | latency p50 (ms) | p90 (ms) | transformer-only FPS | chunk p50 (ms) |",
                   "|---|---|---|---|---|---|"]
         for r in result["stream"]["rows"]:

@@ -2,7 +2,8 @@
 
 Sections (``--only`` picks some; every one lands in the same JSON):
   stream     streaming FPS and per-frame latency, bf16 and fp32: end to end (uint8 frame in, encode, the denoising
-             passes + the cache pass, decode; ``StreamingGenerator.push``) and transformer only (``rollout_chunk``)
+             passes and the cache pass, decode; ``StreamingGenerator.push``) and transformer only (the same passes:
+             ``rollout_chunk_fused``, or ``rollout_chunk`` with ``--no-fuse``)
   steps      end-to-end FPS at several denoising-step counts (``--compare-steps``, default 4,2,1) side by side
 Every student timing uses ``--steps`` (default: the list the student was distilled with, 4 steps).
   constant   per-frame latency at frame 32 against frame 2048, the two streams timed in alternation
@@ -34,7 +35,7 @@ from realcam.modules.cond import Cond
 from realcam.modules.flow import FlowSchedule
 from realcam.modules.samplers import euler_sample
 from realcam.registry import ATTENTION_BACKENDS
-from realcam.systems.rollout import rollout_chunk
+from realcam.systems.rollout import rollout_chunk, rollout_chunk_fused
 
 SECTIONS = ("stream", "steps", "constant", "video", "ttff", "backends", "flops", "wan")
 RECIPE_STEPS = (1000, 750, 500, 250)
@@ -54,6 +55,8 @@ class Setup:
         self.image_size = tuple(args.image_size)
         self.fps = args.source_fps
         self.trained_steps = trained_steps(args.student)
+        supported = hasattr(self.student, "commit_and_forward") and not getattr(self.student, "isolate_source", False)
+        self.fuse = bool(args.fuse) and supported
         self.denoising_steps = resolve_steps(args.steps, self.trained_steps)
         self.schedule = FlowSchedule(shift=SHIFT, denoising_steps=self.denoising_steps)
         H, W = self.image_size
@@ -78,12 +81,21 @@ class Setup:
 
         return StreamingGenerator(self.student, self.codec, image_size=self.image_size, shift=SHIFT,
                                   denoising_steps=tuple(steps or self.denoising_steps), dtype=dtype,
-                                  device=self.device, fps=self.fps, seed=0)
+                                  device=self.device, fps=self.fps, seed=0, fuse_cache_pass=self.fuse)
+
+    def passes_for(self, steps: int) -> int:
+        """Transformer passes per chunk at ``steps`` denoising steps: plus the clean cache pass, unless it runs
+        inside the next chunk's first pass (``fuse``)."""
+        return steps + (0 if self.fuse else 1)
 
     @property
     def passes(self) -> int:
-        """Transformer passes per chunk: the denoising steps plus the clean cache pass."""
-        return len(self.denoising_steps) + 1
+        return self.passes_for(len(self.denoising_steps))
+
+    def passes_text(self) -> str:
+        n = len(self.denoising_steps)
+        return (f"{n} denoising pass{'es' if n > 1 else ''}, the previous chunk's cache pass fused into the first"
+                if self.fuse else f"{n} denoising pass{'es' if n > 1 else ''} + the cache pass")
 
     def push(self, gen, i: int) -> float:
         """Seconds for push number ``i`` (a frame in, a frame out)."""
@@ -141,23 +153,33 @@ def progress(msg: str) -> None:
 
 # ---- sections ------------------------------------------------------------------------------------------
 class ChunkStepper:
-    """``rollout_chunk`` (transformer only: all passes and the cache commit) on its own stream and cache."""
+    """One chunk's transformer passes (transformer only) on its own cache, as the stream runs them:
+    ``rollout_chunk_fused`` (the previous chunk's cache pass inside this one's first pass) when the setup fuses,
+    else ``rollout_chunk`` (all passes and the cache commit)."""
 
     def __init__(self, model, setup: Setup, dtype: str):
         self.model, self.setup, self.dtype = model, setup, dtype
         _, self.cond = setup.latents(model.chunk_frames)
         self.sigmas = setup.schedule.student_sigmas(device=setup.device)
         self.cache, self.noise = model.new_cache(), torch.Generator().manual_seed(0)
+        self.previous = None
 
     @torch.no_grad()
     def step(self) -> float:
+        def run():
+            if self.setup.fuse:
+                x0 = rollout_chunk_fused(self.model, self.cond, self.sigmas, self.cache, self.noise, self.cond.source,
+                                         self.previous)
+                self.previous = (x0, self.cond)
+            else:
+                rollout_chunk(self.model, self.cond, self.sigmas, self.cache, self.noise, self.cond.source)
+
         with autocast(self.setup.device, self.dtype):
-            return timed(lambda: rollout_chunk(self.model, self.cond, self.sigmas, self.cache, self.noise,
-                                               self.cond.source), self.setup.device)
+            return timed(run, self.setup.device)
 
 
 def chunk_latency(model, setup: Setup, dtype: str, chunks: int, warmup: int) -> list[float]:
-    """Seconds per chunk of ``rollout_chunk`` after ``warmup`` chunks (which fill the cache)."""
+    """Seconds per chunk of :class:`ChunkStepper` after ``warmup`` chunks (which fill the cache)."""
     stepper = ChunkStepper(model, setup, dtype)
     return [stepper.step() for _ in range(warmup + chunks)][warmup:]
 
@@ -217,7 +239,7 @@ def section_steps(setup: Setup) -> dict:
     for n in counts:
         times = push[n]
         progress(f"steps {n}: {len(times) / sum(times):.1f} FPS end to end, {median_ms(times):.1f} ms per frame")
-        rows.append({"steps": n, "denoising_steps": list(lists[n]), "passes_per_chunk": n + 1,
+        rows.append({"steps": n, "denoising_steps": list(lists[n]), "passes_per_chunk": setup.passes_for(n),
                      "fps": len(times) / sum(times), "latency_ms_p50": median_ms(times),
                      "latency_ms_p90": quantile_ms(times, 0.9)})
     return {"rows": rows, "dtype": dtype, "trained_steps": list(setup.trained_steps),
@@ -375,7 +397,7 @@ def section_backends(setup: Setup) -> dict:
     finally:
         student.attention, teacher.attention = keep
     return {"rows": rows, "dtype": args.dtypes[0], "teacher_T": T,
-            "method": f"student: rollout_chunk ({setup.passes - 1} denoising passes + cache pass) on a full cache; teacher: one "
+            "method": f"student: one chunk ({setup.passes_text()}) on a full cache; teacher: one "
                       f"bidirectional forward over T={T} frames (first call of each shape excluded)"}
 
 
@@ -409,7 +431,8 @@ def section_flops(setup: Setup) -> dict:
     return {"dtype": dtype, "flops_per_chunk": flops, "chunk_ms": median_ms(chunk), "achieved_flops_per_s": achieved,
             "bf16_matmul_peak_flops_per_s": peak["flops_per_s"], "fp32_matmul_peak_flops_per_s": peak32["flops_per_s"],
             "fraction_of_bf16_peak": achieved / peak["flops_per_s"], "peak_matmul_size": args.peak_size,
-            "method": f"FLOPs of one chunk ({setup.passes - 1} denoising passes + the cache pass, full cache) counted by "
+            "method": f"FLOPs of one chunk ({len(setup.denoising_steps)} denoising passes + the cache pass, full cache; the "
+                      f"same work fused or not) counted by "
                       "torch.utils.flop_counter.FlopCounterMode (matmuls and attention; elementwise ops not "
                       "counted), divided by the chunk's median latency; peak = best of 5 square matmuls of "
                       f"{args.peak_size} in the same process"}
@@ -438,6 +461,7 @@ def _run(args: argparse.Namespace) -> dict:
                     "image_size": list(setup.image_size), "chunk_frames": setup.student.chunk_frames,
                     "sink": args.sink, "window": args.window, "attention": args.attention,
                     "denoising_steps": list(setup.denoising_steps), "trained_steps": list(setup.trained_steps),
+                    "fused_cache_pass": setup.fuse,
                     "student_weights": str(args.student) if args.student else "random",
                     "teacher_weights": "random", "quick": args.quick, "machine": machine_info(),
                     "includes": {"encode": True, "decode": True,
@@ -491,6 +515,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sink", type=int, default=1)
     p.add_argument("--window", type=int, default=6)
     p.add_argument("--attention", default="sdpa")
+    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
+                   help="run each chunk's cache pass inside the next chunk's first pass, as StreamingGenerator does "
+                        "by default (--no-fuse: a separate cache pass per chunk)")
     p.add_argument("--dtypes", nargs="+", choices=("bf16", "fp32"), default=["bf16", "fp32"],
                    help="the first is used by the sections that run one dtype")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -89,7 +89,7 @@ class DiTBlock(nn.Module):
     def forward(self, x: Tensor, mods: list[Tensor], rope: tuple[Tensor, Tensor], attend, layer: int,
                 cache: KVCache | None = None, rotate_cached=None, attn_cast: torch.dtype | None = None,
                 keep: Tensor | None = None, rope_q: tuple[Tensor, Tensor] | None = None,
-                part: str = "all") -> Tensor | None:
+                part: str = "all", pair: dict | None = None) -> Tensor | None:
         """x [B, G*n, D] -> [B, G*n, D] (or [B, K*n, D] with ``keep``).
 
         mods: per-group modulation from :meth:`modulations`; rope the (cos2, sin2) tables of :meth:`Rope3D.tables`;
@@ -104,7 +104,10 @@ class DiTBlock(nn.Module):
             For a model with an isolated source: ``both``, the chunk [source | target] (equal halves) where the
             source does not see the target (its K/V go to ``stage_source``); ``target``, the target alone
             (no-grad passes after a ``both`` one), which sees the cache and the source K/V already in the
-            chunk's KV buffers.
+            chunk's KV buffers. ``pair`` (no-grad, with ``pair``): x is [previous chunk, clean | next chunk] as
+            in :meth:`CrossFrameDiT.commit_and_forward`: the previous chunk's rows attend to the cache as it is, its
+            K/V are committed (into ``pair["new_kv"]``, the cache untouched) and the next chunk's rows attend to
+            the cache after that commit (its KV buffers built into ``pair["buffers"]``).
         """
         B, L, D = x.shape
         G = mods[0].shape[1]
@@ -127,6 +130,9 @@ class DiTBlock(nn.Module):
             q_rot, k_rot, k, v = self._qkv(h, rope, rope_q, q_rows)
         else:
             q_rot, k_rot, k, v = self._qkv_fused(h, rope, rope_q, q_rows)
+        if part == "pair":
+            return self._pair_attention(x, q_rot, k_rot, k, v, q_rows is None, mods, layer, cache, rotate_cached,
+                                        attn_cast, attend, pair, gated, modulate, B, D)
         half = L // 2           # part "both": the source's tokens, then the target's
         if cache is not None and part == "both":
             cache.stage_source(layer, k[:, :, :half], v[:, :, :half])
@@ -159,6 +165,36 @@ class DiTBlock(nn.Module):
         x = x + gated(self.o(out.transpose(1, 2).reshape(B, -1, D)), mods[2])
         x = x + gated(self.ffn(modulate(self.norm2(x), mods[3], mods[4])), mods[5])
         return x
+
+    def _pair_attention(self, x, q_rot, k_rot, k, v, all_rows, mods, layer, cache, rotate_cached, attn_cast,
+                        attend, pair, gated, modulate, B, D):
+        """The attention and the rest of the block for part ``pair`` (see :meth:`forward`)."""
+        n_prev, plan = pair["split"], pair["plan"]
+        dtypes = (k_rot.dtype, v.dtype) if attn_cast is None else (attn_cast, attn_cast)
+        cache.stage(layer, k[:, :, n_prev:], v[:, :, n_prev:])                      # the next chunk's, as usual
+        new_k, new_v = cache.appended(layer, k[:, :, :n_prev], v[:, :, :n_prev], plan)
+        q_rot = q_rot if attn_cast is None else q_rot.to(attn_cast)
+        outs = []
+        if all_rows:        # the previous chunk's queries (the last block needs none: its K/V are all that count)
+            k_buf, v_buf = cache.kv_buffers(layer, n_prev, rotate_cached, k_rot[:, :, :n_prev], v[:, :, :n_prev],
+                                            dtypes)
+            k_buf[:, :, -n_prev:] = k_rot[:, :, :n_prev]
+            v_buf[:, :, -n_prev:] = v[:, :, :n_prev]
+            outs.append(attend(q_rot[:, :, :n_prev], k_buf, v_buf))
+        # the next chunk's buffers: the cache after the commit, rotated at its new positions, then its own K/V
+        n_next, past = k.shape[2] - n_prev, new_k.shape[2]
+        k_next = torch.empty(*new_k.shape[:2], past + n_next, k_rot.shape[-1], dtype=dtypes[0], device=k.device)
+        v_next = torch.empty(*new_v.shape[:2], past + n_next, v.shape[-1], dtype=dtypes[1], device=k.device)
+        k_next[:, :, :past] = rotate_cached(new_k, plan.chunks, plan.starts)
+        v_next[:, :, :past] = new_v
+        k_next[:, :, past:] = k_rot[:, :, n_prev:]
+        v_next[:, :, past:] = v[:, :, n_prev:]
+        outs.append(attend(q_rot[:, :, n_prev:] if all_rows else q_rot, k_next, v_next))
+        pair["new_kv"].append((new_k, new_v))
+        pair["buffers"].append((k_next, v_next))
+        out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+        x = x + gated(self.o(out.transpose(1, 2).reshape(B, -1, D)), mods[2])
+        return x + gated(self.ffn(modulate(self.norm2(x), mods[3], mods[4])), mods[5])
 
     def _heads(self, t: Tensor) -> Tensor:
         """[B, L, D] -> [B, H, L, D/H] (a view)."""
@@ -432,6 +468,59 @@ class CrossFrameDiT(nn.Module):
         ``cache`` (``cache.commit()`` then keeps them), the same K/V as ``self(x, 0, cond, cache=cache)``
         without the work that only the flow needs (the last block's queries, attention and FFN; the head)."""
         self._run(x, torch.zeros(x.shape[:2], device=x.device), cond, cache, stage_only=True)
+
+    @torch.no_grad()
+    def commit_and_forward(self, prev_x0: Tensor, prev_cond: Cond, x: Tensor, sigma: Tensor, cond: Cond,
+                           cache: KVCache) -> Tensor:
+        """The clean pass of a finished chunk and the first denoising pass of the next, as one pass.
+
+        Streaming runs, per chunk, its denoising passes and then a clean pass (sigma = 0) whose K/V the cache
+        keeps. The clean pass of chunk i and the first pass of chunk i + 1 are independent given the cache, so
+        they can share every projection and FFN: ``prev_x0`` [B, c, C, h, w] (chunk i's result) attends to the
+        cache as it is, its K/V are committed, and ``x`` (chunk i + 1 at ``sigma``) attends to the cache after
+        that commit. Returns the flow of ``x``, as ``self(x, sigma, cond, cache=cache)`` after
+        ``write_cache(prev_x0, prev_cond, cache); cache.commit()`` would (to float rounding); the cache then holds
+        chunk i and has chunk i + 1's K/V staged. Needs the cache state of chunk i's passes (no commit since).
+        """
+        if self.isolate_source:
+            raise ValueError("commit_and_forward does not support isolate_source=True models yet; run write_cache, "
+                             "commit and the next pass separately")
+        B, Fr, C, h, w = x.shape
+        if prev_x0.shape != x.shape or prev_cond.source.shape != x.shape or cond.source.shape != x.shape:
+            raise ValueError(f"commit_and_forward takes two chunks of the same shape, got prev_x0 "
+                             f"{tuple(prev_x0.shape)}, x {tuple(x.shape)}, sources {tuple(prev_cond.source.shape)} "
+                             f"and {tuple(cond.source.shape)}")
+        if Fr != self.chunk_frames:
+            raise ValueError(f"cached forward takes one chunk of {self.chunk_frames} frames, got {Fr}")
+        sigma = sigma.expand(B, Fr) if sigma.dim() == 2 else sigma.view(B, 1).expand(B, Fr)
+        pt, ph, pw = self.patch
+        grid = (h // ph, w // pw)
+        n, Ft = grid[0] * grid[1], Fr // pt
+        tokens = self.patch_embed(torch.cat([self.patchify(t) for t in (prev_cond.source, prev_x0, cond.source, x)],
+                                            dim=1))                                   # [B, 4Ft, n, D]
+        stream, camera_prev, _ = self._conditioning(prev_cond, Ft, grid, tokens.dtype, cache)
+        _, camera, warp = self._conditioning(cond, Ft, grid, tokens.dtype, cache)
+        memo = cache.scratch.get(("conditioning", id(self)))                          # the next chunk's
+        seq = (tokens + torch.cat([stream + camera_prev, stream + camera], dim=1)).reshape(B, 4 * Ft * n, self.dim)
+        times = self._layout(Ft, x.device)[1]
+        plan = cache.plan_commit(ChunkInfo(Ft, 2 * Ft * n, cache.next_t))
+        zeros = torch.zeros_like(sigma[:, ::pt])
+        e, mods = self._time_conditioning(torch.cat([zeros, zeros, zeros, sigma[:, ::pt]], dim=1), seq.dtype, True)
+        rope = self.rope.tables(torch.cat([times + cache.query_t_start(), times + plan.query_t_start]), grid)
+        keep = torch.arange(3 * Ft, 4 * Ft, device=x.device)           # the head reads the next chunk's target
+        rope_q = self.rope.tables(times[Ft:] + plan.query_t_start, grid)
+        attend = lambda q, k, v: self.attention(q, k, v, MaskSpec.full())  # noqa: E731
+        rotate = lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)  # noqa: E731
+        pair = {"split": 2 * Ft * n, "plan": plan, "new_kv": [], "buffers": []}
+        attn_cast = self._attention_cast(x.device)
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, keep if last else None,
+                        rope_q if last else None, part="pair", pair=pair)
+        cache.install_commit(plan, pair["new_kv"], pair["buffers"])
+        if memo is not None:            # the next chunk's later passes reuse its conditioning
+            cache.scratch[("conditioning", id(self))] = memo
+        return self._head(seq.view(B, Ft, n, self.dim), e[:, 3 * Ft:], x, sigma, warp)
 
     def _run(self, x: Tensor, sigma: Tensor, cond: Cond, cache: KVCache | None, stage_only: bool = False):
         B, Fr, C, h, w = x.shape

@@ -33,6 +33,18 @@ ROPE_POLICIES = ("window", "absolute")
 
 
 @dataclass(frozen=True)
+class CommitPlan:
+    """What committing ``info`` will do (:meth:`KVCache.plan_commit`), known before it is done: the tokens kept in
+    front and evicted after them, and the visible chunks with their rotary starts afterwards."""
+    info: "ChunkInfo"
+    keep_front: int
+    drop: int
+    chunks: list
+    starts: list[int]
+    query_t_start: int      # where the chunk after ``info`` sits
+
+
+@dataclass(frozen=True)
 class ChunkInfo:
     frames: int     # token frames per stream in this chunk
     tokens: int     # tokens this chunk occupies in the cache (source + target)
@@ -74,21 +86,22 @@ class KVCache:
     def num_tokens(self) -> int:
         return sum(c.tokens for c in self.chunks)
 
-    def key_chunk_starts(self) -> list[int]:
-        """Rotary time start of each visible chunk, under the policy."""
+    def key_chunk_starts(self, chunks: list[ChunkInfo] | None = None) -> list[int]:
+        """Rotary time start of each visible chunk (default: the cache's), under the policy."""
+        chunks = self.chunks if chunks is None else chunks
         if self.rope == "absolute":
-            return [c.t_start for c in self.chunks]
+            return [c.t_start for c in chunks]
         starts, t = [], 0
-        for c in self.chunks:
+        for c in chunks:
             starts.append(t)
             t += c.frames
         return starts
 
-    def query_t_start(self) -> int:
-        """Rotary time start for the chunk being generated now."""
+    def query_t_start(self, chunks: list[ChunkInfo] | None = None, next_t: int | None = None) -> int:
+        """Rotary time start for the chunk being generated now (or after ``chunks`` / ``next_t``)."""
         if self.rope == "absolute":
-            return self.next_t
-        return sum(c.frames for c in self.chunks)
+            return self.next_t if next_t is None else next_t
+        return sum(c.frames for c in (self.chunks if chunks is None else chunks))
 
     # ---- forward-time access -----------------------------------------------------------------
     def stage(self, layer: int, k: Tensor, v: Tensor) -> None:
@@ -155,19 +168,43 @@ class KVCache:
         if all(sources):
             self._staged = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2))
                             for (sk, sv), (k, v) in zip(self._staged_source, self._staged)]
-        info = self._staged_info
-        evict = 0 if self.window is None else max(0, len(self.chunks) + 1 - self.sink - self.window)
-        keep_front = sum(c.tokens for c in self.chunks[: self.sink])
-        drop = sum(c.tokens for c in self.chunks[self.sink: self.sink + evict])
-        for i, (k, v) in enumerate(self._staged):
-            # one concatenation per tensor: the kept old tokens (minus the evicted ones) and the new chunk
-            self.k[i] = self._append(self.k[i], k, keep_front, drop)
-            self.v[i] = self._append(self.v[i], v, keep_front, drop)
-        del self.chunks[self.sink: self.sink + evict]
-        self.chunks.append(info)
-        self.num_committed += 1
-        self.next_t = info.t_start + info.frames
+        plan = self.plan_commit(self._staged_info)
+        kv = [self.appended(i, k, v, plan) for i, (k, v) in enumerate(self._staged)]
+        self.install_commit(plan, kv)
         self.discard_staged()
+
+    def plan_commit(self, info: ChunkInfo) -> CommitPlan:
+        """What committing the chunk ``info`` will keep, evict and where every visible chunk will sit."""
+        evict = 0 if self.window is None else max(0, len(self.chunks) + 1 - self.sink - self.window)
+        chunks = self.chunks[: self.sink] + self.chunks[self.sink + evict:] + [info]
+        return CommitPlan(info, keep_front=sum(c.tokens for c in self.chunks[: self.sink]),
+                          drop=sum(c.tokens for c in self.chunks[self.sink: self.sink + evict]), chunks=chunks,
+                          starts=self.key_chunk_starts(chunks),
+                          query_t_start=self.query_t_start(chunks, info.t_start + info.frames))
+
+    def appended(self, layer: int, k: Tensor, v: Tensor, plan: CommitPlan) -> tuple[Tensor, Tensor]:
+        """This layer's keys and values once ``plan`` is committed with the chunk's (k, v); the cache itself is
+        left as it is (one concatenation per tensor: the kept old tokens, minus the evicted ones, and the new)."""
+        return (self._append(self.k[layer], k.detach(), plan.keep_front, plan.drop),
+                self._append(self.v[layer], v.detach(), plan.keep_front, plan.drop))
+
+    @torch.no_grad()
+    def install_commit(self, plan: CommitPlan, kv: list[tuple[Tensor, Tensor]],
+                       next_buffers: list[tuple[Tensor, Tensor]] | None = None) -> None:
+        """Make ``plan`` happen with every layer's :meth:`appended` keys and values. ``next_buffers``: the KV
+        buffers of the chunk after it, already built (a pass that committed one chunk and started the next,
+        whose staged K/V then stay staged); without them the chunk state is dropped as by :meth:`commit`."""
+        if len(kv) != self.num_layers:
+            raise ValueError(f"install_commit needs {self.num_layers} layers of keys and values, got {len(kv)}")
+        self.k, self.v = [k for k, _ in kv], [v for _, v in kv]
+        self.chunks = list(plan.chunks)
+        self.num_committed += 1
+        self.next_t = plan.info.t_start + plan.info.frames
+        self._drop_chunk_state()
+        if next_buffers is not None:
+            self._buffers = list(next_buffers)
+            self._staged_source = [None] * self.num_layers
+            self._staged_info = ChunkInfo(plan.info.frames, plan.info.tokens, self.next_t)
 
     @staticmethod
     def _append(old: Tensor | None, new: Tensor, keep_front: int, drop: int) -> Tensor:

@@ -83,6 +83,28 @@ def rollout_chunk(generator: nn.Module, cond: Cond, sigmas: Tensor, cache: KVCac
     return x0, states, preds
 
 
+def rollout_chunk_fused(generator: nn.Module, cond: Cond, sigmas: Tensor, cache: KVCache,
+                        noise_gen: torch.Generator | None, like: Tensor,
+                        previous: tuple[Tensor, Cond] | None = None) -> Tensor:
+    """:func:`rollout_chunk` for inference, with the cache pass moved: the previous chunk's (``previous`` = its
+    x0 and cond, not yet in the cache) runs inside this chunk's first denoising pass
+    (``generator.commit_and_forward``), and this chunk's is left to the next call. Same noise draws and steps;
+    one transformer pass fewer per chunk. Returns x0; pass ``(x0, cond)`` as ``previous`` next time."""
+    B = like.shape[0]
+    x = sample_noise(like.shape, noise_gen, like)
+    x0 = x
+    for j in range(len(sigmas)):
+        sigma = sigmas[j].to(like.device, torch.float32).expand(B, like.shape[1])
+        if j == 0 and previous is not None:
+            denoiser = partial(generator.commit_and_forward, previous[0], previous[1], cache=cache)
+        else:
+            denoiser = partial(generator, cache=cache)
+        x0 = predict_x0(denoiser, x, sigma, cond)
+        if j + 1 < len(sigmas):
+            x = add_noise(x0, sample_noise(like.shape, noise_gen, like), sigmas[j + 1])
+    return x0
+
+
 def causal_rollout(generator: nn.Module, cond: Cond, sigmas: Tensor, noise_gen: torch.Generator | None = None, *,
                    exit_step: int | None = None, cache: KVCache | None = None, record: bool = False,
                    noise: Tensor | None = None) -> Rollout:
