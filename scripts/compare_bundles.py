@@ -1,8 +1,10 @@
-"""Two (or more) student bundles side by side: frames pushed in alternation in one process, so the machine's
-drift hits every bundle alike (docs/results.md, "Isolated source"). Prints a table and writes JSON.
+"""Student bundles (and cache-pass modes) side by side: frames pushed in alternation in one process, so the
+machine's drift hits every variant alike (docs/results.md, "Isolated source"; docs/benchmarks.md, "Fused cache
+pass"). Prints a table and writes JSON.
 
     python scripts/compare_bundles.py realcam/assets/tiny_student /tmp/iso_bundle --steps 1 4 \\
         --out docs/benchmarks/compare_bundles.json
+    python scripts/compare_bundles.py realcam/assets/tiny_student --fuse off on --out docs/benchmarks/fused.json
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ from realcam.streaming import StreamingGenerator
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("bundles", nargs="+", type=Path, help="student bundle folders (the first is the reference)")
+    p.add_argument("--fuse", nargs="+", choices=("auto", "on", "off"), default=["auto"],
+                   help="cache-pass modes to time each bundle in (auto: StreamingGenerator's default; the first "
+                        "mode is the reference)")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 4], help="denoising steps to time each bundle at")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--frames", type=int, default=150, help="timed pushes per bundle and step count")
@@ -30,11 +35,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks/compare_bundles.json"))
     args = p.parse_args()
-    if len(args.bundles) < 2:
-        raise SystemExit("give at least two bundle folders to compare")
+    if len(args.bundles) * len(args.fuse) < 2:
+        raise SystemExit("give at least two bundle folders, or one bundle and two --fuse modes, to compare")
     torch.set_num_threads(args.threads)
-    gens = {(str(bundle), steps): StreamingGenerator.from_checkpoint(bundle, steps=steps, dtype=args.dtype)
-            for bundle in args.bundles for steps in args.steps}
+    modes = {"auto": None, "on": True, "off": False}
+    gens = {(str(bundle), steps, fuse): StreamingGenerator.from_checkpoint(bundle, steps=steps, dtype=args.dtype,
+                                                                           fuse_cache_pass=modes[fuse])
+            for bundle in args.bundles for fuse in args.fuse for steps in args.steps}
     sizes = {gen.image_size for gen in gens.values()}
     if len(sizes) > 1:
         raise SystemExit(f"the bundles stream at different resolutions {sorted(sizes)}; compare like with like")
@@ -45,22 +52,24 @@ def main() -> None:
         for _ in range(args.warmup):
             gen.push(frame, pose)
     times = {key: [] for key in gens}
-    for _ in tqdm(range(args.frames), desc="pushes (every bundle and step count in turn)"):
+    for _ in tqdm(range(args.frames), desc="pushes (every variant in turn)"):
         for key, gen in gens.items():
             t0 = time.perf_counter()
             gen.push(frame, pose)
             times[key].append(time.perf_counter() - t0)
     rows = []
-    for (bundle, steps), ts in times.items():
-        ref = statistics.median(times[(str(args.bundles[0]), steps)])
+    for (bundle, steps, fuse), ts in times.items():
+        ref = statistics.median(times[(str(args.bundles[0]), steps, args.fuse[0])])
         med = statistics.median(ts)
-        rows.append({"bundle": bundle, "steps": steps, "ms_p50": 1e3 * med, "fps": 1 / med, "speedup": ref / med,
-                     "isolate_source": bool(getattr(gens[(bundle, steps)].network, "isolate_source", False))})
-    print("| bundle | steps | isolate_source | ms per frame (p50) | FPS | speed-up vs first |")
-    print("|---|---|---|---|---|---|")
+        gen = gens[(bundle, steps, fuse)]
+        rows.append({"bundle": bundle, "steps": steps, "fuse": fuse, "fused_cache_pass": gen.fuse_cache_pass,
+                     "ms_p50": 1e3 * med, "fps": 1 / med, "speedup": ref / med,
+                     "isolate_source": bool(getattr(gen.network, "isolate_source", False))})
+    print("| bundle | steps | isolate_source | fused cache pass | ms per frame (p50) | FPS | speed-up vs first |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['bundle']} | {r['steps']} | {r['isolate_source']} | {r['ms_p50']:.2f} | {r['fps']:.1f} | "
-              f"{r['speedup']:.3f}x |")
+        print(f"| {r['bundle']} | {r['steps']} | {r['isolate_source']} | {r['fused_cache_pass']} | {r['ms_p50']:.2f} | "
+              f"{r['fps']:.1f} | {r['speedup']:.3f}x |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine_info(), "threads": args.threads, "dtype": args.dtype,
                                     "frames": args.frames, "warmup": args.warmup, "rows": rows,
