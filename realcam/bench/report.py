@@ -65,7 +65,8 @@ def render(result: dict, args: argparse.Namespace | None = None) -> str:
     if "video" in result:
         v = result["video"]
         lines += [f"**Seconds per generated video** ({v['dtype']}, encode + decode included; teacher "
-                  f"{v['teacher_steps']} Euler steps, student {v['student_passes_per_chunk']} passes per frame):", "",
+                  f"{v['teacher_steps']} Euler steps, student {v['student_passes_per_chunk']} "
+                  f"pass{'es' if v['student_passes_per_chunk'] > 1 else ''} per frame):", "",
                   "| T | teacher tokens | teacher interleaved (s) | teacher prefix (s) | student streaming (s) | "
                   "interleaved / student | prefix / student | FLOPs: interleaved / student | teacher timing |",
                   "|---|---|---|---|---|---|---|---|---|"]
