@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from realcam.cli import main as realcam
 from tests.systems.conftest import RESUME_ARGS
