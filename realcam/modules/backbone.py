@@ -112,13 +112,7 @@ class DiTBlock(nn.Module):
         B, L, D = x.shape
         G = mods[0].shape[1]
 
-        def modulate(h: Tensor, shift: Tensor, scale1p: Tensor) -> Tensor:
-            return (h.view(B, shift.shape[1], -1, D) * scale1p + shift).view(B, -1, D)
-
-        def gated(h: Tensor, gate: Tensor) -> Tensor:
-            return (h.view(B, gate.shape[1], -1, D) * gate).view(B, -1, D)
-
-        h = modulate(self.norm1(x), mods[0], mods[1])
+        h = (self.norm1(x).view(B, G, -1, D) * mods[1] + mods[0]).view(B, L, D)
         if keep is not None and keep.numel():
             rows = lambda t: t.view(B, G, -1, t.shape[-1])[:, keep].reshape(B, -1, t.shape[-1])  # noqa: E731
             x, mods = rows(x), [m[:, keep] for m in mods]
@@ -132,7 +126,7 @@ class DiTBlock(nn.Module):
             q_rot, k_rot, k, v = self._qkv_fused(h, rope, rope_q, q_rows)
         if part == "pair":
             return self._pair_attention(x, q_rot, k_rot, k, v, q_rows is None, mods, layer, cache, rotate_cached,
-                                        attn_cast, attend, pair, gated, modulate, B, D)
+                                        attn_cast, attend, pair)
         half = L // 2           # part "both": the source's tokens, then the target's
         if cache is not None and part == "both":
             cache.stage_source(layer, k[:, :, :half], v[:, :, :half])
@@ -162,12 +156,10 @@ class DiTBlock(nn.Module):
                              attend(q_rot[:, :, half:], k_rot, v)], dim=2)
         else:
             out = attend(q_rot, k_rot, v)
-        x = x + gated(self.o(out.transpose(1, 2).reshape(B, -1, D)), mods[2])
-        x = x + gated(self.ffn(modulate(self.norm2(x), mods[3], mods[4])), mods[5])
-        return x
+        return self._finish(x, out, mods)
 
     def _pair_attention(self, x, q_rot, k_rot, k, v, all_rows, mods, layer, cache, rotate_cached, attn_cast,
-                        attend, pair, gated, modulate, B, D):
+                        attend, pair):
         """The attention and the rest of the block for part ``pair`` (see :meth:`forward`)."""
         n_prev, plan = pair["split"], pair["plan"]
         dtypes = (k_rot.dtype, v.dtype) if attn_cast is None else (attn_cast, attn_cast)
@@ -192,9 +184,17 @@ class DiTBlock(nn.Module):
         outs.append(attend(q_rot[:, :, n_prev:] if all_rows else q_rot, k_next, v_next))
         pair["new_kv"].append((new_k, new_v))
         pair["buffers"].append((k_next, v_next))
-        out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
-        x = x + gated(self.o(out.transpose(1, 2).reshape(B, -1, D)), mods[2])
-        return x + gated(self.ffn(modulate(self.norm2(x), mods[3], mods[4])), mods[5])
+        return self._finish(x, torch.cat(outs, dim=2) if len(outs) > 1 else outs[0], mods)
+
+    def _finish(self, x: Tensor, out: Tensor, mods: list[Tensor]) -> Tensor:
+        """The block after attention: output projection and FFN, each gated into the residual.
+        x [B, G*n, D], out [B, H, G*n, D/H] -> [B, G*n, D]."""
+        B, _, D = x.shape
+        G = mods[0].shape[1]
+        o = self.o(out.transpose(1, 2).reshape(B, -1, D)).view(B, G, -1, D)
+        x = x + (o * mods[2]).view(B, -1, D)
+        h = (self.norm2(x).view(B, G, -1, D) * mods[4] + mods[3]).view(B, -1, D)
+        return x + (self.ffn(h).view(B, G, -1, D) * mods[5]).view(B, -1, D)
 
     def _heads(self, t: Tensor) -> Tensor:
         """[B, L, D] -> [B, H, L, D/H] (a view)."""
