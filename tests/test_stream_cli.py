@@ -137,3 +137,18 @@ def test_no_fuse_flag_reaches_the_generator(bundle):
     fused, _ = load_generator(stream_parser().parse_args(base))
     unfused, _ = load_generator(stream_parser().parse_args([*base, "--no-fuse"]))
     assert fused.fuse_cache_pass and not unfused.fuse_cache_pass
+
+
+def test_shipped_bundles_load_and_default_demo_reproduces_documented_numbers(tmp_path, capsys):
+    """The README's first command on the models shipped in realcam/assets: it runs with no training and no
+    --bundle, and its quality is the one docs/results/demo.json records (bf16 rounding may differ per CPU)."""
+    from realcam.streaming import bundled_model, load_bundle
+    teacher = load_bundle(bundled_model("tiny_teacher"))
+    assert teacher.config["role"] == "teacher" and teacher.network.attention_mode == "bidirectional"
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "demo.json").read_text())["metrics"]
+    documented = json.loads((Path(__file__).resolve().parents[1] / "docs/results/demo.json").read_text())["metrics"]
+    assert m["psnr_mean"] > m["source_copy_psnr_mean"] + 3.0
+    for key in ("psnr_mean", "loop_psnr_mean", "closure_psnr", "source_copy_psnr_mean"):
+        assert abs(m[key] - documented[key]) < 0.1, (key, m[key], documented[key])
