@@ -172,25 +172,31 @@ def stream_clip(gen, clip: SourceClip, rel: Tensor, progress: bool = True, desc:
     gt = clip.render(target_world) if clip.render is not None else None
     gen.reset(K=clip.K, target_K=clip.target_K)
     out, psnr = [], []
+    interrupted = False
     bar = tqdm(range(T), desc=desc, unit="frame", disable=not progress)
-    for t in bar:
-        if target_world is not None:
-            y = gen.push(frames[t], target_world[t], source_c2w=clip.c2w[t])
-        else:
-            y = gen.push(frames[t], rel[t])
-        if y is None:
-            continue
-        y = y[None] if y.ndim == 3 else y
-        out.append(torch.from_numpy(gen.to_uint8(y)))
-        if gt is not None:
-            done = sum(len(o) for o in out)
-            psnr += _psnr(out[-1], gt[done - len(out[-1]):done])
-            bar.set_postfix(psnr=f"{psnr[-1]:.2f}", ms=f"{gen.stats.latency_ms[-1]:.1f}")
+    try:
+        for t in bar:
+            if target_world is not None:
+                y = gen.push(frames[t], target_world[t], source_c2w=clip.c2w[t])
+            else:
+                y = gen.push(frames[t], rel[t])
+            if y is None:
+                continue
+            y = y[None] if y.ndim == 3 else y
+            out.append(torch.from_numpy(gen.to_uint8(y)))
+            if gt is not None:
+                done = sum(len(o) for o in out)
+                psnr += _psnr(out[-1], gt[done - len(out[-1]):done])
+                bar.set_postfix(psnr=f"{psnr[-1]:.2f}", ms=f"{gen.stats.latency_ms[-1]:.1f}")
+    except KeyboardInterrupt:       # Ctrl-C: keep what was generated (the outputs are still written)
+        interrupted = True
+    finally:
+        bar.close()
     stats = gen.close().as_dict()
     generated = torch.cat(out) if out else frames[:0]
     n = len(generated)
     result = {"generated": generated, "source": frames[:n], "ground_truth": None if gt is None else gt[:n],
-              "stats": stats, "metrics": {}}
+              "stats": stats, "metrics": {}, "interrupted": interrupted, "frames_requested": T}
     if gt is not None:
         base = _psnr(frames[:n], gt[:n])
         result["metrics"] = {"psnr_mean": _mean(psnr), "psnr": psnr, "source_copy_psnr_mean": _mean(base)}
@@ -218,7 +224,8 @@ def write_outputs(result: dict[str, Any], fps: float, out: Path | None, side_by_
         paths["side_by_side"] = str(write_video(side_by_side, _upscale(stack(panels), scale), fps))
     if report is not None:
         paths["report"] = str(report)
-        body = {**extra, "outputs": paths, "fps_video": fps, "stats": result["stats"], "metrics": result["metrics"],
+        body = {**extra, "outputs": paths, "fps_video": fps, "interrupted": result.get("interrupted", False),
+                "stats": result["stats"], "metrics": result["metrics"],
                 "machine": {"python": platform.python_version(), "torch": torch.__version__,
                             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}}
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -321,6 +328,10 @@ def stream_main(argv: list[str]) -> int:
         line += f"; PSNR {m['psnr_mean']:.2f} dB (source copy {m['source_copy_psnr_mean']:.2f} dB)"
     print(line)
     print("wrote " + ", ".join(paths.values()))
+    if result["interrupted"]:
+        print(f"realcam stream: interrupted after {len(result['generated'])} of {result['frames_requested']} frames; "
+              f"the outputs hold the frames generated so far", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -496,6 +507,9 @@ def demo_main(argv: list[str]) -> int:
           f"{m['loop_psnr_mean'] or float('nan'):.2f} dB over {len(m['loop_psnr'])} revisit pairs  closure "
           f"(last vs first) {closure}")
     print("wrote " + ", ".join(result["paths"].values()))
+    if result["interrupted"]:
+        print(f"realcam demo: interrupted after {s['frames']} of {result['frames_requested']} frames", file=sys.stderr)
+        return 130
     return 0
 
 

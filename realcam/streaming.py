@@ -457,19 +457,26 @@ class StreamingGenerator:
         """One source frame and its target pose -> the target frame ``[3, H, W]`` in [-1, 1].
 
         With chunk_frames > 1: None until the chunk is complete, then ``[chunk_frames, 3, H, W]``.
-        Invalid input raises (naming the field) and leaves the stream exactly as it was.
+        Invalid input raises (naming the field) and leaves the stream exactly as it was; so does an exception
+        inside generation (an interrupt, out of memory): push the same frame again to go on.
         """
         t0 = time.perf_counter()
         self._check_open()
         frame = self._frame(source_frame, "source_frame")
         tgt = self._pose(target_c2w, "target_c2w", None)
         src = torch.eye(4, device=self.device) if source_c2w is None else self._pose(source_c2w, "source_c2w", None)
+        t_first = self._t_first
         self._mark_start(t0)
         self._pending.append((frame, tgt, src))
         out = None
         if len(self._pending) == self.chunk_frames:
             frames, tgts, srcs = (torch.stack(v) for v in zip(*self._pending))
-            out = self._generate(frames, tgts, srcs)
+            try:
+                out = self._generate(frames, tgts, srcs)
+            except BaseException:       # interrupted inside generation: this frame was never pushed
+                self._pending.pop()
+                self._t_first = t_first
+                raise
             self._pending = []
             out = out[0] if self.chunk_frames == 1 else out
         self._record(t0, out is not None)
@@ -490,8 +497,13 @@ class StreamingGenerator:
         tgts = self._pose(target_c2w, "target_c2w", c)
         srcs = torch.eye(4, device=self.device).repeat(c, 1, 1) if source_c2w is None else \
             self._pose(source_c2w, "source_c2w", c)
+        t_first = self._t_first
         self._mark_start(t0)
-        out = self._generate(frames, tgts, srcs)
+        try:
+            out = self._generate(frames, tgts, srcs)
+        except BaseException:
+            self._t_first = t_first
+            raise
         self._record(t0, True)
         return out
 
@@ -519,7 +531,7 @@ class StreamingGenerator:
         first = src[0] if self._first_source is None else self._first_source
         ref = src if self.pose_reference == "current_source" else first.expand(c, 4, 4)
         rel = geometry.relative_poses(ref, tgt, "current_source")      # inv(ref[t]) @ tgt[t]
-        state, committed = self.noise.get_state(), self.cache.num_committed
+        state, snapshot = self.noise.get_state(), self.cache.snapshot()
         try:
             with self._autocast():
                 latents = self.codec.encode(frames[None])
@@ -532,10 +544,10 @@ class StreamingGenerator:
                     x0, _, _ = rollout_chunk(self.network, cond, self.sigmas, self.cache, self.noise, latents)
                 out = self.codec.decode(x0)[0].float().clamp_(-1.0, 1.0)
         except BaseException:
-            self.noise.set_state(state)      # a failed chunk leaves no trace: same noise, nothing staged
-            self.cache.discard_staged()
-            if self.cache.num_committed != committed:   # a fused pass had committed the previous chunk
-                self._uncommitted = None
+            # A failed chunk leaves no trace: the same noise, the cache as it was (a commit made before the
+            # failure, this chunk's or the fused pass's of the previous chunk, is undone), nothing staged.
+            self.noise.set_state(state)
+            self.cache.restore(snapshot)
             raise
         if self.fuse_cache_pass:
             self._uncommitted = (x0, cond)   # its cache pass runs inside the next chunk's first pass

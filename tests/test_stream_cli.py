@@ -152,3 +152,24 @@ def test_shipped_bundles_load_and_default_demo_reproduces_documented_numbers(tmp
     assert m["psnr_mean"] > m["source_copy_psnr_mean"] + 3.0
     for key in ("psnr_mean", "loop_psnr_mean", "closure_psnr", "source_copy_psnr_mean"):
         assert abs(m[key] - documented[key]) < 0.1, (key, m[key], documented[key])
+
+
+def test_ctrl_c_mid_stream_writes_the_frames_so_far(bundle, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while `realcam stream` runs: the frames generated so far are written (mp4, side by side, JSON
+    marked interrupted) and the command exits 130."""
+    from realcam.streaming import StreamingGenerator
+    push, calls = StreamingGenerator.push, [0]
+
+    def interrupted_push(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt
+        return push(self, *args, **kwargs)
+    monkeypatch.setattr(StreamingGenerator, "push", interrupted_push)
+    out = tmp_path / "out.mp4"
+    rc = main(["stream", "--bundle", str(bundle), "--source", "synthetic:seed=3", "--trajectory", "arc:left:30",
+               "--frames", "8", "--out", str(out), "--side-by-side", str(tmp_path / "sbs.mp4"), "--quiet"])
+    assert rc == 130 and "interrupted after 3 of 8 frames" in capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["interrupted"] and report["frames"] == 3 and len(report["metrics"]["psnr"]) == 3
+    assert read_video(out).shape[0] == 3 and read_video(tmp_path / "sbs.mp4").shape[0] == 3

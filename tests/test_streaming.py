@@ -160,6 +160,56 @@ def test_rejected_push_keeps_the_stream_intact(bad, chunk_frames):
     assert torch.equal(outs, ref)
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def fail_on_call(obj, name: str, call: int) -> None:
+    """Make ``obj.name`` raise on its ``call``-th call from now on (an instance attribute over the method)."""
+    original, count = getattr(obj, name), [0]
+
+    def wrapper(*args, **kwargs):
+        count[0] += 1
+        if count[0] == call:
+            raise _Interrupted(f"{name} call {call}")
+        return original(*args, **kwargs)
+    setattr(obj, name, wrapper)
+
+
+# where a push is interrupted: (attribute, which call); a fused stream's first pass is commit_and_forward
+FAILURES = {"first pass": ("forward", 1), "third pass": ("forward", 3), "decode": ("decode", 1)}
+
+
+@pytest.mark.parametrize("chunk_frames,network,fuse", [(1, {}, False), (1, {}, True), (2, {}, True),
+                                                       (2, dict(isolate_source=True), False)])
+@pytest.mark.parametrize("where", list(FAILURES))
+def test_failure_inside_generation_keeps_the_stream_intact(where, chunk_frames, network, fuse):
+    """A push interrupted inside generation (Ctrl-C, out of memory) leaves the stream as it was, even after a
+    commit (the fused pass commits the previous chunk first; without fusion the chunk commits before decode):
+    retrying the same frame and going on gives the uninterrupted stream's frames, bit for bit."""
+    frames, poses = inputs(T=6)
+    make = lambda: StreamingGenerator(tiny_network(chunk_frames, **network), PixelCodec(2),  # noqa: E731
+                                      image_size=(SIZE, SIZE), seed=7, fuse_cache_pass=fuse)
+    ref = push_all(make(), frames, poses)
+    gen = make()
+    n = 2 * chunk_frames - 1          # the next push completes the second chunk
+    outs = [gen.push(f, c2w) for f, c2w in zip(frames[:n], poses[:n])]
+    name, call = FAILURES[where]
+    if fuse and where == "first pass":
+        name = "commit_and_forward"
+    target = gen.codec if name == "decode" else gen.network
+    fail_on_call(target, name, call)
+    cache_before, stats = gen.cache.state(), gen.stats.as_dict()
+    with pytest.raises(_Interrupted):
+        gen.push(frames[n], poses[n])
+    delattr(target, name)
+    assert gen.stats.frames == stats["frames"] and gen.stats.chunks == stats["chunks"]
+    assert gen.cache.state() == cache_before
+    assert gen.cache._staged_info is None and all(k is None for k in gen.cache._staged)     # nothing half-staged
+    outs += [gen.push(f, c2w) for f, c2w in zip(frames[n:], poses[n:])]
+    assert torch.equal(torch.cat([o if o.ndim == 4 else o[None] for o in outs if o is not None]), ref)
+
+
 def test_push_after_close_is_rejected_until_reset():
     frames, poses = inputs(T=2)
     ref = push_all(make_stream(), frames, poses)

@@ -219,6 +219,17 @@ class KVCache:
         self._staged_info = None
         self._drop_chunk_state()
 
+    def snapshot(self) -> tuple:
+        """The committed state (keys, values, chunks, counters), for :meth:`restore`. Cheap: commits build new
+        tensors and never write into cached ones, so holding the references is enough."""
+        return (list(self.k), list(self.v), list(self.chunks), self.num_committed, self.next_t)
+
+    def restore(self, snapshot: tuple) -> None:
+        """Go back to a :meth:`snapshot`, dropping whatever was staged or built since (an interrupted chunk)."""
+        k, v, chunks, self.num_committed, self.next_t = snapshot
+        self.k, self.v, self.chunks = list(k), list(v), list(chunks)
+        self.discard_staged()
+
     def state(self) -> dict:
         """A summary for logs and tests (no tensors)."""
         return {"chunks": len(self.chunks), "tokens": self.num_tokens, "committed": self.num_committed,
