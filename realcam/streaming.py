@@ -20,6 +20,7 @@ import math
 import shutil
 import time
 import warnings
+from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -243,25 +244,42 @@ def _float_cpu(x: Any) -> Tensor:
 
 
 # ================================================================================================ stats
+LATENCY_HISTORY = 100_000    # per-push latencies a stream keeps (about an hour at 30 FPS); totals cover everything
+
+
 @dataclass
 class StreamStats:
-    """Timings of one stream: every push's latency (ms), frames out, and the time to the first frame."""
+    """Timings of one stream: push latencies (ms), frames out and the time to the first frame.
 
-    latency_ms: list[float] = field(default_factory=list)
+    Memory stays bounded however long the stream runs: ``latency_ms`` keeps the last ``LATENCY_HISTORY``
+    pushes (percentiles are over those), while the counts, the mean, the maximum and the FPS cover every push.
+    """
+
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_HISTORY))
     frames: int = 0
     chunks: int = 0
     first_frame_ms: float | None = None
+    pushes: int = 0
+    busy_ms: float = 0.0
+    max_ms: float = 0.0
+
+    def add(self, ms: float) -> None:
+        self.latency_ms.append(ms)
+        self.pushes += 1
+        self.busy_ms += ms
+        self.max_ms = max(self.max_ms, ms)
 
     def _q(self, q: float) -> float | None:
         return float(np.percentile(self.latency_ms, q)) if self.latency_ms else None
 
     def as_dict(self) -> dict[str, Any]:
-        busy = sum(self.latency_ms) / 1000.0
-        return {"pushes": len(self.latency_ms), "frames": self.frames, "chunks": self.chunks,
-                "latency_ms_mean": float(np.mean(self.latency_ms)) if self.latency_ms else None,
-                "latency_ms_p50": self._q(50), "latency_ms_p90": self._q(90), "latency_ms_max": self._q(100),
+        busy = self.busy_ms / 1000.0
+        return {"pushes": self.pushes, "frames": self.frames, "chunks": self.chunks,
+                "latency_ms_mean": self.busy_ms / self.pushes if self.pushes else None,
+                "latency_ms_p50": self._q(50), "latency_ms_p90": self._q(90),
+                "latency_ms_max": self.max_ms if self.pushes else None,
                 "fps": self.frames / busy if busy > 0 else None, "time_to_first_frame_ms": self.first_frame_ms,
-                "latency_ms": list(self.latency_ms)}
+                "latency_ms": list(self.latency_ms), "latency_ms_first_push": self.pushes - len(self.latency_ms)}
 
 
 # ================================================================================================ streaming
@@ -515,7 +533,7 @@ class StreamingGenerator:
         if produced and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)     # honest latency: the frame is ready when push returns
         now = time.perf_counter()
-        self.stats.latency_ms.append((now - t0) * 1000.0)
+        self.stats.add((now - t0) * 1000.0)
         if produced and self.stats.first_frame_ms is None:
             self.stats.first_frame_ms = (now - self._t_first) * 1000.0
 

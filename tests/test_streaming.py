@@ -1,5 +1,6 @@
 """StreamingGenerator: the push API, equality with the offline causal rollout, input checks that keep the stream
 intact, and bundles (export, load, ``realcam export`` from a training checkpoint)."""
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from realcam import geometry
 from realcam.modules.backbone import CrossFrameDiT
 from realcam.modules.codecs import PixelCodec
 from realcam.modules.cond import Cond
-from realcam.streaming import StreamingGenerator, bundled_model, export_bundle, load_bundle
+from realcam.streaming import StreamingGenerator, StreamStats, bundled_model, export_bundle, load_bundle
 from realcam.systems.rollout import causal_rollout
 
 TINY = dict(in_channels=12, dim=24, depth=2, heads=2, ffn_dim=48, patch=[1, 2, 2], freq_dim=32,
@@ -250,6 +251,14 @@ def test_options_steps_cache_dtype_and_stats():
     assert s["time_to_first_frame_ms"] == pytest.approx(s["latency_ms"][0], rel=0.5)
     with pytest.raises(ValueError, match="bidirectional"):
         StreamingGenerator(tiny_network(attention_mode="bidirectional"), PixelCodec(2))
+    stats = StreamStats(latency_ms=deque(maxlen=2))   # a long stream keeps the last LATENCY_HISTORY latencies
+    for ms in (5.0, 9.0, 1.0, 2.0):
+        stats.add(ms)
+    stats.frames = 4
+    d = stats.as_dict()
+    assert d["latency_ms"] == [1.0, 2.0] and d["latency_ms_first_push"] == 2 and d["pushes"] == 4
+    assert d["latency_ms_mean"] == 4.25 and d["latency_ms_max"] == 9.0 and d["fps"] == pytest.approx(4 / 0.017)
+    assert d["latency_ms_p50"] == 1.5
     assert gen.fuse_cache_pass and not make_stream(fuse_cache_pass=False).fuse_cache_pass
     assert not StreamingGenerator(tiny_network(isolate_source=True), PixelCodec(2)).fuse_cache_pass
     with pytest.raises(ValueError, match="fuse_cache_pass=True needs"):
