@@ -36,13 +36,14 @@ TRAINING_SOURCE_ARGS = {"rig_mode": "offset", "novel_spread_deg": 25.0, "texture
 class SourceClip:
     """Source frames at the model's size, ready to push.
 
-    frames uint8 [T, H, W, 3]; K [3, 3] pixels of those frames; fps: their effective rate; indices: each frame's
-    index in the original video (trajectory files are indexed by it); c2w [T, 4, 4] world source cameras and
+    frames: uint8 [T, H, W, 3], or a :class:`VideoFrames` that decodes them one at a time (a video file); K [3, 3]
+    pixels of those frames; fps: their effective rate; indices: each frame's index in the original video
+    (trajectory files are indexed by it); c2w [T, 4, 4] world source cameras and
     ``render(target_c2w [T, 4, 4]) -> uint8 [T, H, W, 3]`` ground truth when the source is synthetic;
     target_K [3, 3] the target camera's intrinsics (default K).
     """
 
-    frames: Tensor
+    frames: Tensor | "VideoFrames"
     K: Tensor
     fps: float
     indices: list[int]
@@ -60,25 +61,54 @@ def fit_frames(frames: Tensor, K: Tensor, size: tuple[int, int]) -> tuple[Tensor
     return x.permute(0, 2, 3, 1).contiguous(), K[0]
 
 
+@dataclass
+class VideoFrames:
+    """The frames ``start, start + stride, ...`` (``count`` of them) of a video file, decoded at ``decode_hw``
+    and fitted to ``size`` one at a time as they are iterated: a long video never sits in memory whole."""
+
+    path: str
+    start: int
+    stride: int
+    count: int
+    decode_hw: tuple[int, int]
+    size: tuple[int, int]
+    K_decoded: Tensor
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        from realcam.data.video import iter_video
+
+        stop = self.start + (self.count - 1) * self.stride + 1
+        for frame in iter_video(self.path, self.start, stop, self.stride, self.decode_hw):
+            yield fit_frames(torch.from_numpy(frame)[None], self.K_decoded, self.size)[0][0]
+
+
 def open_video(path: str | Path, size: tuple[int, int], fov_deg: float, fps: float | None, stride: int | None,
                start: int = 0, max_frames: int | None = None) -> SourceClip:
-    """Decode ``path`` every ``stride`` frames (default: the stride closest to ``fps``), resize + centre crop."""
-    from realcam.data.video import probe_video, read_video
+    """Every ``stride``-th frame of ``path`` (default: the stride closest to ``fps``) from ``start``, resized and
+    centre-cropped to ``size`` as it is decoded (:class:`VideoFrames`)."""
+    from realcam.data.video import count_video_frames, probe_video
 
     info = probe_video(path)
     if stride is None:
         stride = max(1, round(info.fps / fps)) if fps and info.fps else 1
     if stride < 1 or start < 0:
         raise ValueError(f"--stride {stride} must be >= 1 and --start {start} >= 0")
-    stop = None if max_frames is None else start + (max_frames - 1) * stride + 1
+    total = count_video_frames(path)
+    if start >= total:
+        raise ValueError(f"--start {start} is past the end of {path} ({total} frames): lower --start")
+    count = (total - start + stride - 1) // stride
+    count = count if max_frames is None else min(count, max_frames)
     # decode at twice the model size (libswscale), then resize_crop antialiases down: cheap and K stays exact
     scale = min(1.0, 2 * max(size[0] / info.height, size[1] / info.width))
     decode_hw = (max(size[0], round(info.height * scale)), max(size[1], round(info.width * scale)))
-    frames = read_video(path, start=start, stop=stop, stride=stride, size=decode_hw)
-    K = geometry.resize_intrinsics(geometry.fov_intrinsics(info.height, info.width, fov_deg),
-                                   (info.height, info.width), decode_hw)
-    frames, K = fit_frames(frames, K, size)
-    indices = [start + k * stride for k in range(len(frames))]
+    K_decoded = geometry.resize_intrinsics(geometry.fov_intrinsics(info.height, info.width, fov_deg),
+                                           (info.height, info.width), decode_hw)
+    K = fit_frames(torch.zeros(1, *decode_hw, 3, dtype=torch.uint8), K_decoded, size)[1]
+    frames = VideoFrames(str(path), start, stride, count, decode_hw, tuple(size), K_decoded)
+    indices = [start + k * stride for k in range(count)]
     return SourceClip(frames, K, info.fps / stride, indices,
                       info={"kind": "video", "path": str(path), "video_fps": info.fps, "stride": stride,
                             "start": start, "video_size": [info.height, info.width], "fov_deg": fov_deg})
@@ -158,47 +188,94 @@ def _mean(x: list[float]) -> float | None:
     return sum(x) / len(x) if x else None
 
 
+class StreamWriters:
+    """The mp4s of a stream, written as its frames come (constant memory): the generated video and the side by
+    side (source | generated [| ground truth]), each upscaled ``scale`` times; atomic (see VideoWriter)."""
+
+    def __init__(self, fps: float, out: Path | None = None, side_by_side: Path | None = None, scale: int = 1):
+        from realcam.data.video import VideoWriter
+
+        self.scale = scale
+        self.writers = {name: VideoWriter(path, fps) for name, path in
+                        (("video", out), ("side_by_side", side_by_side)) if path is not None}
+
+    def add(self, source: Tensor, generated: Tensor, ground_truth: Tensor | None = None) -> None:
+        """uint8 [n, H, W, 3] each."""
+        from realcam.data.video import side_by_side as stack
+
+        if "video" in self.writers:
+            self.writers["video"].write(_upscale(generated, self.scale))
+        if "side_by_side" in self.writers:
+            panels = [source, generated] + ([ground_truth] if ground_truth is not None else [])
+            self.writers["side_by_side"].write(_upscale(stack(panels), self.scale))
+
+    def close(self) -> dict[str, str]:
+        return {name: str(w.close()) for name, w in self.writers.items()}
+
+    def abort(self) -> None:
+        for w in self.writers.values():
+            w.abort()
+
+
 def stream_clip(gen, clip: SourceClip, rel: Tensor, progress: bool = True, desc: str = "stream",
-                target_world: Tensor | None = None) -> dict[str, Any]:
-    """Push every frame of ``clip`` with its target pose; returns generated uint8 [T, H, W, 3], ground truth
-    (synthetic) and per-frame PSNR. ``rel`` is relative to each frame's source camera; with the source's world
-    poses known (synthetic), world poses are pushed along with ``source_c2w`` (``target_world`` if given)."""
+                target_world: Tensor | None = None, writers: StreamWriters | None = None,
+                keep: bool = True) -> dict[str, Any]:
+    """Push the frames of ``clip`` with their target poses (``len(rel)`` of them at most), handing every
+    generated chunk to ``writers`` as it comes. Returns stats, per-frame PSNR (synthetic) and, with ``keep``,
+    the generated uint8 [T, H, W, 3] with its source and ground truth (otherwise nothing grows with T).
+
+    ``rel`` is relative to each frame's source camera; with the source's world poses known (synthetic), world
+    poses are pushed along with ``source_c2w`` (``target_world`` if given). Ctrl-C ends the stream early
+    (``interrupted``); what was generated is kept and written."""
     from tqdm import tqdm
 
-    T = len(rel)
-    frames = clip.frames[:T]
+    T = min(len(rel), len(clip.frames))
     if clip.c2w is not None and target_world is None:
-        target_world = clip.c2w[:T] @ rel
+        target_world = clip.c2w[:T] @ rel[:T]
     gt = clip.render(target_world) if clip.render is not None else None
     gen.reset(K=clip.K, target_K=clip.target_K)
-    out, psnr = [], []
-    interrupted = False
-    bar = tqdm(range(T), desc=desc, unit="frame", disable=not progress)
+    kept: dict[str, list[Tensor]] = {"generated": [], "source": [], "ground_truth": []}
+    psnr: list[float] = []
+    base: list[float] = []
+    pending: list[Tensor] = []          # source frames of the chunk being filled
+    done, interrupted = 0, False
+    bar = tqdm(total=T, desc=desc, unit="frame", disable=not progress)
     try:
-        for t in bar:
+        for t, frame in zip(range(T), clip.frames):
+            pending.append(frame)
             if target_world is not None:
-                y = gen.push(frames[t], target_world[t], source_c2w=clip.c2w[t])
+                y = gen.push(frame, target_world[t], source_c2w=clip.c2w[t])
             else:
-                y = gen.push(frames[t], rel[t])
+                y = gen.push(frame, rel[t])
+            bar.update(1)
             if y is None:
                 continue
-            y = y[None] if y.ndim == 3 else y
-            out.append(torch.from_numpy(gen.to_uint8(y)))
-            if gt is not None:
-                done = sum(len(o) for o in out)
-                psnr += _psnr(out[-1], gt[done - len(out[-1]):done])
+            y = torch.from_numpy(gen.to_uint8(y[None] if y.ndim == 3 else y))
+            src, pending = torch.stack(pending), []
+            truth = None if gt is None else gt[done:done + len(y)]
+            done += len(y)
+            if writers is not None:
+                writers.add(src, y, truth)
+            if keep:
+                kept["generated"].append(y)
+                kept["source"].append(src)
+                if truth is not None:
+                    kept["ground_truth"].append(truth)
+            if truth is not None:
+                psnr += _psnr(y, truth)
+                base += _psnr(src, truth)       # the source-copy floor
                 bar.set_postfix(psnr=f"{psnr[-1]:.2f}", ms=f"{gen.stats.latency_ms[-1]:.1f}")
     except KeyboardInterrupt:       # Ctrl-C: keep what was generated (the outputs are still written)
         interrupted = True
     finally:
         bar.close()
-    stats = gen.close().as_dict()
-    generated = torch.cat(out) if out else frames[:0]
-    n = len(generated)
-    result = {"generated": generated, "source": frames[:n], "ground_truth": None if gt is None else gt[:n],
-              "stats": stats, "metrics": {}, "interrupted": interrupted, "frames_requested": T}
+    result = {"stats": gen.close().as_dict(), "metrics": {}, "frames": done, "frames_requested": T,
+              "interrupted": interrupted}
+    if keep:
+        empty = torch.zeros(0, *gen.image_size, 3, dtype=torch.uint8)
+        result.update({k: torch.cat(v) if v else empty for k, v in kept.items()})
+        result["ground_truth"] = result["ground_truth"] if gt is not None else None
     if gt is not None:
-        base = _psnr(frames[:n], gt[:n])
         result["metrics"] = {"psnr_mean": _mean(psnr), "psnr": psnr, "source_copy_psnr_mean": _mean(base)}
     return result
 
@@ -207,30 +284,28 @@ def _upscale(x: Tensor, s: int) -> Tensor:
     return x if s == 1 else x.repeat_interleave(s, 1).repeat_interleave(s, 2)
 
 
-def write_outputs(result: dict[str, Any], fps: float, out: Path | None, side_by_side: Path | None,
-                  report: Path | None, extra: dict[str, Any], scale: int = 1) -> dict[str, str]:
-    """The generated mp4, an optional side-by-side mp4 (source | generated [| ground truth]) and a JSON report."""
-    from realcam.data.video import side_by_side as stack, write_video
+def write_report(path: Path, result: dict[str, Any], fps: float, outputs: dict[str, str],
+                 extra: dict[str, Any]) -> str:
+    """The JSON report of a stream: arguments and details (``extra``), outputs, stats and metrics, machine."""
+    body = {**extra, "outputs": {**outputs, "report": str(path)}, "fps_video": fps,
+            "interrupted": result["interrupted"], "stats": result["stats"], "metrics": result["metrics"],
+            "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2))
+    return str(path)
 
-    paths: dict[str, str] = {}
-    if len(result["generated"]) == 0:
-        raise ValueError("no frame was generated: the stream is shorter than one chunk")
-    if out is not None:
-        paths["video"] = str(write_video(out, _upscale(result["generated"], scale), fps))
-    if side_by_side is not None:
-        panels = [result["source"], result["generated"]]
-        if result["ground_truth"] is not None:
-            panels.append(result["ground_truth"])
-        paths["side_by_side"] = str(write_video(side_by_side, _upscale(stack(panels), scale), fps))
-    if report is not None:
-        paths["report"] = str(report)
-        body = {**extra, "outputs": paths, "fps_video": fps, "interrupted": result.get("interrupted", False),
-                "stats": result["stats"], "metrics": result["metrics"],
-                "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}}
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(body, indent=2))
-    return paths
+
+def run_stream(gen, clip: SourceClip, rel: Tensor, writers: StreamWriters, keep: bool = False, **kw) -> tuple:
+    """stream_clip into ``writers``, then close them (or remove their files if nothing came out or it failed)."""
+    try:
+        result = stream_clip(gen, clip, rel, writers=writers, keep=keep, **kw)
+        if result["frames"] == 0:
+            raise ValueError("no frame was generated: the stream is shorter than one chunk")
+        return result, writers.close()
+    except BaseException:
+        writers.abort()
+        raise
 
 
 def load_generator(args: argparse.Namespace):
@@ -313,11 +388,11 @@ def stream_main(argv: list[str]) -> int:
         else:
             clip = open_synthetic(args.source, size, args.fps or gen.fps, args.frames or 16, args.source_args)
         rel, traj_info = target_trajectory(args.trajectory, clip, args.camera)
-        result = stream_clip(gen, clip, rel, progress=not args.quiet)
+        writers = StreamWriters(clip.fps, args.out, args.side_by_side, args.scale)
+        result, paths = run_stream(gen, clip, rel, writers, progress=not args.quiet)
         extra = {"command": "stream", "argv": argv, "model": model_path, "source": clip.info,
-                 "trajectory": traj_info, "frames": len(result["generated"]), "image_size": list(size)}
-        paths = write_outputs(result, clip.fps, args.out, args.side_by_side,
-                              args.json or args.out.with_suffix(".json"), extra, args.scale)
+                 "trajectory": traj_info, "frames": result["frames"], "image_size": list(size)}
+        paths["report"] = write_report(args.json or args.out.with_suffix(".json"), result, clip.fps, paths, extra)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"realcam stream: error: {err}", file=sys.stderr)
         return 2
@@ -329,7 +404,7 @@ def stream_main(argv: list[str]) -> int:
     print(line)
     print("wrote " + ", ".join(paths.values()))
     if result["interrupted"]:
-        print(f"realcam stream: interrupted after {len(result['generated'])} of {result['frames_requested']} frames; "
+        print(f"realcam stream: interrupted after {result['frames']} of {result['frames_requested']} frames; "
               f"the outputs hold the frames generated so far", file=sys.stderr)
         return 130
     return 0
@@ -377,8 +452,10 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
                       render=lambda c2w: seq.target_frames, target_K=seq.target_K[0],
                       info={"kind": "synthetic", "scene_id": seq.scene_id, "split": "test", "index": args.index})
     rel = geometry.relative_poses(seq.source_c2w, seq.target_c2w, "current_source")
-    result = stream_clip(gen, clip, rel, progress=not args.quiet, desc="demo", target_world=seq.target_c2w)
     out = Path(args.out)
+    writers = StreamWriters(gen.fps, side_by_side=out / "demo.mp4", scale=args.scale)
+    result, paths = run_stream(gen, clip, rel, writers, keep=True, progress=not args.quiet, desc="demo",
+                               target_world=seq.target_c2w)
     pairs = [(n, m) for n, m in sorted(seq.revisit.items()) if n < len(result["generated"])]
     loop_psnr = [_psnr(result["generated"][n:n + 1], result["generated"][m:m + 1])[0] for n, m in pairs]
     result["metrics"].update(loop_psnr_mean=_mean(loop_psnr), loop_psnr=loop_psnr,
@@ -390,8 +467,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     s = result["stats"]
     plot = plot_latency(s["latency_ms"], out / "latency.png",
                         f"realcam demo: {s['fps']:.1f} FPS, {gen.image_size[0]}x{gen.image_size[1]}")
-    paths = write_outputs(result, gen.fps, None, out / "demo.mp4", out / "demo.json",
-                          {**extra, "latency_plot": str(plot)}, args.scale)
+    paths["report"] = write_report(out / "demo.json", result, gen.fps, paths, {**extra, "latency_plot": str(plot)})
     return {**result, "paths": {**paths, "latency_plot": str(plot)}}
 
 

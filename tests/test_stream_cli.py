@@ -66,6 +66,27 @@ def test_stream_real_recammaster_video_and_camera(bundle, tmp_path):
     assert read_video(tmp_path / "sbs.mp4").shape == (5, SIZE, 2 * SIZE + 2, 3)
 
 
+def test_video_source_is_decoded_lazily_with_the_eager_frames_and_intrinsics(tmp_path):
+    """open_video decodes and fits one frame at a time (constant memory for long videos); the frames and K are
+    those of decoding the whole range at once and fitting it; --start past the end is named."""
+    from realcam import geometry
+    from realcam.data.video import read_video as read, write_video
+    from realcam.stream_cli import VideoFrames, fit_frames, open_video
+
+    t, y, x = torch.meshgrid(torch.arange(9), torch.arange(24), torch.arange(40), indexing="ij")
+    video = write_video(tmp_path / "v.mp4", torch.stack([(x * 6 + 9 * t) % 256, y * 10, (x + y) * 4 % 256], -1)
+                        .to(torch.uint8), fps=12)
+    clip = open_video(video, (8, 8), 60.0, fps=None, stride=2, start=1, max_frames=3)
+    assert isinstance(clip.frames, VideoFrames) and len(clip.frames) == 3 and clip.indices == [1, 3, 5]
+    eager = read(video, start=1, stop=6, stride=2, size=clip.frames.decode_hw)
+    K = geometry.resize_intrinsics(geometry.fov_intrinsics(24, 40, 60.0), (24, 40), clip.frames.decode_hw)
+    want, want_K = fit_frames(eager, K, (8, 8))
+    assert torch.equal(torch.stack(list(clip.frames)), want) and torch.equal(clip.K, want_K)
+    assert len(open_video(video, (8, 8), 60.0, fps=None, stride=4, start=2).frames) == 2      # frames 2, 6
+    with pytest.raises(ValueError, match="--start 9 is past the end.*9 frames"):
+        open_video(video, (8, 8), 60.0, fps=None, stride=1, start=9)
+
+
 def test_stream_realestate10k_file_ends_the_stream_where_it_ends(bundle, tmp_path):
     txt = sorted(fixture("realestate10k").glob("*.txt"))[0]
     rc = main(["stream", "--bundle", str(bundle), "--source", "synthetic:seed=0", "--trajectory", str(txt),

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from realcam.data.video import probe_video, read_video, side_by_side, write_video
+from realcam.data.video import (VideoWriter, count_video_frames, iter_video, probe_video, read_video, side_by_side,
+                                write_video)
 
 
 def _frames(T=6, H=32, W=48) -> torch.Tensor:
@@ -39,6 +40,41 @@ def test_frame_range_stride_and_resize(tmp_path):
         read_video(path, start=20)
     with pytest.raises(ValueError, match="frame range"):
         read_video(path, start=3, stop=1)
+
+
+def test_incremental_writer_and_lazy_reader(tmp_path):
+    """VideoWriter fed a frame or a few at a time writes what write_video writes; iter_video yields what
+    read_video stacks; count_video_frames reads the count without decoding."""
+    frames = _frames(T=7)
+    with VideoWriter(tmp_path / "inc.mp4", fps=12) as writer:
+        writer.write(frames[0])                     # one [H, W, 3] frame, then batches
+        writer.write(frames[1:4])
+        writer.write(frames[4:].numpy())
+        assert not (tmp_path / "inc.mp4").exists()      # in place only once closed
+    assert writer.frames_written == 7 and not writer.tmp.exists()
+    assert torch.equal(read_video(tmp_path / "inc.mp4"), read_video(write_video(tmp_path / "one.mp4", frames, 12)))
+    lazy = list(iter_video(tmp_path / "inc.mp4", start=1, stop=6, stride=2))
+    assert torch.equal(torch.stack([torch.from_numpy(f) for f in lazy]), read_video(tmp_path / "inc.mp4")[1:6:2])
+    assert count_video_frames(tmp_path / "inc.mp4") == 7
+
+
+def test_interrupted_or_bad_writes_leave_no_file(tmp_path):
+    path = tmp_path / "x.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(path, fps=5) as writer:
+            writer.write(_frames(T=2))
+            raise KeyboardInterrupt
+    assert not path.exists() and not list(tmp_path.glob(".*partial"))
+    writer = VideoWriter(path, fps=5)
+    writer.write(_frames(T=2, H=8, W=8))
+    with pytest.raises(ValueError, match="8x8.*same size"):
+        writer.write(_frames(T=1, H=16, W=8))
+    writer.abort()
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="no frame was written"):
+        VideoWriter(path, fps=5).close()
+    with pytest.raises(ValueError, match="fps"):
+        VideoWriter(path, fps=0)
 
 
 def test_odd_size_and_input_errors(tmp_path):
