@@ -281,6 +281,20 @@ def test_bundle_round_trip(tmp_path):
         export_bundle(net, path, bundle_config())
 
 
+def test_truncated_weights_are_named_with_the_fix(tmp_path):
+    """A bundle or checkpoint cut short (an interrupted copy) gives an error naming the file, not a traceback
+    from the safetensors or zip reader."""
+    path = export_bundle(tiny_network(seed=4), tmp_path / "b", bundle_config())
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"model\.safetensors.*cannot be read.*truncated, corrupt.*realcam export"):
+        StreamingGenerator.from_checkpoint(path)
+    config, ckpt = write_training_run(tmp_path / "run", tiny_network(seed=5))
+    ckpt.write_bytes(ckpt.read_bytes()[:2000])
+    with pytest.raises(ValueError, match=r"last\.ckpt.*cannot be read"):
+        StreamingGenerator.from_checkpoint(ckpt, config)
+
+
 def write_training_run(folder: Path, net: torch.nn.Module) -> tuple[Path, Path]:
     """A student-style training YAML and a Lightning-style checkpoint (EMA and raw generator weights)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -50,11 +50,17 @@ def read_state_dict(path: str | Path, prefer: Literal["ema", "raw"] = "ema", fie
     if not path.is_file():
         raise FileNotFoundError(f"{field}={str(path)!r} does not exist: point it at a .ckpt from `realcam fit` or a "
                                 f".safetensors file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:    # truncated or corrupt files, pickles that weights_only refuses
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{field}={str(path)!r} cannot be read ({type(err).__name__}: {reason}); the file is "
+                         f"truncated, corrupt or not a realcam checkpoint: copy it again, re-export it (`realcam export` "
+                         f"for a bundle) or use another file") from err
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{field}={str(path)!r} holds no state dict")
