@@ -124,7 +124,15 @@ def read_bundle_config(path: str | Path) -> dict[str, Any]:
     if not (path / BUNDLE_CONFIG).is_file() or not (path / BUNDLE_WEIGHTS).is_file():
         raise FileNotFoundError(f"{path} is not a realcam bundle: it needs {BUNDLE_CONFIG} and {BUNDLE_WEIGHTS} "
                                 f"(write one with `realcam export --config YAML --ckpt CKPT --out {path}`)")
-    return _check_config(yaml.safe_load((path / BUNDLE_CONFIG).read_text()) or {}, str(path))
+    try:
+        config = yaml.safe_load((path / BUNDLE_CONFIG).read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path / BUNDLE_CONFIG} is not valid YAML ({str(err).splitlines()[0]}): fix the file or "
+                         f"export the bundle again") from None
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"{path / BUNDLE_CONFIG} holds a {type(config).__name__}, not a mapping of bundle keys "
+                         f"(docs/streaming.md, Bundles)")
+    return _check_config(config or {}, str(path))
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -281,13 +281,19 @@ def test_bundle_round_trip(tmp_path):
         export_bundle(net, path, bundle_config())
 
 
-def test_truncated_weights_are_named_with_the_fix(tmp_path):
-    """A bundle or checkpoint cut short (an interrupted copy) gives an error naming the file, not a traceback
-    from the safetensors or zip reader."""
+def test_truncated_weights_or_broken_config_are_named_with_the_fix(tmp_path):
+    """A bundle or checkpoint cut short (an interrupted copy), or a broken bundle config, gives an error naming
+    the file, not a traceback from the safetensors, zip or YAML reader."""
     path = export_bundle(tiny_network(seed=4), tmp_path / "b", bundle_config())
     weights = path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match=r"model\.safetensors.*cannot be read.*truncated, corrupt.*realcam export"):
+        StreamingGenerator.from_checkpoint(path)
+    (path / "config.yaml").write_text((path / "config.yaml").read_text() + "network: [unclosed\n")
+    with pytest.raises(ValueError, match=r"config\.yaml is not valid YAML"):
+        StreamingGenerator.from_checkpoint(path)
+    (path / "config.yaml").write_text("- a list\n")
+    with pytest.raises(ValueError, match=r"config\.yaml holds a list"):
         StreamingGenerator.from_checkpoint(path)
     config, ckpt = write_training_run(tmp_path / "run", tiny_network(seed=5))
     ckpt.write_bytes(ckpt.read_bytes()[:2000])
