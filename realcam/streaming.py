@@ -33,6 +33,7 @@ import yaml
 from torch import Tensor, nn
 
 from realcam import geometry
+from realcam.device import checked_device
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.cond import Cond
 from realcam.modules.flow import FlowSchedule
@@ -331,7 +332,7 @@ class StreamingGenerator:
         elif steps is not None:
             denoising_steps = [int(s) for s in steps]
         self.schedule = FlowSchedule(shift=float(shift), denoising_steps=tuple(denoising_steps))
-        self.device = torch.device(device)
+        self.device = checked_device(device)
         self.network = network.to(self.device).eval()     # generation runs under no_grad; grads flags untouched
         self.codec = codec.to(self.device).eval()
         self.sigmas = self.schedule.student_sigmas(device=self.device)

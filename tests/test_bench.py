@@ -89,6 +89,14 @@ def test_bad_section_is_named(tmp_path):
         main([*QUICK, "--only", "nope", "--out", str(tmp_path / "b.json"), "--doc", str(tmp_path / "none.md")])
 
 
+def test_missing_model_or_device_is_an_error_line_not_a_traceback(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "b.json"), "--doc", str(tmp_path / "none.md")]
+    assert main([*QUICK, "--student", str(tmp_path / "missing"), *out]) == 2
+    assert "realcam bench all: error: --student=" in capsys.readouterr().err
+    assert main([*QUICK, "--device", "gpu", *out]) == 2
+    assert "--device='gpu' is not a torch device" in capsys.readouterr().err
+
+
 def test_cache_subcommand_still_runs(tmp_path):
     out = tmp_path / "cache.json"
     main(["cache", "--chunks", "3", "--rounds", "1", "--unbounded-chunks", "0", "--backend-chunks", "1",

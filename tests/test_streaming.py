@@ -265,6 +265,14 @@ def test_options_steps_cache_dtype_and_stats():
         StreamingGenerator(tiny_network(isolate_source=True), PixelCodec(2), fuse_cache_pass=True)
 
 
+def test_bad_device_is_named_before_anything_moves():
+    with pytest.raises(ValueError, match="device='gpu' is not a torch device: use cpu, cuda"):
+        make_stream(device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda' but torch sees no CUDA GPU.*device=cpu"):
+            make_stream(device="cuda")
+
+
 # ------------------------------------------------------------------------------------------------ bundles
 def test_bundle_round_trip(tmp_path):
     net = tiny_network(seed=4)

@@ -12,6 +12,7 @@ Every ratio is measured side by side in one run, since the machines are noisy.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from realcam.bench import cache, suite, transformer
 from realcam.bench._common import write_json
@@ -34,10 +35,14 @@ def main(argv: list[str]) -> int:
         module.add_arguments(sub.add_parser(name, help=help_text, description=module.__doc__,
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
-    if args.which == "cache":
-        result = cache.bench_cache(args)
-        write_json(result, args.out)
-        print(f"\nwrote {args.out}")
-    else:
-        COMMANDS[args.which][0].main(args)
+    try:
+        if args.which == "cache":
+            result = cache.bench_cache(args)
+            write_json(result, args.out)
+            print(f"\nwrote {args.out}")
+        else:
+            COMMANDS[args.which][0].main(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"realcam bench {args.which}: error: {err}", file=sys.stderr)
+        return 2
     return 0

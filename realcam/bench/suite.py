@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from realcam import geometry
+from realcam.device import checked_device
 from realcam.bench._common import (DEFAULT_OUT, autocast, build_student, build_teacher, machine_info, matmul_peak,
                                    median_ms, quantile_ms, random_cond, sync, timed, write_json)
 from realcam.modules.codecs import PixelCodec
@@ -439,8 +440,7 @@ def section_flops(setup: Setup) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("realcam bench: --device cuda but torch sees no CUDA device on this machine")
+    checked_device(args.device, "--device")
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from realcam.device import checked_device
 from realcam.bench._common import DEFAULT_OUT, autocast, build_student, machine_info, median_ms, random_cond, \
     timed, write_json
 from realcam.modules.flow import FlowSchedule
@@ -63,8 +64,7 @@ def measure(args: argparse.Namespace) -> dict:
               "attention": args.attention, "weights": "random", "machine": machine_info(),
               "stand_in": bool(args.model_args),
               "includes": {"encode": False, "decode": False, "note": "transformer only (rollout_chunk), no codec"}}
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("realcam bench transformer: --device cuda but torch sees no CUDA device on this machine")
+    checked_device(args.device, "--device")
     if args.preset != "tiny" and args.device == "cpu" and not args.model_args and not args.allow_cpu:
         msg = (f"skipped: the {args.preset} preset at {grid[0]}x{grid[1]} latents is a GPU benchmark (minutes per "
                f"chunk on this CPU); run it with --device cuda, or shrink it with --model-args for a stand-in")

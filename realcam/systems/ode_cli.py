@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from realcam.device import checked_device
 from realcam.modules.flow import FlowSchedule
 from realcam.systems.ode_data import STATE_DTYPES, write_ode_pairs
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def make_ode_pairs(args: argparse.Namespace) -> dict[str, Any]:
     from realcam.data.datamodule import RealcamDataModule
 
+    checked_device(args.device, "--device")
     teacher, data_args = load_teacher(args.config, args.teacher)
     teacher = teacher.to(args.device).eval()
     denoiser = teacher.denoiser if args.no_ema else teacher.ema.shadow
