@@ -103,6 +103,14 @@ def test_stream_errors_are_clear(bundle, tmp_path, capsys):
     assert main([*args, "--source", "webcam:0"]) == 2
     assert "--video PATH" in capsys.readouterr().err
     assert parse_source_spec("synthetic:seed=4,split=val") == {"seed": 4, "index": 0, "split": "val"}
+    # values that used to fall back to a default (0 for --frames / --fps) or crash later (--scale 0) are refused
+    for flag, value, needle in [("--frames", "0", "0 must be >= 1"), ("--fps", "0", "must be a positive number"),
+                                ("--fov", "180", "field of view must be in (0, 180)"), ("--scale", "0", ">= 1"),
+                                ("--stride", "0", ">= 1")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--source", "synthetic:seed=0", flag, value])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"argument {flag}: " in err and needle in err
 
 
 def test_demo_streams_a_closed_loop_and_reports_loop_psnr(bundle, tmp_path, capsys):
