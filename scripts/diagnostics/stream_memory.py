@@ -1,7 +1,12 @@
 """Does a long stream stay in constant memory? Pushes the bundled student 3000 times (1 step, bf16) and prints
 the process RSS and the cache state along the way (docs/streaming.md, Guarantees). Linux (/proc).
 Usage, from the repository root:  python scripts/diagnostics/stream_memory.py"""
-import resource, time, numpy as np, torch, os
+import os
+import time
+
+import numpy as np
+import torch
+
 from realcam.streaming import StreamingGenerator
 torch.set_num_threads(1)
 def rss():
