@@ -8,9 +8,14 @@ import numpy as np
 import torch
 
 from realcam.streaming import StreamingGenerator
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 torch.set_num_threads(1)
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 g = StreamingGenerator.from_checkpoint("realcam/assets/tiny_student", steps=1, dtype="bf16")
 rng = np.random.default_rng(0)
 frames = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
