@@ -238,10 +238,19 @@ def stream_clip(gen, clip: SourceClip, rel: Tensor, progress: bool = True, desc:
     psnr: list[float] = []
     base: list[float] = []
     pending: list[Tensor] = []          # source frames of the chunk being filled
-    done, interrupted = 0, False
+    done, interrupted, ended_early = 0, False, None
+    source = iter(clip.frames)
     bar = tqdm(total=T, desc=desc, unit="frame", disable=not progress)
     try:
-        for t, frame in zip(range(T), clip.frames):
+        for t in range(T):
+            try:
+                frame = next(source)
+            except StopIteration:       # a truncated file: fewer frames than its container says
+                ended_early = f"the source ended after {t} of {T} frames"
+                break
+            except (ValueError, OSError, RuntimeError) as err:    # PyAV decode errors (a corrupt frame)
+                ended_early = f"source frame {clip.indices[t]} could not be decoded ({type(err).__name__}: {err})"
+                break
             pending.append(frame)
             if target_world is not None:
                 y = gen.push(frame, target_world[t], source_c2w=clip.c2w[t])
@@ -270,7 +279,7 @@ def stream_clip(gen, clip: SourceClip, rel: Tensor, progress: bool = True, desc:
     finally:
         bar.close()
     result = {"stats": gen.close().as_dict(), "metrics": {}, "frames": done, "frames_requested": T,
-              "interrupted": interrupted}
+              "interrupted": interrupted, "source_ended_early": ended_early}
     if keep:
         empty = torch.zeros(0, *gen.image_size, 3, dtype=torch.uint8)
         result.update({k: torch.cat(v) if v else empty for k, v in kept.items()})
@@ -288,7 +297,8 @@ def write_report(path: Path, result: dict[str, Any], fps: float, outputs: dict[s
                  extra: dict[str, Any]) -> str:
     """The JSON report of a stream: arguments and details (``extra``), outputs, stats and metrics, machine."""
     body = {**extra, "outputs": {**outputs, "report": str(path)}, "fps_video": fps,
-            "interrupted": result["interrupted"], "stats": result["stats"], "metrics": result["metrics"],
+            "interrupted": result["interrupted"], "source_ended_early": result["source_ended_early"],
+            "stats": result["stats"], "metrics": result["metrics"],
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -432,6 +442,9 @@ def stream_main(argv: list[str]) -> int:
         line += f"; PSNR {m['psnr_mean']:.2f} dB (source copy {m['source_copy_psnr_mean']:.2f} dB)"
     print(line)
     print("wrote " + ", ".join(paths.values()))
+    if result["source_ended_early"]:
+        print(f"realcam stream: warning: {result['source_ended_early']}; the outputs hold the {result['frames']} "
+              f"frames generated before that", file=sys.stderr)
     if result["interrupted"]:
         print(f"realcam stream: interrupted after {result['frames']} of {result['frames_requested']} frames; "
               f"the outputs hold the frames generated so far", file=sys.stderr)

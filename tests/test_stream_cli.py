@@ -87,6 +87,36 @@ def test_video_source_is_decoded_lazily_with_the_eager_frames_and_intrinsics(tmp
         open_video(video, (8, 8), 60.0, fps=None, stride=1, start=9)
 
 
+def test_truncated_video_streams_what_it_has_and_says_so(bundle, tmp_path, capsys):
+    """A recording cut short (its index, written first, promises more frames than the file holds): the stream
+    keeps every frame that decodes, writes them, and says where the source ended."""
+    import av
+    import numpy as np
+    from fractions import Fraction
+
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), mode="w", format="mp4", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=Fraction(8))
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(24):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.6)])
+    out = tmp_path / "out.mp4"
+    assert main(["stream", "--bundle", str(bundle), "--video", str(cut), "--stride", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert 0 < report["frames"] < 24 and report["source_ended_early"].startswith(f"the source ended after "
+                                                                                f"{report['frames']} of 24")
+    assert read_video(out).shape[0] == report["frames"]
+    assert "warning: the source ended after" in capsys.readouterr().err
+
+
 def test_stream_realestate10k_file_ends_the_stream_where_it_ends(bundle, tmp_path):
     txt = sorted(fixture("realestate10k").glob("*.txt"))[0]
     rc = main(["stream", "--bundle", str(bundle), "--source", "synthetic:seed=0", "--trajectory", str(txt),
