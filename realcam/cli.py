@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
+    if argv[0] in ("-V", "--version"):
+        import torch
+
+        from realcam import __version__
+        print(f"realcam {__version__} (torch {torch.__version__})")
+        return 0
     command = argv[0]
     if argv[:2] == ["data", "make-ode-pairs"]:
         # Needs a teacher (model code), so it lives in realcam.systems; data/ stays model-free.

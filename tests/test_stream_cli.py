@@ -232,3 +232,11 @@ def test_ctrl_c_mid_stream_writes_the_frames_so_far(bundle, tmp_path, monkeypatc
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["interrupted"] and report["frames"] == 3 and len(report["metrics"]["psnr"]) == 3
     assert read_video(out).shape[0] == 3 and read_video(tmp_path / "sbs.mp4").shape[0] == 3
+
+
+def test_version_and_usage(capsys):
+    import realcam
+
+    assert main(["--version"]) == 0 and f"realcam {realcam.__version__}" in capsys.readouterr().out
+    assert main([]) == 0 and "realcam <command> --help" in capsys.readouterr().out
+    assert main(["nope"]) == 2 and "unknown command 'nope'" in capsys.readouterr().err
