@@ -43,7 +43,7 @@ class SourceClip:
     target_K [3, 3] the target camera's intrinsics (default K).
     """
 
-    frames: Tensor | "VideoFrames"
+    frames: Tensor | VideoFrames
     K: Tensor
     fps: float
     indices: list[int]

@@ -103,6 +103,8 @@ class VideoWriter:
             raise TypeError(f"frames has dtype {x.dtype}: expected uint8 [T, H, W, 3] (use (x * 255).round())")
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"frames has shape {x.shape}: expected [T, H, W, 3] or [H, W, 3]")
+        if len(x) == 0:
+            return
         if self._container is None:
             self._start(x.shape[1], x.shape[2])
         elif x.shape[1:3] != self._hw:

@@ -71,8 +71,11 @@ def test_interrupted_or_bad_writes_leave_no_file(tmp_path):
         writer.write(_frames(T=1, H=16, W=8))
     writer.abort()
     assert not list(tmp_path.iterdir())
+    empty = VideoWriter(path, fps=5)
+    empty.write(_frames(T=2)[:0])                 # an empty batch writes nothing and starts nothing
     with pytest.raises(ValueError, match="no frame was written"):
-        VideoWriter(path, fps=5).close()
+        empty.close()
+    assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="fps"):
         VideoWriter(path, fps=0)
 
