@@ -339,9 +339,9 @@ class StreamingGenerator:
         self.chunk_frames = int(network.chunk_frames)
         self.trained_pose_reference, self.fps, self.dtype, self.seed = pose_reference, float(fps), dtype, int(seed)
         self.sink, self.window = sink, window
-        supported = hasattr(network, "commit_and_forward") and not getattr(network, "isolate_source", False)
+        supported = callable(getattr(network, "commit_and_forward", None))
         if fuse_cache_pass and not supported:
-            raise ValueError(f"fuse_cache_pass=True needs a network with commit_and_forward and no isolated source "
+            raise ValueError(f"fuse_cache_pass=True needs a network with commit_and_forward "
                              f"({type(network).__name__}); leave it unset or False")
         self.fuse_cache_pass = supported if fuse_cache_pass is None else bool(fuse_cache_pass)
         self.image_size = tuple(int(v) for v in image_size)

@@ -208,7 +208,7 @@ def test_compare_bundles_script_times_each_bundle_and_writes_json(tmp_path, monk
     rows = json.loads(out.read_text())["rows"]
     assert [(r["steps"], r["isolate_source"]) for r in rows] == [(1, False), (2, False), (1, True), (2, True)]
     assert rows[0]["speedup"] == 1.0 and all(r["ms_p50"] > 0 for r in rows)
-    assert [r["fused_cache_pass"] for r in rows] == [True, True, False, False]      # auto: not for isolated
+    assert [r["fused_cache_pass"] for r in rows] == [True, True, True, True]       # auto: fused for both
     monkeypatch.setattr(sys, "argv", ["compare_bundles.py", str(plain), "--fuse", "off", "on", "--steps", "1",
                                       "--frames", "2", "--warmup", "1", "--threads", "1", "--out", str(out)])
     runpy.run_path(script, run_name="__main__")

@@ -81,8 +81,7 @@ STREAM_CASES = [(1, {}), (2, {}), (1, dict(reproject_depths=[1.0, 5.0])),
                 (1, dict(isolate_source=True)), (2, dict(isolate_source=True))]
 
 
-@pytest.mark.parametrize("chunk_frames,reproject,fuse", [(c, r, False) for c, r in STREAM_CASES] + [
-    (c, r, True) for c, r in STREAM_CASES if not r.get("isolate_source")])     # fusing needs a non-isolated source
+@pytest.mark.parametrize("chunk_frames,reproject,fuse", [(c, r, f) for c, r in STREAM_CASES for f in (False, True)])
 def test_stream_equals_offline_causal_rollout(chunk_frames, reproject, fuse):
     """Chunk by chunk through rollout_chunk with the generator seeded at reset == causal_rollout, bit for bit
     (the sink + window cache evicts after 3 chunks, so eviction is covered); also with the source
@@ -182,7 +181,8 @@ FAILURES = {"first pass": ("forward", 1), "third pass": ("forward", 3), "decode"
 
 
 @pytest.mark.parametrize("chunk_frames,network,fuse", [(1, {}, False), (1, {}, True), (2, {}, True),
-                                                       (2, dict(isolate_source=True), False)])
+                                                       (2, dict(isolate_source=True), False),
+                                                       (1, dict(isolate_source=True), True)])
 @pytest.mark.parametrize("where", list(FAILURES))
 def test_failure_inside_generation_keeps_the_stream_intact(where, chunk_frames, network, fuse):
     """A push interrupted inside generation (Ctrl-C, out of memory) leaves the stream as it was, even after a
@@ -201,12 +201,15 @@ def test_failure_inside_generation_keeps_the_stream_intact(where, chunk_frames, 
     target = gen.codec if name == "decode" else gen.network
     fail_on_call(target, name, call)
     cache_before, stats = gen.cache.state(), gen.stats.as_dict()
+    staged_before = (gen.cache._staged_info, list(gen.cache._staged), list(gen.cache._staged_source))
     with pytest.raises(_Interrupted):
         gen.push(frames[n], poses[n])
     delattr(target, name)
     assert gen.stats.frames == stats["frames"] and gen.stats.chunks == stats["chunks"]
     assert gen.cache.state() == cache_before
-    assert gen.cache._staged_info is None and all(k is None for k in gen.cache._staged)     # nothing half-staged
+    info, staged, staged_source = staged_before                 # the chunk state as before: nothing half-staged
+    assert gen.cache._staged_info == info
+    assert all(a is b for a, b in zip(gen.cache._staged + gen.cache._staged_source, staged + staged_source))
     outs += [gen.push(f, c2w) for f, c2w in zip(frames[n:], poses[n:])]
     assert torch.equal(torch.cat([o if o.ndim == 4 else o[None] for o in outs if o is not None]), ref)
 
@@ -260,9 +263,12 @@ def test_options_steps_cache_dtype_and_stats():
     assert d["latency_ms_mean"] == 4.25 and d["latency_ms_max"] == 9.0 and d["fps"] == pytest.approx(4 / 0.017)
     assert d["latency_ms_p50"] == 1.5
     assert gen.fuse_cache_pass and not make_stream(fuse_cache_pass=False).fuse_cache_pass
-    assert not StreamingGenerator(tiny_network(isolate_source=True), PixelCodec(2)).fuse_cache_pass
+    assert StreamingGenerator(tiny_network(isolate_source=True), PixelCodec(2)).fuse_cache_pass
+    no_fusion = tiny_network()
+    no_fusion.commit_and_forward = None                 # a network without the fused pass
+    assert not StreamingGenerator(no_fusion, PixelCodec(2)).fuse_cache_pass
     with pytest.raises(ValueError, match="fuse_cache_pass=True needs"):
-        StreamingGenerator(tiny_network(isolate_source=True), PixelCodec(2), fuse_cache_pass=True)
+        StreamingGenerator(no_fusion, PixelCodec(2), fuse_cache_pass=True)
 
 
 def test_bad_device_is_named_before_anything_moves():

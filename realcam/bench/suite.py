@@ -56,7 +56,7 @@ class Setup:
         self.image_size = tuple(args.image_size)
         self.fps = args.source_fps
         self.trained_steps = trained_steps(args.student)
-        supported = hasattr(self.student, "commit_and_forward") and not getattr(self.student, "isolate_source", False)
+        supported = callable(getattr(self.student, "commit_and_forward", None))
         self.fuse = bool(args.fuse) and supported
         self.denoising_steps = resolve_steps(args.steps, self.trained_steps)
         self.schedule = FlowSchedule(shift=SHIFT, denoising_steps=self.denoising_steps)

@@ -127,6 +127,9 @@ class DiTBlock(nn.Module):
         if part == "pair":
             return self._pair_attention(x, q_rot, k_rot, k, v, q_rows is None, mods, layer, cache, rotate_cached,
                                         attn_cast, attend, pair)
+        if part == "isolated_pair":
+            return self._isolated_pair_attention(x, q_rot, k_rot, k, v, q_rows is None, mods, layer, cache,
+                                                 rotate_cached, attn_cast, attend, pair)
         half = L // 2           # part "both": the source's tokens, then the target's
         if cache is not None and part == "both":
             cache.stage_source(layer, k[:, :, :half], v[:, :, :half])
@@ -182,6 +185,38 @@ class DiTBlock(nn.Module):
         k_next[:, :, past:] = k_rot[:, :, n_prev:]
         v_next[:, :, past:] = v[:, :, n_prev:]
         outs.append(attend(q_rot[:, :, n_prev:] if all_rows else q_rot, k_next, v_next))
+        pair["new_kv"].append((new_k, new_v))
+        pair["buffers"].append((k_next, v_next))
+        return self._finish(x, torch.cat(outs, dim=2) if len(outs) > 1 else outs[0], mods)
+
+    def _isolated_pair_attention(self, x, q_rot, k_rot, k, v, all_rows, mods, layer, cache, rotate_cached,
+                                 attn_cast, attend, pair):
+        """The attention and the rest of the block for part ``isolated_pair``: x is [previous target, clean |
+        next source | next target] (equal thirds; see :meth:`CrossFrameDiT._commit_and_forward_isolated`)."""
+        L, plan = pair["split"], pair["plan"]
+        dtypes = (k_rot.dtype, v.dtype) if attn_cast is None else (attn_cast, attn_cast)
+        src_k, src_v = cache.staged_source(layer)                     # the previous chunk's, from its first pass
+        new_k, new_v = cache.appended(layer, torch.cat([src_k, k[:, :, :L]], dim=2),
+                                      torch.cat([src_v, v[:, :, :L]], dim=2), plan)
+        q_rot = q_rot if attn_cast is None else q_rot.to(attn_cast)
+        outs = []
+        if all_rows:    # the previous target against [cache | its source | itself], as a target-only pass
+            k_buf, v_buf = cache.kv_buffers(layer, 2 * L, rotate_cached, k_rot[:, :, :L], v[:, :, :L], dtypes)
+            k_buf[:, :, -L:] = k_rot[:, :, :L]
+            v_buf[:, :, -L:] = v[:, :, :L]
+            outs.append(attend(q_rot[:, :, :L], k_buf, v_buf))
+        past = new_k.shape[2]           # the next chunk's buffers: the cache after the commit, then [source | target]
+        k_next = torch.empty(*new_k.shape[:2], past + 2 * L, k_rot.shape[-1], dtype=dtypes[0], device=k.device)
+        v_next = torch.empty(*new_v.shape[:2], past + 2 * L, v.shape[-1], dtype=dtypes[1], device=k.device)
+        k_next[:, :, :past] = rotate_cached(new_k, plan.chunks, plan.starts)
+        v_next[:, :, :past] = new_v
+        k_next[:, :, past:] = k_rot[:, :, L:]
+        v_next[:, :, past:] = v[:, :, L:]
+        if all_rows:    # the source is blind to its target
+            outs.append(attend(q_rot[:, :, L:2 * L], k_next[:, :, :past + L], v_next[:, :, :past + L]))
+        outs.append(attend(q_rot[:, :, 2 * L:] if all_rows else q_rot, k_next, v_next))
+        cache.stage(layer, k[:, :, 2 * L:], v[:, :, 2 * L:])
+        pair["source_kv"].append((k[:, :, L:2 * L], v[:, :, L:2 * L]))
         pair["new_kv"].append((new_k, new_v))
         pair["buffers"].append((k_next, v_next))
         return self._finish(x, torch.cat(outs, dim=2) if len(outs) > 1 else outs[0], mods)
@@ -482,9 +517,6 @@ class CrossFrameDiT(nn.Module):
         ``write_cache(prev_x0, prev_cond, cache); cache.commit()`` would (to float rounding); the cache then holds
         chunk i and has chunk i + 1's K/V staged. Needs the cache state of chunk i's passes (no commit since).
         """
-        if self.isolate_source:
-            raise ValueError("commit_and_forward does not support isolate_source=True models yet; run write_cache, "
-                             "commit and the next pass separately")
         B, Fr, C, h, w = x.shape
         if prev_x0.shape != x.shape or prev_cond.source.shape != x.shape or cond.source.shape != x.shape:
             raise ValueError(f"commit_and_forward takes two chunks of the same shape, got prev_x0 "
@@ -493,6 +525,8 @@ class CrossFrameDiT(nn.Module):
         if Fr != self.chunk_frames:
             raise ValueError(f"cached forward takes one chunk of {self.chunk_frames} frames, got {Fr}")
         sigma = sigma.expand(B, Fr) if sigma.dim() == 2 else sigma.view(B, 1).expand(B, Fr)
+        if self.isolate_source:
+            return self._commit_and_forward_isolated(prev_x0, prev_cond, x, sigma, cond, cache)
         pt, ph, pw = self.patch
         grid = (h // ph, w // pw)
         n, Ft = grid[0] * grid[1], Fr // pt
@@ -521,6 +555,50 @@ class CrossFrameDiT(nn.Module):
         if memo is not None:            # the next chunk's later passes reuse its conditioning
             cache.scratch[("conditioning", id(self))] = memo
         return self._head(seq.view(B, Ft, n, self.dim), e[:, 3 * Ft:], x, sigma, warp)
+
+    def _commit_and_forward_isolated(self, prev_x0: Tensor, prev_cond: Cond, x: Tensor, sigma: Tensor, cond: Cond,
+                                     cache: KVCache) -> Tensor:
+        """:meth:`commit_and_forward` for a model with ``isolate_source``: one pass over [previous target, clean |
+        next source | next target]. The previous chunk's source K/V are the ones its first pass staged, so only
+        its target is run again: it attends to [cache | its source | itself] as a target-only pass would, the
+        chunk [source | target] is committed, and the next chunk runs as its first ("both") pass would against
+        the cache after the commit, leaving its source staged and reusable by its later passes."""
+        B, Fr, C, h, w = x.shape
+        pt, ph, pw = self.patch
+        grid = (h // ph, w // pw)
+        n, Ft = grid[0] * grid[1], Fr // pt
+        if not cache.has_staged_source() or any(b is None for b in cache.current_buffers()):
+            raise ValueError("commit_and_forward on an isolated-source model needs the previous chunk's passes in the "
+                             "cache (its staged source K/V and KV buffers): run its denoising passes first")
+        tokens = self.patch_embed(torch.cat([self.patchify(t) for t in (prev_x0, cond.source, x)], dim=1))
+        stream, camera_prev, _ = self._conditioning(prev_cond, Ft, grid, tokens.dtype, cache)
+        stream, camera, warp = self._conditioning(cond, Ft, grid, tokens.dtype, cache)
+        memo = cache.scratch.get(("conditioning", id(self)))                          # the next chunk's
+        seq = (tokens + torch.cat([stream[:, Ft:] + camera_prev[:, Ft:], stream + camera], dim=1))
+        seq = seq.reshape(B, 3 * Ft * n, self.dim)
+        times = self._layout(Ft, x.device)[1]                                         # [source, target] groups
+        plan = cache.plan_commit(ChunkInfo(Ft, 2 * Ft * n, cache.next_t))
+        zeros = torch.zeros_like(sigma[:, ::pt])
+        e, mods = self._time_conditioning(torch.cat([zeros, zeros, sigma[:, ::pt]], dim=1), seq.dtype, True)
+        rope = self.rope.tables(torch.cat([times[Ft:] + cache.query_t_start(), times + plan.query_t_start]), grid)
+        keep = torch.arange(2 * Ft, 3 * Ft, device=x.device)           # the head reads the next chunk's target
+        rope_q = self.rope.tables(times[Ft:] + plan.query_t_start, grid)
+        attend = lambda q, k, v: self.attention(q, k, v, MaskSpec.full())  # noqa: E731
+        rotate = lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)  # noqa: E731
+        pair = {"split": Ft * n, "plan": plan, "new_kv": [], "buffers": [], "source_kv": []}
+        attn_cast = self._attention_cast(x.device)
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, keep if last else None,
+                        rope_q if last else None, part="isolated_pair", pair=pair)
+        cache.install_commit(plan, pair["new_kv"], pair["buffers"])     # keeps the next target's staged K/V
+        for i, (sk, sv) in enumerate(pair["source_kv"]):
+            cache.stage_source(i, sk, sv)
+        if memo is not None:            # the next chunk's later passes reuse its conditioning and its source
+            cache.scratch[("conditioning", id(self))] = memo
+        refs, key = self._source_memo_key(cond, Ft, grid, tokens.dtype, x.device, float(times[0] + plan.query_t_start))
+        cache.scratch[("source", id(self))] = (refs, key, cache.current_buffers())
+        return self._head(seq.view(B, Ft, n, self.dim), e[:, 2 * Ft:], x, sigma, warp)
 
     def _run(self, x: Tensor, sigma: Tensor, cond: Cond, cache: KVCache | None, stage_only: bool = False):
         B, Fr, C, h, w = x.shape
@@ -614,9 +692,7 @@ class CrossFrameDiT(nn.Module):
         attend = lambda q, k, v: self.attention(q, k, v, MaskSpec.full())  # noqa: E731
         rotate = lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)  # noqa: E731
         attn_cast = self._attention_cast(x.device)
-        refs = (cond.source, cond.source_K, cond.target_K, *self.parameters())
-        key = (cond.image_size, Ft, grid, target.dtype, _autocast_state(x.device), torch.is_inference_mode_enabled(),
-               float(times[0]), tuple(None if t is None or t.is_inference() else t._version for t in refs))
+        refs, key = self._source_memo_key(cond, Ft, grid, target.dtype, x.device, float(times[0]))
         hit = None if grad else cache.scratch.get(("source", id(self)))
         reuse = (hit is not None and hit[1] == key and all(a is b for a, b in zip(hit[0], refs))
                  and all(a is b for a, b in zip(hit[2], cache.current_buffers())))
@@ -644,6 +720,15 @@ class CrossFrameDiT(nn.Module):
         if stage_only:
             return None
         return self._head(seq.view(B, Ft, n, self.dim), e, x, sigma, warp)
+
+    def _source_memo_key(self, cond: Cond, Ft: int, grid: tuple[int, int], dtype: torch.dtype,
+                         device: torch.device, t0: float) -> tuple[tuple, tuple]:
+        """What a chunk's source K/V depend on (for reusing them across its no-grad passes): the tensors, by
+        identity, and a key of shapes, dtypes, autocast / inference state, the chunk's first time and versions."""
+        refs = (cond.source, cond.source_K, cond.target_K, *self.parameters())
+        key = (cond.image_size, Ft, grid, dtype, _autocast_state(device), torch.is_inference_mode_enabled(), t0,
+               tuple(None if t is None or t.is_inference() else t._version for t in refs))
+        return refs, key
 
     def precond_flow(self, x: Tensor, out: Tensor, sigma: Tensor) -> Tensor:
         """The flow of the preconditioned x0 estimate ``c_skip * x + c_out * out`` (EDM's scaling, written for

@@ -113,6 +113,13 @@ class KVCache:
         them in front of the staged target's, so the cache holds the chunk as ``[source | target]``."""
         self._staged_source[layer] = (k.detach(), v.detach())
 
+    def staged_source(self, layer: int) -> tuple[Tensor, Tensor] | None:
+        """This layer's staged source (K un-rotated, V) of the chunk being generated (an isolated source), or None."""
+        return self._staged_source[layer]
+
+    def has_staged_source(self) -> bool:
+        return all(s is not None for s in self._staged_source)
+
     def stage_chunk(self, frames: int, tokens: int) -> None:
         self._staged_info = ChunkInfo(frames=frames, tokens=tokens, t_start=self.next_t)
 
@@ -220,15 +227,21 @@ class KVCache:
         self._drop_chunk_state()
 
     def snapshot(self) -> tuple:
-        """The committed state (keys, values, chunks, counters), for :meth:`restore`. Cheap: commits build new
-        tensors and never write into cached ones, so holding the references is enough."""
-        return (list(self.k), list(self.v), list(self.chunks), self.num_committed, self.next_t)
+        """Everything :meth:`restore` needs to undo what came after: the committed state (keys, values, chunks,
+        counters) and the chunk state (staged K/V, KV buffers, scratch). Cheap: commits build new tensors and
+        never write into cached ones, so holding references is enough. (A pass may write its own rows into the
+        current chunk's KV buffers; every pass writes those rows before it reads them.)"""
+        return (list(self.k), list(self.v), list(self.chunks), self.num_committed, self.next_t, list(self._staged),
+                list(self._staged_source), self._staged_info, list(self._rotated), list(self._buffers),
+                dict(self.scratch))
 
     def restore(self, snapshot: tuple) -> None:
-        """Go back to a :meth:`snapshot`, dropping whatever was staged or built since (an interrupted chunk)."""
-        k, v, chunks, self.num_committed, self.next_t = snapshot
+        """Go back to a :meth:`snapshot` (an interrupted chunk leaves no trace)."""
+        (k, v, chunks, self.num_committed, self.next_t, staged, staged_source, self._staged_info, rotated, buffers,
+         scratch) = snapshot
         self.k, self.v, self.chunks = list(k), list(v), list(chunks)
-        self.discard_staged()
+        self._staged, self._staged_source = list(staged), list(staged_source)
+        self._rotated, self._buffers, self.scratch = list(rotated), list(buffers), dict(scratch)
 
     def state(self) -> dict:
         """A summary for logs and tests (no tensors)."""

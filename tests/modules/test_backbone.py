@@ -401,18 +401,22 @@ def test_isolate_source_needs_a_causal_interleaved_model():
 # ---- the cache pass fused into the next chunk's first pass -------------------------------------------
 
 
+@pytest.mark.parametrize("isolate", [False, True])
 @pytest.mark.parametrize("chunk_frames", [1, 2])
 @pytest.mark.parametrize("window,rope", [(None, "window"), (2, "window"), (2, "absolute")])
-def test_commit_and_forward_equals_cache_pass_commit_then_forward(chunk_frames, window, rope):
+def test_commit_and_forward_equals_cache_pass_commit_then_forward(chunk_frames, window, rope, isolate):
     """Chunk by chunk over 8 frames (evicting under window 2): commit_and_forward(prev clean, next noisy) gives
     the flow of write_cache + commit + forward, leaves the same cache, and a further pass of the next chunk
-    (its later denoising steps) agrees too."""
+    (its later denoising steps) agrees too. With an isolated source too: the previous chunk's source K/V come
+    from its first pass, and the next chunk's are reused by its later passes."""
     x, sigma, cond = make_inputs(B=2, F=8)
     model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", chunk_frames=chunk_frames,
-                                    window_chunks=window, rope_policy=rope, **BLEND)).eval()
+                                    window_chunks=window, rope_policy=rope, isolate_source=isolate, **BLEND)).eval()
     c = chunk_frames
     chunks = [(x[:, s:s + c], sigma[:, s:s + c], cond.frames(s, s + c)) for s in range(0, 8, c)]
     ref, fused = model.new_cache(), model.new_cache()
+    lengths = []
+    model.blocks[0].register_forward_hook(lambda mod, args, out: lengths.append(args[0].shape[1]))
     with torch.no_grad():
         for cache in (ref, fused):
             model(*chunks[0], cache=cache)
@@ -421,10 +425,14 @@ def test_commit_and_forward_equals_cache_pass_commit_then_forward(chunk_frames, 
             model.write_cache(clean, chunks[i - 1][2], ref)
             ref.commit()
             want = model(*chunks[i], cache=ref)
+            lengths.clear()
             got = model.commit_and_forward(clean, chunks[i - 1][2], *chunks[i], cache=fused)
             torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5, msg=f"chunk {i}")
             again = (chunks[i][0] * 0.3, chunks[i][1] * 0.5, chunks[i][2])
             torch.testing.assert_close(model(*again, cache=fused), model(*again, cache=ref), atol=1e-4, rtol=1e-5)
+            # rows per pass (6 tokens per frame per stream): isolated, the previous target, the next source and
+            # target, then the target alone (its source reused); otherwise both chunks whole, then the chunk
+            assert lengths[:2] == ([3 * 6 * c, 6 * c] if isolate else [4 * 6 * c, 2 * 6 * c]), lengths
             assert fused.state() == ref.state()
             for a, b in zip(fused.k + fused.v, ref.k + ref.v):
                 torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -433,7 +441,7 @@ def test_commit_and_forward_equals_cache_pass_commit_then_forward(chunk_frames, 
 def test_commit_and_forward_rejects_what_it_cannot_do():
     x, sigma, cond = make_inputs(B=1, F=2)
     isolated = CrossFrameDiT(**TINY, attention_mode="causal", isolate_source=True)
-    with pytest.raises(ValueError, match="isolate_source"):
+    with pytest.raises(ValueError, match="needs the previous chunk's passes"):
         isolated.commit_and_forward(x[:, :1], cond.frames(0, 1), x[:, 1:], sigma[:, 1:], cond.frames(1, 2),
                                     cache=isolated.new_cache())
     model = CrossFrameDiT(**TINY, attention_mode="causal")
