@@ -214,6 +214,54 @@ def test_failure_inside_generation_keeps_the_stream_intact(where, chunk_frames, 
     assert torch.equal(torch.cat([o if o.ndim == 4 else o[None] for o in outs if o is not None]), ref)
 
 
+@pytest.mark.parametrize("chunk_frames,network,fuse", [(1, {}, True), (1, {}, False), (2, {}, True),
+                                                       (1, dict(isolate_source=True), True),
+                                                       (2, dict(isolate_source=True), False)])
+def test_random_operation_sequences_equal_a_replay_of_the_valid_pushes(chunk_frames, network, fuse):
+    """Random operations: pushes with changing poses, rejected pushes, pushes interrupted inside generation
+    (network or codec, first to third call), resets. Between two resets the frames that come out equal those of
+    a fresh stream fed only the pushes that went through, bit for bit."""
+    make = lambda: StreamingGenerator(tiny_network(chunk_frames, **network), PixelCodec(2),  # noqa: E731
+                                      image_size=(SIZE, SIZE), seed=7, fuse_cache_pass=fuse)
+    rnd, g = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    gen, segments, interrupted = make(), [([], [])], 0
+    for _ in range(90):
+        op = rnd.random()
+        frame = torch.randint(0, 256, (SIZE, SIZE, 3), dtype=torch.uint8, generator=g)
+        pose = geometry.arc(8, float(rnd.uniform(-40, 40)))[int(rnd.integers(8))]
+        if op < 0.04:
+            gen.reset()
+            segments.append(([], []))
+            continue
+        if op < 0.1:
+            with pytest.raises(ValueError):
+                gen.push(frame[:4], pose)
+            continue
+        target = None
+        if op < 0.4:
+            name = str(rnd.choice(["forward", "commit_and_forward", "decode"]))
+            target = gen.codec if name == "decode" else gen.network
+            fail_on_call(target, name, int(rnd.integers(1, 4)))
+        try:
+            y = gen.push(frame, pose)
+        except _Interrupted:
+            interrupted += 1
+            continue
+        finally:
+            if target is not None:
+                delattr(target, name)
+        accepted, outs = segments[-1]
+        accepted.append((frame, pose))
+        if y is not None:
+            outs.append(y if y.ndim == 4 else y[None])
+    assert interrupted >= 5 and len(segments) >= 2
+    for i, (accepted, outs) in enumerate(segments):
+        ref = make()
+        want = [y for y in (ref.push(f, p) for f, p in accepted) if y is not None]
+        assert len(want) == len(outs) and all(torch.equal(a if a.ndim == 4 else a[None], b)
+                                              for a, b in zip(want, outs)), f"segment {i}"
+
+
 def test_push_after_close_is_rejected_until_reset():
     frames, poses = inputs(T=2)
     ref = push_all(make_stream(), frames, poses)
