@@ -567,9 +567,15 @@ class CrossFrameDiT(nn.Module):
         pt, ph, pw = self.patch
         grid = (h // ph, w // pw)
         n, Ft = grid[0] * grid[1], Fr // pt
-        if not cache.has_staged_source() or any(b is None for b in cache.current_buffers()):
+        # The previous chunk's source K/V must sit in its KV buffers, written by its no-grad passes under the
+        # autocast and inference state of this pass (the memo of its source says so).
+        hit = cache.scratch.get(("source", id(self)))
+        if (not cache.has_staged_source() or hit is None
+                or not all(a is b for a, b in zip(hit[2], cache.current_buffers()))
+                or hit[1][4:6] != (_autocast_state(x.device), torch.is_inference_mode_enabled())):
             raise ValueError("commit_and_forward on an isolated-source model needs the previous chunk's passes in the "
-                             "cache (its staged source K/V and KV buffers): run its denoising passes first")
+                             "cache (its staged source K/V and KV buffers), run without gradients under the same "
+                             "autocast and inference state: run its denoising passes first, as StreamingGenerator does")
         tokens = self.patch_embed(torch.cat([self.patchify(t) for t in (prev_x0, cond.source, x)], dim=1))
         stream, camera_prev, _ = self._conditioning(prev_cond, Ft, grid, tokens.dtype, cache)
         stream, camera, warp = self._conditioning(cond, Ft, grid, tokens.dtype, cache)
@@ -724,7 +730,8 @@ class CrossFrameDiT(nn.Module):
     def _source_memo_key(self, cond: Cond, Ft: int, grid: tuple[int, int], dtype: torch.dtype,
                          device: torch.device, t0: float) -> tuple[tuple, tuple]:
         """What a chunk's source K/V depend on (for reusing them across its no-grad passes): the tensors, by
-        identity, and a key of shapes, dtypes, autocast / inference state, the chunk's first time and versions."""
+        identity, and a key of shapes, dtypes, autocast / inference state (entries 4 and 5), the chunk's first
+        time and versions."""
         refs = (cond.source, cond.source_K, cond.target_K, *self.parameters())
         key = (cond.image_size, Ft, grid, dtype, _autocast_state(device), torch.is_inference_mode_enabled(), t0,
                tuple(None if t is None or t.is_inference() else t._version for t in refs))

@@ -444,6 +444,14 @@ def test_commit_and_forward_rejects_what_it_cannot_do():
     with pytest.raises(ValueError, match="needs the previous chunk's passes"):
         isolated.commit_and_forward(x[:, :1], cond.frames(0, 1), x[:, 1:], sigma[:, 1:], cond.frames(1, 2),
                                     cache=isolated.new_cache())
+    cache = isolated.new_cache()
+    with torch.no_grad():
+        isolated(x[:, :1], sigma[:, :1], cond.frames(0, 1), cache=cache)          # fp32 passes, then bf16
+        with torch.autocast("cpu", torch.bfloat16), pytest.raises(ValueError, match="same autocast"):
+            isolated.commit_and_forward(x[:, :1], cond.frames(0, 1), x[:, 1:], sigma[:, 1:], cond.frames(1, 2),
+                                        cache=cache)
+        isolated.commit_and_forward(x[:, :1], cond.frames(0, 1), x[:, 1:], sigma[:, 1:], cond.frames(1, 2),
+                                    cache=cache)                                   # the same state: fine
     model = CrossFrameDiT(**TINY, attention_mode="causal")
     with pytest.raises(ValueError, match="two chunks of the same shape"):
         model.commit_and_forward(x, cond, x[:, 1:], sigma[:, 1:], cond.frames(1, 2), cache=model.new_cache())
