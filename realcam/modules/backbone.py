@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Literal, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +107,8 @@ class DiTBlock(nn.Module):
             chunk's KV buffers. ``pair`` (no-grad, with ``pair``): x is [previous chunk, clean | next chunk] as
             in :meth:`CrossFrameDiT.commit_and_forward`: the previous chunk's rows attend to the cache as it is, its
             K/V are committed (into ``pair["new_kv"]``, the cache untouched) and the next chunk's rows attend to
-            the cache after that commit (its KV buffers built into ``pair["buffers"]``).
+            the cache after that commit (its KV buffers built into ``pair["buffers"]``); for an isolated source,
+            x is [previous target, clean | next source | next target] (see :meth:`_pair_attention`).
         """
         B, L, D = x.shape
         G = mods[0].shape[1]
@@ -127,9 +128,6 @@ class DiTBlock(nn.Module):
         if part == "pair":
             return self._pair_attention(x, q_rot, k_rot, k, v, q_rows is None, mods, layer, cache, rotate_cached,
                                         attn_cast, attend, pair)
-        if part == "isolated_pair":
-            return self._isolated_pair_attention(x, q_rot, k_rot, k, v, q_rows is None, mods, layer, cache,
-                                                 rotate_cached, attn_cast, attend, pair)
         half = L // 2           # part "both": the source's tokens, then the target's
         if cache is not None and part == "both":
             cache.stage_source(layer, k[:, :, :half], v[:, :, :half])
@@ -163,15 +161,22 @@ class DiTBlock(nn.Module):
 
     def _pair_attention(self, x, q_rot, k_rot, k, v, all_rows, mods, layer, cache, rotate_cached, attn_cast,
                         attend, pair):
-        """The attention and the rest of the block for part ``pair`` (see :meth:`forward`)."""
-        n_prev, plan = pair["split"], pair["plan"]
+        """The attention and the rest of the block for part ``pair`` (see :meth:`forward`). x holds the previous
+        chunk's rows (``pair["split"]`` of them), then the next chunk's. With an isolated source
+        (``pair["source_kv"]`` is a list) the previous rows are its target alone, its source K/V the ones its
+        first pass staged, and the next chunk's source rows do not see its target."""
+        n_prev, plan, isolated = pair["split"], pair["plan"], pair["source_kv"] is not None
         dtypes = (k_rot.dtype, v.dtype) if attn_cast is None else (attn_cast, attn_cast)
-        cache.stage(layer, k[:, :, n_prev:], v[:, :, n_prev:])                      # the next chunk's, as usual
-        new_k, new_v = cache.appended(layer, k[:, :, :n_prev], v[:, :, :n_prev], plan)
+        k_prev, v_prev = k[:, :, :n_prev], v[:, :, :n_prev]
+        if isolated:                    # the chunk is committed as [source | target]
+            src_k, src_v = cache.staged_source(layer)
+            k_prev, v_prev = torch.cat([src_k, k_prev], dim=2), torch.cat([src_v, v_prev], dim=2)
+        new_k, new_v = cache.appended(layer, k_prev, v_prev, plan)
         q_rot = q_rot if attn_cast is None else q_rot.to(attn_cast)
         outs = []
         if all_rows:        # the previous chunk's queries (the last block needs none: its K/V are all that count)
-            k_buf, v_buf = cache.kv_buffers(layer, n_prev, rotate_cached, k_rot[:, :, :n_prev], v[:, :, :n_prev],
+            tokens = 2 * n_prev if isolated else n_prev     # isolated: [its source | itself] in the buffers' tail
+            k_buf, v_buf = cache.kv_buffers(layer, tokens, rotate_cached, k_rot[:, :, :n_prev], v[:, :, :n_prev],
                                             dtypes)
             k_buf[:, :, -n_prev:] = k_rot[:, :, :n_prev]
             v_buf[:, :, -n_prev:] = v[:, :, :n_prev]
@@ -184,39 +189,17 @@ class DiTBlock(nn.Module):
         v_next[:, :, :past] = new_v
         k_next[:, :, past:] = k_rot[:, :, n_prev:]
         v_next[:, :, past:] = v[:, :, n_prev:]
-        outs.append(attend(q_rot[:, :, n_prev:] if all_rows else q_rot, k_next, v_next))
-        pair["new_kv"].append((new_k, new_v))
-        pair["buffers"].append((k_next, v_next))
-        return self._finish(x, torch.cat(outs, dim=2) if len(outs) > 1 else outs[0], mods)
-
-    def _isolated_pair_attention(self, x, q_rot, k_rot, k, v, all_rows, mods, layer, cache, rotate_cached,
-                                 attn_cast, attend, pair):
-        """The attention and the rest of the block for part ``isolated_pair``: x is [previous target, clean |
-        next source | next target] (equal thirds; see :meth:`CrossFrameDiT._commit_and_forward_isolated`)."""
-        L, plan = pair["split"], pair["plan"]
-        dtypes = (k_rot.dtype, v.dtype) if attn_cast is None else (attn_cast, attn_cast)
-        src_k, src_v = cache.staged_source(layer)                     # the previous chunk's, from its first pass
-        new_k, new_v = cache.appended(layer, torch.cat([src_k, k[:, :, :L]], dim=2),
-                                      torch.cat([src_v, v[:, :, :L]], dim=2), plan)
-        q_rot = q_rot if attn_cast is None else q_rot.to(attn_cast)
-        outs = []
-        if all_rows:    # the previous target against [cache | its source | itself], as a target-only pass
-            k_buf, v_buf = cache.kv_buffers(layer, 2 * L, rotate_cached, k_rot[:, :, :L], v[:, :, :L], dtypes)
-            k_buf[:, :, -L:] = k_rot[:, :, :L]
-            v_buf[:, :, -L:] = v[:, :, :L]
-            outs.append(attend(q_rot[:, :, :L], k_buf, v_buf))
-        past = new_k.shape[2]           # the next chunk's buffers: the cache after the commit, then [source | target]
-        k_next = torch.empty(*new_k.shape[:2], past + 2 * L, k_rot.shape[-1], dtype=dtypes[0], device=k.device)
-        v_next = torch.empty(*new_v.shape[:2], past + 2 * L, v.shape[-1], dtype=dtypes[1], device=k.device)
-        k_next[:, :, :past] = rotate_cached(new_k, plan.chunks, plan.starts)
-        v_next[:, :, :past] = new_v
-        k_next[:, :, past:] = k_rot[:, :, L:]
-        v_next[:, :, past:] = v[:, :, L:]
-        if all_rows:    # the source is blind to its target
-            outs.append(attend(q_rot[:, :, L:2 * L], k_next[:, :, :past + L], v_next[:, :, :past + L]))
-        outs.append(attend(q_rot[:, :, 2 * L:] if all_rows else q_rot, k_next, v_next))
-        cache.stage(layer, k[:, :, 2 * L:], v[:, :, 2 * L:])
-        pair["source_kv"].append((k[:, :, L:2 * L], v[:, :, L:2 * L]))
+        if isolated:                    # the next chunk is [source | target], the source blind to its target
+            half = n_next // 2
+            if all_rows:
+                outs.append(attend(q_rot[:, :, n_prev:n_prev + half], k_next[:, :, :past + half],
+                                   v_next[:, :, :past + half]))
+            outs.append(attend(q_rot[:, :, n_prev + half:] if all_rows else q_rot, k_next, v_next))
+            cache.stage(layer, k[:, :, n_prev + half:], v[:, :, n_prev + half:])
+            pair["source_kv"].append((k[:, :, n_prev:n_prev + half], v[:, :, n_prev:n_prev + half]))
+        else:
+            outs.append(attend(q_rot[:, :, n_prev:] if all_rows else q_rot, k_next, v_next))
+            cache.stage(layer, k[:, :, n_prev:], v[:, :, n_prev:])
         pair["new_kv"].append((new_k, new_v))
         pair["buffers"].append((k_next, v_next))
         return self._finish(x, torch.cat(outs, dim=2) if len(outs) > 1 else outs[0], mods)
@@ -291,6 +274,18 @@ class DiTBlock(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
+
+class SourceMemoKey(NamedTuple):
+    """What a chunk's source K/V depend on besides tensor identities (see ``CrossFrameDiT._source_memo_key``)."""
+    image_size: tuple
+    frames: int
+    grid: tuple
+    dtype: torch.dtype
+    autocast: tuple
+    inference: bool
+    t0: float
+    versions: tuple
+
 
 Layout = Literal["interleaved", "prefix"]
 AttentionMode = Literal["bidirectional", "causal"]
@@ -516,6 +511,11 @@ class CrossFrameDiT(nn.Module):
         that commit. Returns the flow of ``x``, as ``self(x, sigma, cond, cache=cache)`` after
         ``write_cache(prev_x0, prev_cond, cache); cache.commit()`` would (to float rounding); the cache then holds
         chunk i and has chunk i + 1's K/V staged. Needs the cache state of chunk i's passes (no commit since).
+
+        With ``isolate_source`` the pass runs [chunk i target, clean | chunk i + 1 source | chunk i + 1 target]:
+        chunk i's source K/V are the ones its first pass staged, so only its target runs again, against
+        [cache | its source | itself] as a target-only pass would; chunk i is committed as [source | target], and
+        chunk i + 1 runs as its first ("both") pass would, its source staged and memoized for its later passes.
         """
         B, Fr, C, h, w = x.shape
         if prev_x0.shape != x.shape or prev_cond.source.shape != x.shape or cond.source.shape != x.shape:
@@ -525,86 +525,60 @@ class CrossFrameDiT(nn.Module):
         if Fr != self.chunk_frames:
             raise ValueError(f"cached forward takes one chunk of {self.chunk_frames} frames, got {Fr}")
         sigma = sigma.expand(B, Fr) if sigma.dim() == 2 else sigma.view(B, 1).expand(B, Fr)
-        if self.isolate_source:
-            return self._commit_and_forward_isolated(prev_x0, prev_cond, x, sigma, cond, cache)
+        isolated = self.isolate_source
+        if isolated:
+            self._check_isolated_fusion(cache, x.device)
         pt, ph, pw = self.patch
         grid = (h // ph, w // pw)
         n, Ft = grid[0] * grid[1], Fr // pt
-        tokens = self.patch_embed(torch.cat([self.patchify(t) for t in (prev_cond.source, prev_x0, cond.source, x)],
-                                            dim=1))                                   # [B, 4Ft, n, D]
+        # The previous chunk's rows: [source | target], or its target alone when its source K/V are staged.
+        prev = (prev_x0,) if isolated else (prev_cond.source, prev_x0)
+        G = len(prev) + 2                                                             # groups of Ft frames
+        tokens = self.patch_embed(torch.cat([self.patchify(t) for t in (*prev, cond.source, x)], dim=1))
         stream, camera_prev, _ = self._conditioning(prev_cond, Ft, grid, tokens.dtype, cache)
         _, camera, warp = self._conditioning(cond, Ft, grid, tokens.dtype, cache)
         memo = cache.scratch.get(("conditioning", id(self)))                          # the next chunk's
-        seq = (tokens + torch.cat([stream + camera_prev, stream + camera], dim=1)).reshape(B, 4 * Ft * n, self.dim)
-        times = self._layout(Ft, x.device)[1]
+        prev_embed = stream + camera_prev
+        prev_embed = prev_embed[:, Ft:] if isolated else prev_embed
+        seq = (tokens + torch.cat([prev_embed, stream + camera], dim=1)).reshape(B, G * Ft * n, self.dim)
+        times = self._layout(Ft, x.device)[1]                                         # [source, target] groups
         plan = cache.plan_commit(ChunkInfo(Ft, 2 * Ft * n, cache.next_t))
         zeros = torch.zeros_like(sigma[:, ::pt])
-        e, mods = self._time_conditioning(torch.cat([zeros, zeros, zeros, sigma[:, ::pt]], dim=1), seq.dtype, True)
-        rope = self.rope.tables(torch.cat([times + cache.query_t_start(), times + plan.query_t_start]), grid)
-        keep = torch.arange(3 * Ft, 4 * Ft, device=x.device)           # the head reads the next chunk's target
+        e, mods = self._time_conditioning(torch.cat([zeros] * (G - 1) + [sigma[:, ::pt]], dim=1), seq.dtype, True)
+        prev_times = times[Ft:] if isolated else times
+        rope = self.rope.tables(torch.cat([prev_times + cache.query_t_start(), times + plan.query_t_start]), grid)
+        keep = torch.arange((G - 1) * Ft, G * Ft, device=x.device)     # the head reads the next chunk's target
         rope_q = self.rope.tables(times[Ft:] + plan.query_t_start, grid)
         attend = lambda q, k, v: self.attention(q, k, v, MaskSpec.full())  # noqa: E731
         rotate = lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)  # noqa: E731
-        pair = {"split": 2 * Ft * n, "plan": plan, "new_kv": [], "buffers": []}
+        pair = {"split": (G - 2) * Ft * n, "plan": plan, "new_kv": [], "buffers": [],
+                "source_kv": [] if isolated else None}
         attn_cast = self._attention_cast(x.device)
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
             seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, keep if last else None,
                         rope_q if last else None, part="pair", pair=pair)
-        cache.install_commit(plan, pair["new_kv"], pair["buffers"])
+        cache.install_commit(plan, pair["new_kv"], pair["buffers"])     # keeps the next chunk's staged K/V
         if memo is not None:            # the next chunk's later passes reuse its conditioning
             cache.scratch[("conditioning", id(self))] = memo
-        return self._head(seq.view(B, Ft, n, self.dim), e[:, 3 * Ft:], x, sigma, warp)
+        if isolated:                    # ... and its source K/V
+            for i, (sk, sv) in enumerate(pair["source_kv"]):
+                cache.stage_source(i, sk, sv)
+            refs, key = self._source_memo_key(cond, Ft, grid, tokens.dtype, x.device,
+                                              float(times[0] + plan.query_t_start))
+            cache.scratch[("source", id(self))] = (refs, key, cache.current_buffers())
+        return self._head(seq.view(B, Ft, n, self.dim), e[:, (G - 1) * Ft:], x, sigma, warp)
 
-    def _commit_and_forward_isolated(self, prev_x0: Tensor, prev_cond: Cond, x: Tensor, sigma: Tensor, cond: Cond,
-                                     cache: KVCache) -> Tensor:
-        """:meth:`commit_and_forward` for a model with ``isolate_source``: one pass over [previous target, clean |
-        next source | next target]. The previous chunk's source K/V are the ones its first pass staged, so only
-        its target is run again: it attends to [cache | its source | itself] as a target-only pass would, the
-        chunk [source | target] is committed, and the next chunk runs as its first ("both") pass would against
-        the cache after the commit, leaving its source staged and reusable by its later passes."""
-        B, Fr, C, h, w = x.shape
-        pt, ph, pw = self.patch
-        grid = (h // ph, w // pw)
-        n, Ft = grid[0] * grid[1], Fr // pt
-        # The previous chunk's source K/V must sit in its KV buffers, written by its no-grad passes under the
-        # autocast and inference state of this pass (the memo of its source says so).
+    def _check_isolated_fusion(self, cache: KVCache, device: torch.device) -> None:
+        """The previous chunk's source K/V must sit in its KV buffers, written by its no-grad passes under the
+        autocast and inference state of this pass (the memo of its source says so)."""
         hit = cache.scratch.get(("source", id(self)))
         if (not cache.has_staged_source() or hit is None
                 or not all(a is b for a, b in zip(hit[2], cache.current_buffers()))
-                or hit[1][4:6] != (_autocast_state(x.device), torch.is_inference_mode_enabled())):
+                or (hit[1].autocast, hit[1].inference) != (_autocast_state(device), torch.is_inference_mode_enabled())):
             raise ValueError("commit_and_forward on an isolated-source model needs the previous chunk's passes in the "
                              "cache (its staged source K/V and KV buffers), run without gradients under the same "
                              "autocast and inference state: run its denoising passes first, as StreamingGenerator does")
-        tokens = self.patch_embed(torch.cat([self.patchify(t) for t in (prev_x0, cond.source, x)], dim=1))
-        stream, camera_prev, _ = self._conditioning(prev_cond, Ft, grid, tokens.dtype, cache)
-        stream, camera, warp = self._conditioning(cond, Ft, grid, tokens.dtype, cache)
-        memo = cache.scratch.get(("conditioning", id(self)))                          # the next chunk's
-        seq = (tokens + torch.cat([stream[:, Ft:] + camera_prev[:, Ft:], stream + camera], dim=1))
-        seq = seq.reshape(B, 3 * Ft * n, self.dim)
-        times = self._layout(Ft, x.device)[1]                                         # [source, target] groups
-        plan = cache.plan_commit(ChunkInfo(Ft, 2 * Ft * n, cache.next_t))
-        zeros = torch.zeros_like(sigma[:, ::pt])
-        e, mods = self._time_conditioning(torch.cat([zeros, zeros, sigma[:, ::pt]], dim=1), seq.dtype, True)
-        rope = self.rope.tables(torch.cat([times[Ft:] + cache.query_t_start(), times + plan.query_t_start]), grid)
-        keep = torch.arange(2 * Ft, 3 * Ft, device=x.device)           # the head reads the next chunk's target
-        rope_q = self.rope.tables(times[Ft:] + plan.query_t_start, grid)
-        attend = lambda q, k, v: self.attention(q, k, v, MaskSpec.full())  # noqa: E731
-        rotate = lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)  # noqa: E731
-        pair = {"split": Ft * n, "plan": plan, "new_kv": [], "buffers": [], "source_kv": []}
-        attn_cast = self._attention_cast(x.device)
-        for i, block in enumerate(self.blocks):
-            last = i == len(self.blocks) - 1
-            seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, keep if last else None,
-                        rope_q if last else None, part="isolated_pair", pair=pair)
-        cache.install_commit(plan, pair["new_kv"], pair["buffers"])     # keeps the next target's staged K/V
-        for i, (sk, sv) in enumerate(pair["source_kv"]):
-            cache.stage_source(i, sk, sv)
-        if memo is not None:            # the next chunk's later passes reuse its conditioning and its source
-            cache.scratch[("conditioning", id(self))] = memo
-        refs, key = self._source_memo_key(cond, Ft, grid, tokens.dtype, x.device, float(times[0] + plan.query_t_start))
-        cache.scratch[("source", id(self))] = (refs, key, cache.current_buffers())
-        return self._head(seq.view(B, Ft, n, self.dim), e[:, 2 * Ft:], x, sigma, warp)
 
     def _run(self, x: Tensor, sigma: Tensor, cond: Cond, cache: KVCache | None, stage_only: bool = False):
         B, Fr, C, h, w = x.shape
@@ -730,11 +704,11 @@ class CrossFrameDiT(nn.Module):
     def _source_memo_key(self, cond: Cond, Ft: int, grid: tuple[int, int], dtype: torch.dtype,
                          device: torch.device, t0: float) -> tuple[tuple, tuple]:
         """What a chunk's source K/V depend on (for reusing them across its no-grad passes): the tensors, by
-        identity, and a key of shapes, dtypes, autocast / inference state (entries 4 and 5), the chunk's first
-        time and versions."""
+        identity, and a key of shapes, dtypes, autocast / inference state, the chunk's first time and versions."""
         refs = (cond.source, cond.source_K, cond.target_K, *self.parameters())
-        key = (cond.image_size, Ft, grid, dtype, _autocast_state(device), torch.is_inference_mode_enabled(), t0,
-               tuple(None if t is None or t.is_inference() else t._version for t in refs))
+        key = SourceMemoKey(cond.image_size, Ft, grid, dtype, _autocast_state(device),
+                            torch.is_inference_mode_enabled(), t0,
+                            tuple(None if t is None or t.is_inference() else t._version for t in refs))
         return refs, key
 
     def precond_flow(self, x: Tensor, out: Tensor, sigma: Tensor) -> Tensor:
