@@ -226,24 +226,22 @@ class KVCache:
         self._staged_info = None
         self._drop_chunk_state()
 
-    def snapshot(self) -> tuple:
-        """Everything :meth:`restore` needs to undo what came after: the committed state (keys, values, chunks,
-        counters) and the chunk state (staged K/V, KV buffers, scratch). Cheap: commits build new tensors and
-        never write into cached ones, so holding references is enough. (A pass may write its own rows into the
-        current chunk's KV buffers; every pass writes those rows before it reads them.)"""
-        return (list(self.k), list(self.v), list(self.chunks), self.num_committed, self.next_t, list(self._staged),
-                list(self._staged_source), self._staged_info, list(self._rotated), list(self._buffers),
-                dict(self.scratch))
+    def snapshot(self) -> dict:
+        """Everything :meth:`restore` needs to undo what came after: every field (committed keys and values,
+        chunks, counters, staged K/V, KV buffers, scratch), lists and dicts copied one level deep. Cheap: commits
+        build new tensors and never write into cached ones, so holding references is enough. (A pass may write
+        its own rows into the current chunk's KV buffers; every pass writes those rows before it reads them.)"""
+        return {name: _shallow_copy(value) for name, value in vars(self).items()}
 
-    def restore(self, snapshot: tuple) -> None:
+    def restore(self, snapshot: dict) -> None:
         """Go back to a :meth:`snapshot` (an interrupted chunk leaves no trace)."""
-        (k, v, chunks, self.num_committed, self.next_t, staged, staged_source, self._staged_info, rotated, buffers,
-         scratch) = snapshot
-        self.k, self.v, self.chunks = list(k), list(v), list(chunks)
-        self._staged, self._staged_source = list(staged), list(staged_source)
-        self._rotated, self._buffers, self.scratch = list(rotated), list(buffers), dict(scratch)
+        self.__dict__.update({name: _shallow_copy(value) for name, value in snapshot.items()})
 
     def state(self) -> dict:
         """A summary for logs and tests (no tensors)."""
         return {"chunks": len(self.chunks), "tokens": self.num_tokens, "committed": self.num_committed,
                 "next_t": self.next_t, "sink": self.sink, "window": self.window, "rope": self.rope}
+
+
+def _shallow_copy(value):
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
