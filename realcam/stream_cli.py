@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from realcam import geometry
+from realcam.data.cli import at_least
 
 # The synthetic source arguments the tiny models were trained with (scripts/teacher_tiny.sh).
 TRAINING_SOURCE_ARGS = {"rig_mode": "offset", "novel_spread_deg": 25.0, "texture_scale": 2.0}
@@ -334,18 +335,6 @@ def load_generator(args: argparse.Namespace):
     return StreamingGenerator.from_checkpoint(path, **opts), str(path)
 
 
-def _at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
-        return value
-    return parse
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -376,13 +365,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bundle", help="bundle folder (default: the bundled realcam/assets/tiny_student)")
     g.add_argument("--ckpt", help="a Lightning .ckpt instead of a bundle (needs --config)")
     g.add_argument("--config", help="the training YAML of --ckpt")
-    g.add_argument("--steps", type=_at_least(1), default=None, help="denoising steps per chunk (default: the bundle's list)")
-    g.add_argument("--sink", type=_at_least(0), default=None, help="sink chunks of the KV cache (default: the model's)")
+    g.add_argument("--steps", type=at_least(1), default=None, help="denoising steps per chunk (default: the bundle's list)")
+    g.add_argument("--sink", type=at_least(0), default=None, help="sink chunks of the KV cache (default: the model's)")
     g.add_argument("--window", type=_window, default="default", help="rolling window chunks, or 'none' for unbounded "
                    "(default: the model's)")
     g.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = torch.autocast")
     g.add_argument("--device", default="cpu")
-    g.add_argument("--threads", type=_at_least(0), default=1, help="torch CPU threads (0: torch's default); tiny models "
+    g.add_argument("--threads", type=at_least(0), default=1, help="torch CPU threads (0: torch's default); tiny models "
                    "are fastest on one, since idle OpenMP workers spin on a shared CPU")
     g.add_argument("--seed", type=int, default=0, help="noise seed (the stream is deterministic given it)")
     g.add_argument("--no-fuse", dest="fuse", action="store_false",
@@ -403,16 +392,16 @@ def stream_parser() -> argparse.ArgumentParser:
                    help="builder spec (arc:left:30, pan:right:20, loop:orbit:20, ...) or a file: realcam JSON, "
                         "MultiCamVideo/ReCamMaster JSON (with --camera), RealEstate10K txt")
     p.add_argument("--camera", default=None, help="camera of a MultiCamVideo JSON, e.g. cam01")
-    p.add_argument("--frames", type=_at_least(1), default=None, help="frames to stream (synthetic default 16; video: all)")
-    p.add_argument("--start", type=_at_least(0), default=0, help="first video frame")
+    p.add_argument("--frames", type=at_least(1), default=None, help="frames to stream (synthetic default 16; video: all)")
+    p.add_argument("--start", type=at_least(0), default=0, help="first video frame")
     p.add_argument("--fps", type=_positive_float, default=None, help="source rate to stream at (default: the model's fps); "
                    "the video is subsampled by the nearest integer stride")
-    p.add_argument("--stride", type=_at_least(1), default=None, help="explicit video frame stride (overrides --fps)")
+    p.add_argument("--stride", type=at_least(1), default=None, help="explicit video frame stride (overrides --fps)")
     p.add_argument("--fov", type=_fov, default=60.0, help="the video's horizontal field of view, degrees")
     p.add_argument("--out", type=Path, required=True, help="generated video (mp4)")
     p.add_argument("--side-by-side", type=Path, default=None, help="source | generated [| ground truth] mp4")
     p.add_argument("--json", type=Path, default=None, help="timings and metrics (default: OUT with .json)")
-    p.add_argument("--scale", type=_at_least(1), default=1, help="nearest-neighbour upscaling of the written videos")
+    p.add_argument("--scale", type=at_least(1), default=1, help="nearest-neighbour upscaling of the written videos")
     _model_args(p)
     return p
 
@@ -585,13 +574,13 @@ def demo_parser() -> argparse.ArgumentParser:
                                 "camera loop with the bundled student; writes demo.mp4 (source | generated | ground "
                                 "truth), latency.png and demo.json, and prints FPS, latency, PSNR and loop PSNR.")
     p.add_argument("--out", default="runs/demo", help="output folder")
-    p.add_argument("--index", type=_at_least(0), default=0, help="held-out scene (split test)")
-    p.add_argument("--length", type=_at_least(2), default=17, help="frames (2 laps of 8 and the return to the start)")
+    p.add_argument("--index", type=at_least(0), default=0, help="held-out scene (split test)")
+    p.add_argument("--length", type=at_least(2), default=17, help="frames (2 laps of 8 and the return to the start)")
     p.add_argument("--loop", default="orbit", help="closed path: orbit, circle, square, pingpong_<pan|arc|...>")
     p.add_argument("--degrees", type=_positive_float, default=30.0, help="angular size of orbit/arc/pan loops")
     p.add_argument("--distance", type=_positive_float, default=0.5, help="size in metres of circle/square/dolly loops")
-    p.add_argument("--laps", type=_at_least(1), default=2)
-    p.add_argument("--scale", type=_at_least(1), default=4, help="nearest-neighbour upscaling of demo.mp4")
+    p.add_argument("--laps", type=at_least(1), default=2)
+    p.add_argument("--scale", type=at_least(1), default=4, help="nearest-neighbour upscaling of demo.mp4")
     _model_args(p)
     g = p.add_argument_group("from scratch (needs a repository checkout)")
     g.add_argument("--from-scratch", action="store_true", help="shards -> teacher -> ODE pairs -> ODE init -> DMD "
@@ -599,12 +588,12 @@ def demo_parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true", help="print the commands only")
     g.add_argument("--workdir", default="runs/demo_from_scratch", help="everything it writes goes here")
     g.add_argument("--repo", default=".", help="repository root (configs/ lives there)")
-    g.add_argument("--num-sequences", type=_at_least(1), default=256, help="training LoopAug sequences")
-    g.add_argument("--teacher-steps", type=_at_least(1), default=300)
-    g.add_argument("--ode-pairs", type=_at_least(1), default=128, help="teacher ODE trajectories")
-    g.add_argument("--ode-pair-steps", type=_at_least(1), default=20, help="teacher Euler steps per trajectory")
-    g.add_argument("--ode-steps", type=_at_least(1), default=150)
-    g.add_argument("--dmd-steps", type=_at_least(1), default=60)
+    g.add_argument("--num-sequences", type=at_least(1), default=256, help="training LoopAug sequences")
+    g.add_argument("--teacher-steps", type=at_least(1), default=300)
+    g.add_argument("--ode-pairs", type=at_least(1), default=128, help="teacher ODE trajectories")
+    g.add_argument("--ode-pair-steps", type=at_least(1), default=20, help="teacher Euler steps per trajectory")
+    g.add_argument("--ode-steps", type=at_least(1), default=150)
+    g.add_argument("--dmd-steps", type=at_least(1), default=60)
     return p
 
 

@@ -109,14 +109,17 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 8,12,16")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
+def at_least(low: int):
+    """An argparse type: an integer >= ``low`` (the realcam commands share it)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
+        return value
+    return parse
 
 
 def _json_dict(text: str) -> dict:
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--out", required=True, help="output directory (shards + index.json)")
     mk.add_argument("--seed", type=int, default=0)
     length = mk.add_mutually_exclusive_group()
-    length.add_argument("--length", type=_positive_int, help="steps per sequence (default 16)")
+    length.add_argument("--length", type=at_least(1), help="steps per sequence (default 16)")
     length.add_argument("--lengths", type=_int_list, help="several lengths, used equally often, e.g. 8,12,16")
     mk.add_argument("--height", type=int, default=64)
     mk.add_argument("--width", type=int, default=64)
@@ -164,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--out", help="write the results as JSON here")
     bn.add_argument("--height", type=int, default=64)
     bn.add_argument("--width", type=int, default=64)
-    bn.add_argument("--length", type=_positive_int, default=16)
+    bn.add_argument("--length", type=at_least(1), default=16)
     bn.add_argument("--num-samples", type=int, default=64)
     bn.add_argument("--batch-size", type=int, default=8)
     bn.add_argument("--workers", type=_int_list, default=[0, 2], help="num_workers values to time, e.g. 0,2")
