@@ -90,6 +90,7 @@ def open_video(path: str | Path, size: tuple[int, int], fov_deg: float, fps: flo
                start: int = 0, max_frames: int | None = None) -> SourceClip:
     """Every ``stride``-th frame of ``path`` (default: the stride closest to ``fps``) from ``start``, resized and
     centre-cropped to ``size`` as it is decoded (:class:`VideoFrames`)."""
+    from realcam.data.datamodule import resize_crop_geometry
     from realcam.data.video import count_video_frames, probe_video
 
     info = probe_video(path)
@@ -107,7 +108,7 @@ def open_video(path: str | Path, size: tuple[int, int], fov_deg: float, fps: flo
     decode_hw = (max(size[0], round(info.height * scale)), max(size[1], round(info.width * scale)))
     K_decoded = geometry.resize_intrinsics(geometry.fov_intrinsics(info.height, info.width, fov_deg),
                                            (info.height, info.width), decode_hw)
-    K = fit_frames(torch.zeros(1, *decode_hw, 3, dtype=torch.uint8), K_decoded, size)[1]
+    K = resize_crop_geometry(decode_hw, K_decoded, size, zoom=1.0, top_frac=0.5, left_frac=0.5)[2]
     frames = VideoFrames(str(path), start, stride, count, decode_hw, tuple(size), K_decoded)
     indices = [start + k * stride for k in range(count)]
     return SourceClip(frames, K, info.fps / stride, indices,

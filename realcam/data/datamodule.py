@@ -84,21 +84,30 @@ def resize_crop(frames: Tensor, K: Tensor, out_hw: tuple[int, int], zoom: float,
     Resize so the frame covers ``out_hw`` times ``zoom`` (aspect kept), then crop ``out_hw`` at
     (top_frac, left_frac) of the slack. K follows both steps exactly.
     """
+    new_hw, (top, left), K = resize_crop_geometry(tuple(frames.shape[1:3]), K, out_hw, zoom, top_frac, left_frac)
+    x = frames.permute(0, 3, 1, 2).float()
+    if new_hw != tuple(frames.shape[1:3]):
+        x = F.interpolate(x, size=new_hw, mode="bilinear", align_corners=False, antialias=True)
+    if (top, left) != (0, 0) or new_hw != tuple(out_hw):
+        x = x[:, :, top:top + out_hw[0], left:left + out_hw[1]]
+    return x.round_().clamp_(0, 255).to(torch.uint8), K
+
+
+def resize_crop_geometry(in_hw: tuple[int, int], K: Tensor, out_hw: tuple[int, int], zoom: float, top_frac: float,
+                         left_frac: float) -> tuple[tuple[int, int], tuple[int, int], Tensor]:
+    """What :func:`resize_crop` does to a frame of size ``in_hw``, without the pixels: (resized size, crop
+    offset (top, left), K of the output pixels)."""
     from realcam.geometry import crop_intrinsics, resize_intrinsics
 
-    H, W = frames.shape[1:3]
-    h, w = out_hw
+    (H, W), (h, w) = in_hw, out_hw
     scale = max(h / H, w / W) * zoom
     new_hw = (max(h, round(H * scale)), max(w, round(W * scale)))
-    x = frames.permute(0, 3, 1, 2).float()
     if new_hw != (H, W):
-        x = F.interpolate(x, size=new_hw, mode="bilinear", align_corners=False, antialias=True)
         K = resize_intrinsics(K, (H, W), new_hw)
     top, left = round((new_hw[0] - h) * top_frac), round((new_hw[1] - w) * left_frac)
     if (top, left) != (0, 0) or new_hw != (h, w):
-        x = x[:, :, top:top + h, left:left + w]
         K = crop_intrinsics(K, top, left)
-    return x.round_().clamp_(0, 255).to(torch.uint8), K
+    return new_hw, (top, left), K
 
 
 def normalize_frames(batch: dict[str, Any]) -> RealcamBatch:
