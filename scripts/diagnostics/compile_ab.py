@@ -5,7 +5,7 @@ Usage, from the repository root:  python scripts/diagnostics/compile_ab.py [STEP
 import sys, time, statistics, torch, numpy as np
 import torch.nn.functional as F
 from realcam.streaming import StreamingGenerator
-from realcam.modules import backbone as bb
+from realcam.modules import block as bb
 from realcam.modules.rope import Rope3D
 torch.set_num_threads(2)
 try:
