@@ -17,7 +17,7 @@ TOOL_COMMANDS = {
     "data": "realcam.data.cli:main",
     "bench": "realcam.bench:main",
     "stream": "realcam.stream_cli:stream_main",
-    "demo": "realcam.stream_cli:demo_main",
+    "demo": "realcam.demo_cli:demo_main",
     "export": "realcam.stream_cli:export_main",
 }
 

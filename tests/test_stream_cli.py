@@ -8,7 +8,8 @@ import torch
 
 from realcam.cli import main
 from realcam.data.video import read_video
-from realcam.stream_cli import FROM_SCRATCH_FILES, demo_parser, from_scratch_plan, parse_source_spec
+from realcam.demo_cli import FROM_SCRATCH_FILES, demo_parser, from_scratch_plan
+from realcam.stream_cli import parse_source_spec
 from tests.test_streaming import make_bundle
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
