@@ -85,12 +85,19 @@ class VideoWriter:
     under a temporary name and renamed by :meth:`close`, so a killed run never leaves a truncated mp4 behind;
     :meth:`abort` (or an exception inside a ``with`` block) removes it. yuv420p when H and W are even (plays
     everywhere), else yuv444p, which 4:2:0 cannot represent. ``crf=0`` is lossless in luma only.
+
+    ``reproducible=True`` (the default) makes the bytes a function of the frames alone: libx264's macroblock-tree
+    rate control gives a different file on about half of repeated encodes of the same frames (even with one
+    thread), so it is turned off, at the cost of files about a third larger at the same crf. Pass ``False`` for
+    the smaller files when byte-identical reruns do not matter.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18, codec: str = "libx264"):
+    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18, codec: str = "libx264",
+                 reproducible: bool = True):
         if not fps > 0:
             raise ValueError(f"fps={fps} must be > 0")
         self.path, self.fps, self.crf, self.codec = Path(path), fps, crf, codec
+        self.reproducible = reproducible
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
         self.frames_written = 0
         self._container = self._stream = None
@@ -111,18 +118,24 @@ class VideoWriter:
             raise ValueError(f"frames are {x.shape[1]}x{x.shape[2]} but {self.path} was started at "
                              f"{self._hw[0]}x{self._hw[1]}: every frame of a video needs the same size")
         for frame in x:
-            for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
-                                                                         format="rgb24")):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts, vf.time_base = self.frames_written, self._time_base          # frame i at i / fps
+            for packet in self._stream.encode(vf):
                 self._container.mux(packet)
-        self.frames_written += len(x)
+            self.frames_written += 1
 
     def _start(self, H: int, W: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self.tmp), mode="w", format="mp4")
-        self._stream = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
+        rate = Fraction(self.fps).limit_denominator(1001)
+        self._stream = self._container.add_stream(self.codec, rate=rate)
+        self._time_base = 1 / rate
         self._stream.width, self._stream.height = W, H
         self._stream.pix_fmt = "yuv420p" if H % 2 == 0 and W % 2 == 0 else "yuv444p"
-        self._stream.options = {"crf": str(int(self.crf))}
+        options = {"crf": str(int(self.crf))}
+        if self.reproducible and self.codec == "libx264":
+            options["x264-params"] = "mbtree=0"
+        self._stream.options = options
         self._hw = (H, W)
 
     def close(self) -> Path:
@@ -160,12 +173,12 @@ class VideoWriter:
 
 
 def write_video(path: str | os.PathLike, frames: Tensor | np.ndarray, fps: float, crf: int = 18,
-                codec: str = "libx264") -> Path:
+                codec: str = "libx264", reproducible: bool = True) -> Path:
     """Encode uint8 [T, H, W, 3] RGB frames to an H.264 mp4 and return the path (see :class:`VideoWriter`)."""
     x = frames.numpy() if torch.is_tensor(frames) else np.asarray(frames)
     if x.ndim != 4 or x.shape[0] < 1:
         raise ValueError(f"frames has shape {x.shape}: expected [T, H, W, 3] with T >= 1")
-    with VideoWriter(path, fps, crf, codec) as writer:
+    with VideoWriter(path, fps, crf, codec, reproducible) as writer:
         writer.write(x)
     return writer.path
 
