@@ -52,7 +52,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "."
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}{hint} Registered: {', '.join(self.list()) or '(none)'}"
             ) from None

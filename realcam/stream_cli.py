@@ -124,7 +124,15 @@ def parse_source_spec(spec: str) -> dict[str, Any]:
         key, eq, value = item.partition("=")
         if not eq or key not in out:
             raise ValueError(f"--source {spec!r}: {item!r} is not one of seed=N, index=I, split=S")
-        out[key] = value if key == "split" else int(value)
+        if key == "split":
+            out[key] = value
+            continue
+        try:
+            out[key] = int(value)
+        except ValueError:
+            raise ValueError(f"--source {spec!r}: {key}={value!r} is not an integer; write {key}=3") from None
+        if out[key] < 0:
+            raise ValueError(f"--source {spec!r}: {key}={value} is negative; {key} counts from 0")
     return out
 
 
@@ -344,6 +352,15 @@ def positive_float(text: str) -> float:
     return value
 
 
+def mp4_path(text: str) -> Path:
+    """An output video path: the writer always makes an H.264 mp4, so the name has to say so."""
+    path = Path(text)
+    if path.suffix.lower() != ".mp4":
+        raise argparse.ArgumentTypeError(f"{text!r}: the video is written as an H.264 mp4; give a name ending "
+                                         f"in .mp4 (for example {path.with_suffix('.mp4').name})")
+    return path
+
+
 def _fov(text: str) -> float:
     value = positive_float(text)
     if value >= 180:
@@ -397,8 +414,8 @@ def stream_parser() -> argparse.ArgumentParser:
                    "the video is subsampled by the nearest integer stride")
     p.add_argument("--stride", type=at_least(1), default=None, help="explicit video frame stride (overrides --fps)")
     p.add_argument("--fov", type=_fov, default=60.0, help="the video's horizontal field of view, degrees")
-    p.add_argument("--out", type=Path, required=True, help="generated video (mp4)")
-    p.add_argument("--side-by-side", type=Path, default=None, help="source | generated [| ground truth] mp4")
+    p.add_argument("--out", type=mp4_path, required=True, help="generated video (.mp4)")
+    p.add_argument("--side-by-side", type=mp4_path, default=None, help="source | generated [| ground truth] mp4")
     p.add_argument("--json", type=Path, default=None, help="timings and metrics (default: OUT with .json)")
     p.add_argument("--scale", type=at_least(1), default=1, help="nearest-neighbour upscaling of the written videos")
     add_model_args(p)

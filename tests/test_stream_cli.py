@@ -134,10 +134,15 @@ def test_stream_errors_are_clear(bundle, tmp_path, capsys):
     assert main([*args, "--source", "webcam:0"]) == 2
     assert "--video PATH" in capsys.readouterr().err
     assert parse_source_spec("synthetic:seed=4,split=val") == {"seed": 4, "index": 0, "split": "val"}
+    for spec, needle in [("synthetic:seed=x", "seed='x' is not an integer"), ("synthetic:index=-1", "index=-1 is "
+                         "negative"), ("synthetic:sed=1", "'sed=1' is not one of")]:
+        assert main([*args, "--source", spec, "--trajectory", "arc:left:30"]) == 2
+        assert needle in capsys.readouterr().err
     # values that used to fall back to a default (0 for --frames / --fps) or crash later (--scale 0) are refused
     for flag, value, needle in [("--frames", "0", "0 must be >= 1"), ("--fps", "0", "must be a positive number"),
                                 ("--fov", "180", "field of view must be in (0, 180)"), ("--scale", "0", ">= 1"),
-                                ("--stride", "0", ">= 1")]:
+                                ("--stride", "0", ">= 1"), ("--out", "o.txt", "ending in .mp4 (for example o.mp4)"),
+                                ("--side-by-side", "s.avi", "ending in .mp4")]:
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--source", "synthetic:seed=0", flag, value])
         err = capsys.readouterr().err
