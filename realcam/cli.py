@@ -24,10 +24,26 @@ TOOL_COMMANDS = {
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
+SUMMARIES = {
+    "fit": "train a teacher or student from a YAML config (LightningCLI; --ckpt_path resumes)",
+    "validate": "run the validation loop of a config on a checkpoint",
+    "test": "evaluate a checkpoint (PSNR/SSIM/LPIPS, loop closure, pose error) and write a report",
+    "predict": "run a config's predict loop on a checkpoint",
+    "data": "make-shards | check | bench | make-ode-pairs: training data and its checks",
+    "bench": "streaming FPS and latency, teacher vs student, attention backends, FLOP/s (table + JSON)",
+    "stream": "re-render a video (or a synthetic scene) along a camera trajectory, frame by frame",
+    "demo": "stream a held-out scene with the bundled tiny student (--from-scratch: the whole pipeline)",
+    "export": "write a checkpoint as a streaming bundle (config.yaml + model.safetensors)",
+}
+
 
 def _usage() -> str:
-    commands = ", ".join([*LIGHTNING_COMMANDS, *sorted(TOOL_COMMANDS)])
-    return f"usage: realcam {{{commands}}} ...\n  realcam <command> --help for details"
+    commands = [*LIGHTNING_COMMANDS, *sorted(TOOL_COMMANDS)]
+    width = max(map(len, commands))
+    lines = [f"usage: realcam {{{', '.join(commands)}}} ...", "", "commands:"]
+    lines += [f"  {name:<{width}}  {SUMMARIES.get(name, '')}".rstrip() for name in commands]
+    lines += ["", "realcam <command> --help for its options; realcam --version; docs/cli.md"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,11 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"realcam {__version__} (torch {torch.__version__})")
         return 0
     command = argv[0]
-    if argv[:2] == ["data", "make-ode-pairs"]:
-        # Needs a teacher (model code), so it lives in realcam.systems; data/ stays model-free.
-        from realcam.systems.ode_cli import main as make_ode_pairs
-
-        return int(make_ode_pairs(argv[2:]) or 0)
     if command in LIGHTNING_COMMANDS:
         from realcam.lightning_cli import main as lightning_main
 

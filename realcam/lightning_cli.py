@@ -38,9 +38,19 @@ class RealcamCLI(LightningCLI):
 
     def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if "weights_only" in {a.dest for a in parser._actions}:
+        dests = {a.dest for a in parser._actions}
+        if "weights_only" in dests:
             parser.set_defaults(weights_only=True)
+        if subcommand == "predict" and "return_predictions" in dests:
+            parser.set_defaults(return_predictions=False)     # PredictionWriter writes them; memory stays flat
         return parser
+
+    def before_predict(self) -> None:
+        """A run without a PredictionWriter would generate and throw the videos away: add the default one."""
+        from realcam.systems.evaluation import PredictionWriter
+
+        if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(PredictionWriter())
 
 
 def _model_overrides(argv: list[str]) -> dict:

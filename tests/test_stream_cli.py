@@ -245,4 +245,12 @@ def test_version_and_usage(capsys):
 
     assert main(["--version"]) == 0 and f"realcam {realcam.__version__}" in capsys.readouterr().out
     assert main([]) == 0 and "realcam <command> --help" in capsys.readouterr().out
+    from realcam.cli import LIGHTNING_COMMANDS, SUMMARIES, TOOL_COMMANDS
+    assert set(SUMMARIES) == {*LIGHTNING_COMMANDS, *TOOL_COMMANDS}           # every command has its line
+    with pytest.raises(SystemExit):
+        main(["data", "--help"])
+    assert "make-ode-pairs" in capsys.readouterr().out                       # listed, though it lives in systems/
+    with pytest.raises(SystemExit):
+        main(["data", "make-ode-pairs", "--help"])
+    assert "--teacher" in capsys.readouterr().out
     assert main(["nope"]) == 2 and "unknown command 'nope'" in capsys.readouterr().err

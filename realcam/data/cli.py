@@ -134,7 +134,7 @@ def _json_dict(text: str) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="realcam data", description="Make, check and benchmark LoopSequence "
-                                     "shards (format: docs/data.md).")
+                                     "shards (format: docs/data.md), and make the student's ODE pairs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     mk = sub.add_parser("make-shards", help="render LoopAug sequences into WebDataset tar shards")
@@ -165,13 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     bn = sub.add_parser("bench", help="renderer (clips/s) and loader (samples/s) throughput")
     bn.add_argument("--out", help="write the results as JSON here")
-    bn.add_argument("--height", type=int, default=64)
-    bn.add_argument("--width", type=int, default=64)
+    bn.add_argument("--height", type=at_least(1), default=64)
+    bn.add_argument("--width", type=at_least(1), default=64)
     bn.add_argument("--length", type=at_least(1), default=16)
-    bn.add_argument("--num-samples", type=int, default=64)
-    bn.add_argument("--batch-size", type=int, default=8)
+    bn.add_argument("--num-samples", type=at_least(1), default=64)
+    bn.add_argument("--batch-size", type=at_least(1), default=8)
     bn.add_argument("--workers", type=_int_list, default=[0, 2], help="num_workers values to time, e.g. 0,2")
-    bn.add_argument("--render-repeats", type=int, default=5)
+    bn.add_argument("--render-repeats", type=at_least(1), default=5)
+
+    # Listed here for --help; main() hands it to realcam.systems.ode_cli, which has the options (it needs a
+    # teacher, so model code, which realcam.data does not import).
+    sub.add_parser("make-ode-pairs", add_help=False,
+                   help="run a trained teacher's sampler over shards and store (noisy, clean) ODE pairs for the "
+                        "student's ODE initialization (realcam data make-ode-pairs --help)")
     return parser
 
 
@@ -191,6 +197,10 @@ def _check(directory: str, frame_tol: float) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["make-ode-pairs"]:
+        from realcam.systems.ode_cli import main as make_ode_pairs
+
+        return int(make_ode_pairs(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "make-shards":

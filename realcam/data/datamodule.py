@@ -301,11 +301,13 @@ class _EpochLoader(DataLoader):
 
 # -- the DataModule ---------------------------------------------------------------------------------------------
 class RealcamDataModule(L.LightningDataModule):
-    """LoopSequence shards for fit / validate / test.
+    """LoopSequence shards for fit / validate / test / predict.
 
     Args:
         train_shards / val_shards / test_shards: shard paths, brace patterns (``DIR/train-{000000..000009}.tar``)
             or globs, or lists of them; every path must exist.
+        predict_shards: what ``realcam predict`` generates for, read like test (every sample once, centre
+            crops, the first steps); None uses ``test_shards``.
         batch_size: samples per batch (per rank).
         num_workers: DataLoader worker processes per rank.
         image_size: (H, W) of returned frames; None keeps the stored size (then all shards must share it).
@@ -320,7 +322,8 @@ class RealcamDataModule(L.LightningDataModule):
     """
 
     def __init__(self, train_shards: str | list[str] | None = None, val_shards: str | list[str] | None = None,
-                 test_shards: str | list[str] | None = None, batch_size: int = 4, num_workers: int = 2,
+                 test_shards: str | list[str] | None = None, predict_shards: str | list[str] | None = None,
+                 batch_size: int = 4, num_workers: int = 2,
                  image_size: tuple[int, int] | None = None, max_zoom: float = 1.0,
                  length_buckets: list[int] | None = None, train_batches_per_epoch: int | None = None,
                  shuffle_buffer: int = 16, seed: int = 0,
@@ -336,7 +339,10 @@ class RealcamDataModule(L.LightningDataModule):
         if length_buckets is not None and (not length_buckets or min(length_buckets) < 1):
             raise ValueError(f"length_buckets={length_buckets}: expected a non-empty list of positive lengths")
         self.urls = {split: expand_urls(arg, f"{split}_shards") if arg is not None else None
-                     for split, arg in (("train", train_shards), ("val", val_shards), ("test", test_shards))}
+                     for split, arg in (("train", train_shards), ("val", val_shards), ("test", test_shards),
+                                        ("predict", predict_shards))}
+        if self.urls["predict"] is None:
+            self.urls["predict"] = self.urls["test"]
         self.batch_size, self.num_workers = batch_size, num_workers
         self.image_size = tuple(image_size) if image_size is not None else None
         self.max_zoom, self.length_buckets = max_zoom, length_buckets
@@ -368,7 +374,9 @@ class RealcamDataModule(L.LightningDataModule):
         """The split's batch stream, made once per (rank, world) so its epoch counter survives loader reloads."""
         urls = self.urls[split]
         if urls is None:
-            raise ValueError(f"{split}_shards is not set: pass RealcamDataModule({split}_shards='DIR/{split}-*.tar')")
+            also = " (or test_shards)" if split == "predict" else ""
+            raise ValueError(f"{split}_shards{also} is not set: pass RealcamDataModule({split}_shards="
+                             f"'DIR/{split}-*.tar') (on the command line --data.init_args.{split}_shards)")
         rank, world = self._rank_world()
         stream = self._streams.get(split)
         if stream is None or (stream.rank, stream.world_size) != (rank, world):
@@ -401,6 +409,9 @@ class RealcamDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
 
 
 def count_samples(urls: list[str]) -> int:

@@ -1,12 +1,22 @@
-"""Evaluation shared by every system: metrics with the source-copy floor, reports, side-by-side videos."""
+"""Evaluation shared by every system: metrics with the source-copy floor, reports, side-by-side videos, and
+the videos ``realcam predict`` writes."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from realcam import metrics
+
+
+def safe_name(raw: Any, fallback: str) -> str:
+    """A shard key as a file name: keys come from shards, so nothing that could act as a path survives."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(raw)).strip(".") or fallback
 
 
 class VideoEvaluator(nn.Module):
@@ -38,8 +48,7 @@ class VideoEvaluator(nn.Module):
         for b in range(generated.shape[0]):
             if self.videos_saved >= limit:
                 break
-            raw = str(batch.get("key", [f"video{b}"] * generated.shape[0])[b])
-            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", raw) or f"video{b}"   # keys come from shards: no paths
+            name = safe_name(batch.get("key", [f"video{b}"] * generated.shape[0])[b], f"video{b}")
             paths.append(metrics.save_side_by_side(Path(folder) / f"{name}.mp4", batch["source"][b],
                                                    generated[b], batch["target"][b], fps=self.fps))
             self.videos_saved += 1
@@ -68,6 +77,10 @@ class EvaluatesVideos:
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """The generated videos [B, T, 3, H, W] in [-1, 1]; :class:`PredictionWriter` writes them out."""
+        return {"generated": self.generate(batch), "meta": self.report_meta()}
+
     def on_validation_epoch_start(self) -> None:
         self.evaluator.reset()
 
@@ -90,3 +103,91 @@ class EvaluatesVideos:
             path = Path(self.trainer.log_dir) / f"{stage}_report.json"
             self.evaluator.write_report(path, results, {"stage": stage, "global_step": self.global_step,
                                                         **self.report_meta()})
+
+
+class PredictionWriter(Callback):
+    """Writes what ``realcam predict`` generates, batch by batch, so memory stays flat however many videos.
+
+    For each sample, under ``output_dir`` (default ``<log dir>/predictions``): ``<key>.mp4``, the generated
+    video; ``<key>_sbs.mp4``, source | generated | ground truth (``side_by_side``); ``<key>.npy``, the generated
+    frames as uint8 [T, H, W, 3] (``save_frames``, lossless, for your own metrics). ``index.json`` lists every
+    video with its PSNR against the ground truth and the source-copy PSNR (``index.rank<r>.json`` per rank under
+    DDP). ``realcam predict`` adds one with the defaults when the config names none.
+    """
+
+    def __init__(self, output_dir: str | None = None, side_by_side: bool = True, save_frames: bool = False,
+                 fps: float = 8.0):
+        super().__init__()
+        if not fps > 0:
+            raise ValueError(f"PredictionWriter fps={fps}: must be > 0")
+        self.output_dir, self.side_by_side, self.save_frames, self.fps = output_dir, side_by_side, save_frames, fps
+        self.rows: list[dict] = []
+        self.meta: dict = {}
+        self._names: set[str] = set()
+
+    def folder(self, trainer) -> Path:
+        if self.output_dir is not None:
+            return Path(self.output_dir)
+        return Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
+
+    def on_predict_epoch_start(self, trainer, pl_module) -> None:
+        self.rows, self.meta, self._names = [], {}, set()
+
+    def _unique(self, name: str) -> str:
+        out, n = name, 1
+        while out in self._names:                     # the same key in two shards keeps both videos
+            n += 1
+            out = f"{name}-{n}"
+        self._names.add(out)
+        return out
+
+    def on_predict_batch_end(self, trainer, pl_module, prediction, batch, batch_idx, dataloader_idx=0) -> None:
+        from realcam.data.video import write_video
+
+        generated = prediction["generated"].detach().float().cpu()
+        self.meta = prediction.get("meta") or self.meta
+        source, target = batch["source"].detach().float().cpu(), batch["target"].detach().float().cpu()
+        folder = self.folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        for b in range(generated.shape[0]):
+            key = batch["key"][b] if "key" in batch else f"batch{batch_idx:05d}-{b}"
+            name = self._unique(safe_name(key, f"batch{batch_idx:05d}-{b}"))
+            frames = metrics.to_uint8_frames(generated[b], "generated")
+            files = {"video": write_video(folder / f"{name}.mp4", frames, fps=self.fps).name}
+            if self.side_by_side:
+                files["side_by_side"] = metrics.save_side_by_side(folder / f"{name}_sbs.mp4", source[b],
+                                                                  generated[b], target[b], fps=self.fps).name
+            if self.save_frames:
+                files["frames"] = _save_npy(folder / f"{name}.npy", frames.numpy()).name
+            unit = metrics.to_unit
+            self.rows.append({
+                "key": str(key), "name": name,
+                **{k: str(batch[k][b]) for k in ("scene_id", "strategy") if k in batch},
+                "frames": int(generated.shape[1]), "height": int(generated.shape[3]),
+                "width": int(generated.shape[4]),
+                "psnr": float(metrics.frame_psnr(unit(generated[b]), unit(target[b])).mean()),
+                "source_copy_psnr": float(metrics.frame_psnr(unit(source[b]), unit(target[b])).mean()),
+                "files": files,
+            })
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        if not self.rows:
+            return
+        name = "index.json" if trainer.world_size == 1 else f"index.rank{trainer.global_rank}.json"
+        summary = {"videos": len(self.rows),
+                   "psnr": float(np.mean([r["psnr"] for r in self.rows])),
+                   "source_copy_psnr": float(np.mean([r["source_copy_psnr"] for r in self.rows]))}
+        metrics.write_report(self.folder(trainer) / name, summary,
+                             {"stage": "predict", "global_step": pl_module.global_step, "fps": self.fps,
+                              **self.meta, "videos": self.rows})
+
+
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

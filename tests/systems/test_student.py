@@ -1,4 +1,5 @@
 """The student through ``realcam fit/test``: ODE init and Self-Forcing DMD smoke runs, exact kill-and-resume."""
+import json
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,10 @@ def test_ode_init_then_dmd_then_test(tiny_shards, teacher_weights, tmp_path):
     realcam(["test", *dmd_args(tiny_shards, dmd_root, teacher_weights), "--ckpt_path", str(ckpt)])
     report = next(dmd_root.rglob("test_report.json")).read_text()
     assert '"sampler": "causal_rollout"' in report and "baseline/source_copy/psnr" in report
+    realcam(["predict", *dmd_args(tiny_shards, tmp_path / "predict", teacher_weights), "--ckpt_path", str(ckpt)])
+    index = json.loads(next((tmp_path / "predict").rglob("predictions/index.json")).read_text())
+    assert index["extra"]["sampler"] == "causal_rollout" and index["metrics"]["videos"] == 4
+    assert all(r["frames"] == 4 and r["psnr"] > 5 for r in index["extra"]["videos"])
 
 
 def test_dmd_killed_run_resumes_exactly(tiny_shards, teacher_weights, tmp_path):

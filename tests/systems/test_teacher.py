@@ -53,6 +53,45 @@ def test_fit_two_steps_then_test_writes_a_report(tiny_shards, tmp_path):
     assert report["extra"]["sample_steps"] == 2
 
 
+def test_predict_writes_every_video_and_an_index(tiny_shards, tmp_path):
+    """realcam predict: a video, a side-by-side and an index row per sample, with no callback configured; with
+    PredictionWriter(save_frames=True) the stored frames are the ones the index scores."""
+    import numpy as np
+    from realcam import metrics
+    from realcam.data.datamodule import RealcamDataModule
+    from realcam.data.video import read_video
+
+    realcam(["fit", *tiny_args(tiny_shards, tmp_path / "fit", "--trainer.max_steps", "1",
+                               "--trainer.limit_val_batches", "0")])
+    ckpt = str(next((tmp_path / "fit").rglob("last.ckpt")))
+    realcam(["predict", *tiny_args(tiny_shards, tmp_path / "default"), "--ckpt_path", ckpt])
+    folder = next((tmp_path / "default").rglob("predictions"))
+    index = json.loads((folder / "index.json").read_text())
+    rows = index["extra"]["videos"]
+    assert [r["key"] for r in rows] == [f"val{i:04d}" for i in range(4)] and index["metrics"]["videos"] == 4
+    assert index["extra"]["sample_steps"] == 2 and index["extra"]["stage"] == "predict"
+    for row in rows:
+        assert read_video(folder / row["files"]["video"]).shape == (4, 16, 16, 3)
+        assert read_video(folder / row["files"]["side_by_side"]).shape == (4, 16, 3 * 16 + 4, 3)
+    writer = [{"class_path": "realcam.systems.evaluation.PredictionWriter",
+               "init_args": {"output_dir": str(tmp_path / "out"), "side_by_side": False, "save_frames": True}}]
+    realcam(["predict", *tiny_args(tiny_shards, tmp_path / "custom"), "--ckpt_path", ckpt,
+             "--data.init_args.predict_shards", str(tiny_shards / "train-000000.tar"),
+             "--trainer.callbacks", json.dumps(writer)])
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    rows = {r["key"]: r for r in index["extra"]["videos"]}
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == sorted(f"{k}.mp4" for k in rows)
+    batch = next(iter(RealcamDataModule(test_shards=str(tiny_shards / "train-000000.tar"), batch_size=2,
+                                        num_workers=0, image_size=(16, 16), length_buckets=[4],
+                                        log_corrupt=False).test_dataloader()))
+    for b, key in enumerate(batch["key"]):
+        frames = torch.from_numpy(np.load(tmp_path / "out" / rows[key]["files"]["frames"]))
+        generated = frames.permute(0, 3, 1, 2).float() / 127.5 - 1
+        psnr = metrics.frame_psnr(metrics.to_unit(generated), metrics.to_unit(batch["target"][b])).mean()
+        assert abs(float(psnr) - rows[key]["psnr"]) < 0.05      # the index scores the frames it wrote (uint8)
+    assert not list(tmp_path.joinpath("custom").rglob("predictions")), "a configured writer replaces the default"
+
+
 def test_command_line_model_overrides_beat_the_checkpoint_hyperparameters(tiny_shards, tmp_path):
     """Lightning fills the model config from the checkpoint; what the user types explicitly must still win."""
     realcam(["fit", *tiny_args(tiny_shards, tmp_path / "fit", "--trainer.max_steps", "1",
