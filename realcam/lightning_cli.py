@@ -9,6 +9,8 @@ samples with 10 steps.
 """
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import yaml
 from lightning.pytorch.cli import LightningCLI
@@ -68,17 +70,27 @@ def _model_overrides(argv: list[str]) -> dict:
     return out
 
 
+# Lightning warnings about things realcam does on purpose; the command hides them so real ones stand out.
+EXPECTED_WARNINGS = (
+    r"Found \d+ module\(s\) in eval mode",          # EMA shadows, frozen real scores and the metrics nets
+    r"Your `IterableDataset` has `__len__` defined",  # ShardStream splits shards per (rank, worker) itself
+)
+
+
 def main(argv: list[str]) -> int:
     import realcam.data.datamodule  # noqa: F401  (importable default for data.class_path)
     import realcam.systems  # noqa: F401
 
-    RealcamCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    with warnings.catch_warnings():
+        for message in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        RealcamCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=argv,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
     return 0
