@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from jsonargparse import ArgumentParser
@@ -66,12 +67,13 @@ def test_loopaug_example_revisits_as_its_comment_says():
     assert list(revisit.items())[:2] == [(12, 10), (13, 9)] and list(revisit.items())[-2:] == [(22, 0), (23, 1)]
 
 
-def test_data_format_reader_reads_our_shards_with_plain_tar_and_numpy(tmp_path):
+@pytest.mark.parametrize("frame_format", ["npy", "png", "mp4"])
+def test_data_format_reader_reads_our_shards_with_plain_tar_and_numpy(tmp_path, frame_format):
     """docs/data.md's stand-alone reader (tar + numpy, no realcam) gives the loader's arrays."""
     from realcam.data.shards import read_shard
     from tests.systems.conftest import make_shards
 
-    make_shards(tmp_path, "train", 3)
+    make_shards(tmp_path, "train", 3, frame_format=frame_format)
     shard = sorted(tmp_path.glob("*.tar"))[0]
     code = blocks("docs/data.md")[0]
     scope: dict = {}

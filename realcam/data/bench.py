@@ -1,6 +1,8 @@
-"""Data throughput: the synthetic renderer (clips/s) and the shard loader (samples/s), tiny preset by default.
+"""Data throughput: the synthetic renderer (clips/s) and the shard loader (samples/s), tiny preset by default,
+and, given a real video, what each shard frame format costs on it (bytes, encode/decode time, PSNR).
 
     realcam data bench --out bench.json
+    realcam data bench --codec-video clip.mp4 --codec-size 480x832 --codec-frames 81
 
 The loader is timed on shards it first writes from the real ``synthetic`` source and LoopAug strategies, per
 frame format and ``num_workers``. Each row iterates two training epochs of the same DataModule: the first
@@ -20,7 +22,7 @@ import torch
 
 def print_table(title: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     def fmt(v: Any) -> str:
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
+        return "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
     cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
@@ -32,7 +34,7 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: Sequence[str]) 
 
 def benchmark_loader(height: int = 64, width: int = 64, length: int = 16, num_samples: int = 64,
                      batch_size: int = 8, workers: Sequence[int] = (0, 2),
-                     frame_formats: Sequence[str] = ("npy", "png"),
+                     frame_formats: Sequence[str] = ("npy", "png", "mp4"),
                      strategies: Sequence[str] = ("pingpong", "orbit_return", "none"), seed: int = 0,
                      root: str | Path | None = None) -> list[dict[str, Any]]:
     """samples/s of ``RealcamDataModule.train_dataloader()`` (decode + [-1, 1] batches, no resize) per row."""
@@ -71,10 +73,48 @@ def benchmark_loader(height: int = 64, width: int = 64, length: int = 16, num_sa
     return rows
 
 
+def benchmark_frame_codecs(frames: torch.Tensor, crfs: Sequence[int] = (0, 10, 18),
+                           repeats: int = 3) -> list[dict[str, Any]]:
+    """One stream of uint8 frames [T, H, W, 3] stored as each shard frame format (npy, png, mp4 at each crf):
+    bytes, ratio to npy, encode and decode seconds (median of ``repeats``), PSNR of the decoded frames."""
+    import statistics
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from realcam.data.shards import FRAME_LOADERS, _npy_bytes, _png_bytes
+    from realcam.data.video import encode_video_bytes
+    from realcam.metrics import frame_psnr
+
+    x = frames.numpy()
+    shape = tuple(x.shape)
+    cases = [("npy", None, _npy_bytes), ("png", None, _png_bytes)]
+    cases += [("mp4", crf, lambda a, crf=crf: encode_video_bytes(a, crf=crf)) for crf in crfs]
+    raw = x.nbytes
+    rows = []
+    for fmt, crf, encode in tqdm(cases, desc="frame formats", unit="case", leave=False):
+        enc, dec = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            data = encode(x)
+            enc.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            back = FRAME_LOADERS[fmt](data, f"stream.{fmt}", shape)
+            dec.append(time.perf_counter() - t0)
+        to_unit = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).double() / 255  # noqa: E731
+        psnr = float(frame_psnr(to_unit(back), to_unit(x)).mean())
+        rows.append(dict(frame_format=fmt, frame_crf=crf, frames=shape[0], size=f"{shape[1]}x{shape[2]}",
+                         mb=len(data) / 2**20, ratio_to_npy=raw / len(data), encode_s=statistics.median(enc),
+                         decode_s=statistics.median(dec), psnr=psnr, lossless=bool(np.array_equal(back, x))))
+    return rows
+
+
 def run_bench(out: str | Path | None = None, height: int = 64, width: int = 64, length: int = 16,
               num_samples: int = 64, batch_size: int = 8, workers: Sequence[int] = (0, 2),
-              render_repeats: int = 5) -> dict[str, Any]:
-    """Both tables, printed; returns (and writes to ``out`` as JSON) ``{"machine", "render", "loader"}``."""
+              render_repeats: int = 5, codec_video: str | Path | None = None,
+              codec_size: tuple[int, int] | None = None, codec_frames: int = 81) -> dict[str, Any]:
+    """The tables, printed; returns (and writes to ``out`` as JSON) ``{"machine", "render", "loader"}`` plus
+    ``"frame_codecs"`` when ``codec_video`` is given."""
     from realcam.data.synthetic import benchmark_render
 
     render = benchmark_render(num_cameras=4, num_frames=length, height=height, width=width, repeats=render_repeats)
@@ -87,6 +127,15 @@ def run_bench(out: str | Path | None = None, height: int = 64, width: int = 64, 
                  "samples_per_s"])
     result = {"machine": {"torch": torch.__version__, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()},
               "render": render, "loader": loader}
+    if codec_video is not None:
+        from realcam.data.video import read_video
+
+        frames = read_video(codec_video, stop=codec_frames, size=codec_size)
+        codecs = benchmark_frame_codecs(frames)
+        print_table(f"shard frame formats on {Path(codec_video).name} ({len(frames)} frames, one stream)", codecs,
+                    ["frame_format", "frame_crf", "size", "mb", "ratio_to_npy", "encode_s", "decode_s", "psnr",
+                     "lossless"])
+        result["frame_codecs"] = {"video": str(codec_video), "rows": codecs}
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=1) + "\n")

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import torch
 
-from realcam.data.shards import FRAME_FORMATS, ShardWriter, check_name, check_shards, write_index
+from realcam.data.shards import (DEFAULT_FRAME_CRF, FRAME_FORMATS, ShardWriter, check_frame_format, check_name,
+                                 check_shards, write_index)
 from realcam.registry import LOOPAUG_STRATEGIES, MULTIVIEW_SOURCES
 
 
@@ -44,8 +45,8 @@ def make_shards(out: str | Path, num_sequences: int, *, source: str = "synthetic
                                                                                         "none"),
                 strategy_args: dict[str, dict[str, Any]] | None = None, lengths: Sequence[int] = (16,),
                 height: int = 64, width: int = 64, seed: int = 0, split: str = "train",
-                samples_per_shard: int = 64, frame_format: str = "npy", overwrite: bool = False,
-                progress: bool = True) -> dict[str, Any]:
+                samples_per_shard: int = 64, frame_format: str = "npy", frame_crf: int = DEFAULT_FRAME_CRF,
+                overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Render ``num_sequences`` LoopSequences into ``out/SPLIT-NNNNNN.tar`` and record them in ``out/index.json``.
 
     Sequence i uses strategy ``strategies[i % S]`` at length ``lengths[(i // S) % L]`` (every combination equally
@@ -62,6 +63,7 @@ def make_shards(out: str | Path, num_sequences: int, *, source: str = "synthetic
         raise ValueError(f"need at least one strategy and positive lengths (got {strategies}, {lengths})")
     for name in strategies:
         LOOPAUG_STRATEGIES.get(name)  # unknown names fail here, before any rendering
+    check_frame_format(frame_format, frame_crf)
     out.mkdir(parents=True, exist_ok=True)
     existing = sorted(out.glob(f"{split}-*.tar"))
     if existing and not overwrite:
@@ -78,7 +80,7 @@ def make_shards(out: str | Path, num_sequences: int, *, source: str = "synthetic
     length_counts: dict[int, int] = {}
     strategy_counts: dict[str, int] = {}
     resolutions: dict[str, int] = {}  # "HxW" -> count, as rendered (a source may ignore --height/--width)
-    with ShardWriter(out, split, samples_per_shard, frame_format) as writer, \
+    with ShardWriter(out, split, samples_per_shard, frame_format, frame_crf=frame_crf) as writer, \
             tqdm(total=num_sequences, desc=f"make-shards {split}", unit="seq", disable=not progress) as bar:
         for i in range(num_sequences):
             name, L = strategies[i % len(strategies)], lengths[(i // len(strategies)) % len(lengths)]
@@ -94,7 +96,7 @@ def make_shards(out: str | Path, num_sequences: int, *, source: str = "synthetic
                    strategy_args=strategy_args or {}, seed=seed, num_sequences=num_sequences, lengths=lengths,
                    length_counts={str(k): v for k, v in sorted(length_counts.items())},
                    strategy_counts=strategy_counts, height=height, width=width, resolutions=resolutions,
-                   frame_format=frame_format,
+                   frame_format=frame_format, **({"frame_crf": int(frame_crf)} if frame_format == "mp4" else {}),
                    samples_per_shard=samples_per_shard, num_shards=len(writer.shards),
                    pattern=f"{split}-{{000000..{len(writer.shards) - 1:06d}}}.tar", shards=writer.shards)
     write_index(out, split, summary)
@@ -120,6 +122,23 @@ def at_least(low: int):
             raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
         return value
     return parse
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HxW, e.g. 480x832") from None
+    if min(h, w) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: height and width must be >= 1")
+    return h, w
+
+
+def _crf(text: str) -> int:
+    value = at_least(0)(text)
+    if value > 51:
+        raise argparse.ArgumentTypeError(f"{value} is above 51, the largest H.264 crf")
+    return value
 
 
 def _json_dict(text: str) -> dict:
@@ -154,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--width", type=int, default=64)
     mk.add_argument("--samples-per-shard", type=int, default=64)
     mk.add_argument("--split", default="train", help="shard prefix and scene salt: train, val or test")
-    mk.add_argument("--frame-format", choices=FRAME_FORMATS, default="npy")
+    mk.add_argument("--frame-format", choices=FRAME_FORMATS, default="npy",
+                    help="npy: raw arrays (fastest); png: lossless film strips (~half the bytes); mp4: H.264, "
+                         "lossy at --frame-crf > 0 (smallest by far on real video), lossless at 0")
+    mk.add_argument("--frame-crf", type=_crf, default=DEFAULT_FRAME_CRF,
+                    help=f"mp4 quality, 0 (lossless) to 51; default {DEFAULT_FRAME_CRF}")
     mk.add_argument("--overwrite", action="store_true", help="replace existing shards of this split")
     mk.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -162,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("dir")
     ck.add_argument("--frame-tol", type=float, default=1.0,
                     help="allowed mean |difference| (uint8 levels) between target frames at a revisit")
+    ck.add_argument("--lossy-frame-tol", type=float, default=4.0,
+                    help="the same for lossy frames (--frame-format mp4 at --frame-crf > 0)")
 
     bn = sub.add_parser("bench", help="renderer (clips/s) and loader (samples/s) throughput")
     bn.add_argument("--out", help="write the results as JSON here")
@@ -172,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--batch-size", type=at_least(1), default=8)
     bn.add_argument("--workers", type=_int_list, default=[0, 2], help="num_workers values to time, e.g. 0,2")
     bn.add_argument("--render-repeats", type=at_least(1), default=5)
+    bn.add_argument("--codec-video", help="also time the shard frame formats on this real video")
+    bn.add_argument("--codec-size", type=_size, default=None, help="HxW to resize it to, e.g. 480x832")
+    bn.add_argument("--codec-frames", type=at_least(1), default=81, help="its first N frames (default 81)")
 
     # Listed here for --help; main() hands it to realcam.systems.ode_cli, which has the options (it needs a
     # teacher, so model code, which realcam.data does not import).
@@ -181,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check(directory: str, frame_tol: float) -> int:
-    report = check_shards(directory, frame_tol=frame_tol)
+def _check(directory: str, frame_tol: float, lossy_frame_tol: float) -> int:
+    report = check_shards(directory, frame_tol=frame_tol, lossy_frame_tol=lossy_frame_tol)
     for bad in report["bad"]:
         where = bad["shard"] + (f" {bad['key']}" if bad["key"] is not None else "")
         print(f"BAD  {where}: {bad['reason']}")
@@ -210,17 +238,19 @@ def main(argv: list[str]) -> int:
                                   lengths=args.lengths or [args.length or 16], height=args.height,
                                   width=args.width, seed=args.seed, split=args.split,
                                   samples_per_shard=args.samples_per_shard, frame_format=args.frame_format,
+                                  frame_crf=args.frame_crf,
                                   overwrite=args.overwrite, progress=not args.quiet)
             print(f"wrote {summary['num_sequences']} sequences in {summary['num_shards']} shards: "
                   f"{Path(args.out) / summary['pattern']} (index: {Path(args.out) / 'index.json'})")
             return 0
         if args.command == "check":
-            return _check(args.dir, args.frame_tol)
+            return _check(args.dir, args.frame_tol, args.lossy_frame_tol)
         from realcam.data.bench import run_bench
 
         run_bench(out=args.out, height=args.height, width=args.width, length=args.length,
                   num_samples=args.num_samples, batch_size=args.batch_size, workers=args.workers,
-                  render_repeats=args.render_repeats)
+                  render_repeats=args.render_repeats, codec_video=args.codec_video,
+                  codec_size=args.codec_size, codec_frames=args.codec_frames)
         return 0
     except (ValueError, FileExistsError, FileNotFoundError, KeyError) as err:
         print(f"realcam data {args.command}: error: {err}", file=sys.stderr)

@@ -3,9 +3,10 @@
 One tar member per field, WebDataset style (``KEY.FIELD.EXT``, all members of a sample adjacent)::
 
     KEY.json             metadata: format_version, key, scene_id, strategy, length T, height H, width W,
-                         frame_format, metadata (the sequence's own dict)
-    KEY.source.npy       uint8   [T, H, W, 3]   (or KEY.source.png: a lossless RGB film strip [T*H, W, 3])
-    KEY.target.npy       uint8   [T, H, W, 3]   (or KEY.target.png)
+                         frame_format (frame_crf for mp4), metadata (the sequence's own dict)
+    KEY.source.npy       uint8   [T, H, W, 3]   (or KEY.source.png: a lossless RGB film strip [T*H, W, 3],
+                                                 or KEY.source.mp4: H.264, lossless at crf 0)
+    KEY.target.npy       uint8   [T, H, W, 3]   (or KEY.target.png / KEY.target.mp4)
     KEY.source_c2w.npy   float32 [T, 4, 4]      OpenCV camera-to-world, metres
     KEY.target_c2w.npy   float32 [T, 4, 4]
     KEY.source_k.npy     float32 [T, 3, 3]      intrinsics in pixels (lower-case k: WebDataset lower-cases suffixes)
@@ -32,7 +33,8 @@ import numpy as np
 from realcam.data.loopaug import LoopSequence
 
 FORMAT_VERSION = 1
-FRAME_FORMATS = ("npy", "png")
+FRAME_FORMATS = ("npy", "png", "mp4")
+DEFAULT_FRAME_CRF = 10       # mp4 frames: H.264 4:4:4 at crf 10 (about 47 dB on real 480p video); 0 = lossless
 ARRAY_FIELDS = {  # tar suffix -> (LoopSequence field, dtype, trailing shape)
     "source_c2w.npy": ("source_c2w", np.float32, (4, 4)),
     "target_c2w.npy": ("target_c2w", np.float32, (4, 4)),
@@ -102,19 +104,30 @@ def _png_bytes(frames: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_sample(seq: LoopSequence, key: str, frame_format: str = "npy") -> list[tuple[str, bytes]]:
-    """The tar members of one sample, in write order: ``[(f"{key}.{suffix}", bytes), ...]``."""
-    check_name(key, "sample key")
+def check_frame_format(frame_format: str, frame_crf: int) -> None:
     if frame_format not in FRAME_FORMATS:
         raise ValueError(f"frame_format {frame_format!r} is unknown: expected one of {FRAME_FORMATS}")
+    if not 0 <= int(frame_crf) <= 51:
+        raise ValueError(f"frame_crf={frame_crf}: expected 0 (lossless) to 51 (used by frame_format mp4)")
+
+
+def encode_sample(seq: LoopSequence, key: str, frame_format: str = "npy",
+                  frame_crf: int = DEFAULT_FRAME_CRF) -> list[tuple[str, bytes]]:
+    """The tar members of one sample, in write order: ``[(f"{key}.{suffix}", bytes), ...]``."""
+    from realcam.data.video import encode_video_bytes
+
+    check_name(key, "sample key")
+    check_frame_format(frame_format, frame_crf)
     T, H, W = seq.num_steps, *seq.image_size
     meta = dict(format_version=FORMAT_VERSION, key=key, scene_id=seq.scene_id, strategy=seq.strategy,
                 length=T, height=H, width=W, frame_format=frame_format, metadata=seq.metadata)
+    if frame_format == "mp4":
+        meta["frame_crf"] = int(frame_crf)
     entries = [("json", json.dumps(meta, sort_keys=True, separators=(",", ":"), default=_json_default).encode())]
+    encoders = {"npy": _npy_bytes, "png": _png_bytes, "mp4": lambda x: encode_video_bytes(x, crf=int(frame_crf))}
     for stream in ("source", "target"):
         frames = getattr(seq, f"{stream}_frames").cpu().numpy()
-        data = _npy_bytes(frames) if frame_format == "npy" else _png_bytes(frames)
-        entries.append((f"{stream}.{frame_format}", data))
+        entries.append((f"{stream}.{frame_format}", encoders[frame_format](frames)))
     for suffix, (field, dtype, _) in ARRAY_FIELDS.items():
         entries.append((suffix, _npy_bytes(getattr(seq, field).cpu().numpy().astype(dtype, copy=False))))
     entries.append(("revisit.npy", _npy_bytes(revisit_to_array(seq.revisit, T))))
@@ -146,6 +159,23 @@ def _load_png_strip(data: bytes, suffix: str, shape: tuple[int, int, int, int]) 
     return x.reshape(shape)
 
 
+def _load_mp4(data: bytes, suffix: str, shape: tuple[int, int, int, int]) -> np.ndarray:
+    from realcam.data.video import decode_video_bytes
+
+    try:
+        x = decode_video_bytes(data)
+    except ValueError as err:
+        raise ValueError(f"{suffix} is {err}") from None
+    if x.shape != shape:
+        raise ValueError(f"{suffix} decodes to {x.shape[0]} frames of {x.shape[1]}x{x.shape[2]}: expected "
+                         f"{shape[0]} of {shape[1]}x{shape[2]} (a truncated or replaced video)")
+    return x
+
+
+FRAME_LOADERS = {"npy": lambda data, suffix, shape: _load_npy(data, suffix, np.uint8, shape),
+                 "png": _load_png_strip, "mp4": _load_mp4}
+
+
 def decode_sample(entries: Mapping[str, bytes], key: str = "?") -> LoopSequence:
     """Members of one sample (suffix -> bytes, e.g. ``{"json": b"...", "source.npy": b"...", ...}``) -> LoopSequence.
 
@@ -170,8 +200,7 @@ def decode_sample(entries: Mapping[str, bytes], key: str = "?") -> LoopSequence:
     arrays: dict[str, Any] = {}
     for stream in ("source", "target"):
         suffix, data = f"{stream}.{fmt}", entries[f"{stream}.{fmt}"]
-        arrays[f"{stream}_frames"] = (_load_npy(data, suffix, np.uint8, (T, H, W, 3)) if fmt == "npy"
-                                      else _load_png_strip(data, suffix, (T, H, W, 3)))
+        arrays[f"{stream}_frames"] = FRAME_LOADERS[fmt](data, suffix, (T, H, W, 3))
     for suffix, (field, dtype, tail) in ARRAY_FIELDS.items():
         arrays[field] = _load_npy(entries[suffix], suffix, dtype, (T, *tail))
     revisit = _load_npy(entries["revisit.npy"], "revisit.npy", np.int64, (T,))
@@ -213,13 +242,13 @@ class ShardWriter:
     """
 
     def __init__(self, out_dir: str | Path, prefix: str = "train", samples_per_shard: int = 64,
-                 frame_format: str = "npy", start_index: int = 0):
+                 frame_format: str = "npy", start_index: int = 0, frame_crf: int = DEFAULT_FRAME_CRF):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard={samples_per_shard}: expected >= 1")
-        if frame_format not in FRAME_FORMATS:
-            raise ValueError(f"frame_format {frame_format!r} is unknown: expected one of {FRAME_FORMATS}")
+        check_frame_format(frame_format, frame_crf)
         self.out_dir, self.prefix = Path(out_dir), check_name(prefix, "shard prefix")
         self.samples_per_shard, self.frame_format, self.index = samples_per_shard, frame_format, start_index
+        self.frame_crf = int(frame_crf)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.shards: list[dict[str, Any]] = []
         self._tar: tarfile.TarFile | None = None
@@ -230,7 +259,7 @@ class ShardWriter:
 
     def write(self, key: str, seq: LoopSequence) -> None:
         # Encode first: a bad sample never opens a shard.
-        self.write_members(key, encode_sample(seq, key, self.frame_format))
+        self.write_members(key, encode_sample(seq, key, self.frame_format, self.frame_crf))
 
     def write_members(self, key: str, members: list[tuple[str, bytes]]) -> None:
         """Append one sample given as ready-made tar members ``[(f"{key}.{suffix}", bytes), ...]``."""
@@ -296,9 +325,10 @@ class _HashingFile:
 
 
 def write_shards(sequences: Iterable[tuple[str, LoopSequence]], out_dir: str | Path, prefix: str = "train",
-                 samples_per_shard: int = 64, frame_format: str = "npy") -> list[dict[str, Any]]:
+                 samples_per_shard: int = 64, frame_format: str = "npy",
+                 frame_crf: int = DEFAULT_FRAME_CRF) -> list[dict[str, Any]]:
     """Write ``(key, sequence)`` pairs into shards; returns the shard list (see :class:`ShardWriter`)."""
-    with ShardWriter(out_dir, prefix, samples_per_shard, frame_format) as writer:
+    with ShardWriter(out_dir, prefix, samples_per_shard, frame_format, frame_crf=frame_crf) as writer:
         for key, seq in sequences:
             writer.write(key, seq)
     return writer.shards
@@ -411,11 +441,18 @@ def write_index(directory: str | Path, split: str, summary: dict[str, Any]) -> P
     return directory / INDEX_NAME
 
 
-def check_shards(directory: str | Path, frame_tol: float = 1.0) -> dict[str, Any]:
+def is_lossy(meta: Mapping[str, Any]) -> bool:
+    """Whether a sample's json says its frames went through a lossy codec (mp4 at crf > 0)."""
+    return meta.get("frame_format") == "mp4" and int(meta.get("frame_crf", DEFAULT_FRAME_CRF)) > 0
+
+
+def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol: float = 4.0) -> dict[str, Any]:
     """Decode and validate every sample of every ``*.tar`` in ``directory`` against the format and index.json.
 
     Per sample: all members present and readable, shapes/dtypes matching its json, rigid c2w and valid K
-    (geometry.validate_*), a revisit map pointing back in time whose target poses and frames agree. Per shard:
+    (geometry.validate_*), a revisit map pointing back in time whose target poses and frames agree (to
+    ``frame_tol`` mean uint8 levels, or ``lossy_frame_tol`` for mp4 frames at crf > 0: the codec codes a frame
+    and its revisit a little differently, by about 1.5 levels at crf 10, while a wrong frame is off by tens). Per shard:
     it reads to the end, and its sample count, keys and sha256 match index.json. Returns
     ``{"shards", "samples", "bad": [{"shard", "key", "reason"}], "temp_files", "lengths", "strategies"}``.
     """
@@ -447,9 +484,13 @@ def check_shards(directory: str | Path, frame_tol: float = 1.0) -> dict[str, Any
                 except (ValueError, TypeError) as err:
                     bad.append(dict(shard=path.name, key=key, reason=str(err)))
                     continue
-                problems = sequence_problems(seq, frame_tol=frame_tol)
+                meta = json.loads(entries["json"])
+                lossy = is_lossy(meta)
+                problems = sequence_problems(seq, frame_tol=lossy_frame_tol if lossy else frame_tol)
                 if problems:
-                    bad.append(dict(shard=path.name, key=key, reason="; ".join(problems)))
+                    hint = (f" (mp4 frames at crf {meta.get('frame_crf')}: if the codec explains it, raise "
+                            f"--lossy-frame-tol above {lossy_frame_tol})" if lossy else "")
+                    bad.append(dict(shard=path.name, key=key, reason="; ".join(problems) + hint))
                     continue
                 samples += 1
                 lengths[seq.num_steps] = lengths.get(seq.num_steps, 0) + 1

@@ -4,11 +4,12 @@ torchvision.io no longer reads video, so everything here goes through PyAV (``av
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import av
 import numpy as np
@@ -118,24 +119,15 @@ class VideoWriter:
             raise ValueError(f"frames are {x.shape[1]}x{x.shape[2]} but {self.path} was started at "
                              f"{self._hw[0]}x{self._hw[1]}: every frame of a video needs the same size")
         for frame in x:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            vf.pts, vf.time_base = self.frames_written, self._time_base          # frame i at i / fps
-            for packet in self._stream.encode(vf):
-                self._container.mux(packet)
+            _encode_frame(self._container, self._stream, frame, self.frames_written, self._time_base)
             self.frames_written += 1
 
     def _start(self, H: int, W: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self.tmp), mode="w", format="mp4")
-        rate = Fraction(self.fps).limit_denominator(1001)
-        self._stream = self._container.add_stream(self.codec, rate=rate)
-        self._time_base = 1 / rate
-        self._stream.width, self._stream.height = W, H
-        self._stream.pix_fmt = "yuv420p" if H % 2 == 0 and W % 2 == 0 else "yuv444p"
-        options = {"crf": str(int(self.crf))}
-        if self.reproducible and self.codec == "libx264":
-            options["x264-params"] = "mbtree=0"
-        self._stream.options = options
+        pix_fmt = "yuv420p" if H % 2 == 0 and W % 2 == 0 else "yuv444p"
+        self._stream, self._time_base = _add_video_stream(self._container, self.codec, self.fps, H, W, pix_fmt,
+                                                          {"crf": str(int(self.crf))}, self.reproducible)
         self._hw = (H, W)
 
     def close(self) -> Path:
@@ -206,6 +198,71 @@ def side_by_side(videos: Sequence[Tensor | np.ndarray], gap: int = 2, gap_value:
             parts.append(torch.full((T, H, gap, 3), gap_value, dtype=torch.uint8))
         parts.append(v.expand(T, *v.shape[1:]))
     return torch.cat(parts, dim=2)
+
+
+def _add_video_stream(container: Any, codec: str, fps: float, H: int, W: int, pix_fmt: str,
+                      options: dict[str, str], reproducible: bool) -> tuple[Any, Fraction]:
+    """An encoder stream on ``container`` and its time base (frame i has pts i, at i / fps)."""
+    rate = Fraction(fps).limit_denominator(1001)
+    stream = container.add_stream(codec, rate=rate)
+    stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
+    options = dict(options)
+    if reproducible and codec.startswith("libx264"):
+        options["x264-params"] = "mbtree=0"   # mb-tree made repeated encodes of the same frames differ
+    stream.options = options
+    return stream, 1 / rate
+
+
+def _encode_frame(container: Any, stream: Any, frame: np.ndarray | None, index: int, time_base: Fraction) -> None:
+    """Encode one uint8 [H, W, 3] frame (None flushes the encoder) and mux what comes out."""
+    vf = None
+    if frame is not None:
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf.pts, vf.time_base = index, time_base
+    for packet in stream.encode(vf):
+        container.mux(packet)
+
+
+def encode_video_bytes(frames: Tensor | np.ndarray, crf: int = 10, fps: float = 8.0, threads: int = 4) -> bytes:
+    """uint8 [T, H, W, 3] RGB -> the bytes of an mp4, in memory (how ``--frame-format mp4`` shards store frames).
+
+    ``crf=0`` is lossless: libx264rgb at qp 0 codes RGB itself, and :func:`decode_video_bytes` gives the frames
+    back bit for bit. ``crf > 0`` is H.264 4:4:4 (no chroma subsampling), lossy: higher is smaller and blurrier.
+    The bytes depend on the frames and the arguments only (no mb-tree, a fixed thread count), so shards are
+    byte-reproducible on any machine.
+    """
+    x = frames.numpy() if torch.is_tensor(frames) else np.asarray(frames)
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or len(x) == 0:
+        raise ValueError(f"frames is {x.dtype} {x.shape}: expected uint8 [T, H, W, 3] with T >= 1")
+    if not 0 <= int(crf) <= 51:
+        raise ValueError(f"crf={crf}: expected 0 (lossless) to 51")
+    T, H, W, _ = x.shape
+    if crf == 0:
+        codec, pix_fmt, options = "libx264rgb", "rgb24", {"qp": "0"}
+    else:
+        codec, pix_fmt, options = "libx264", "yuv444p", {"crf": str(int(crf))}
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream, time_base = _add_video_stream(container, codec, fps, H, W, pix_fmt,
+                                              {**options, "threads": str(int(threads))}, reproducible=True)
+        for i, frame in enumerate(x):
+            _encode_frame(container, stream, frame, i, time_base)
+        _encode_frame(container, stream, None, T, time_base)
+    return buf.getvalue()
+
+
+def decode_video_bytes(data: bytes) -> np.ndarray:
+    """The bytes of a video file -> uint8 [T, H, W, 3] RGB; ValueError if they are not a decodable video."""
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    except (av.error.FFmpegError, IndexError) as err:
+        raise ValueError(f"not a decodable video ({type(err).__name__}: {err})") from None
+    if not frames:
+        raise ValueError("the video holds no frame")
+    return np.stack(frames)
 
 
 def _open(path: str | os.PathLike):

@@ -69,6 +69,11 @@ def test_bad_arguments_are_reported(tmp_path, capsys):
     assert "did you mean 'pingpong'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["make-shards", "--num-sequences", "2", "--out", str(tmp_path), "--length", "4", "--lengths", "4,6"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["make-shards", "--num-sequences", "2", "--out", str(tmp_path), "--frame-format", "mp4",
+              "--frame-crf", "60"])
+    assert "argument --frame-crf: 60 is above 51" in capsys.readouterr().err
 
 
 _rewrite = rewrite_member
@@ -110,5 +115,5 @@ def test_bench_prints_both_tables_and_writes_json(tmp_path, capsys):
     assert "synthetic renderer" in text and "shard loader" in text
     result = json.loads(out.read_text())
     assert result["render"]["clips_per_second"] > 0
-    assert {r["frame_format"] for r in result["loader"]} == {"npy", "png"}
+    assert {r["frame_format"] for r in result["loader"]} == {"npy", "png", "mp4"}
     assert all(r["samples"] == 4 and r["samples_per_s"] > 0 for r in result["loader"])

@@ -64,10 +64,11 @@ def sequences(n: int = 5) -> list[tuple[str, LoopSequence]]:
             for i in range(n)]
 
 
-@pytest.mark.parametrize("frame_format", ["npy", "png"])
+@pytest.mark.parametrize("frame_format", ["npy", "png", "mp4"])
 def test_round_trip_bit_exact(tmp_path, frame_format):
+    """npy and png are lossless; mp4 is at crf 0 (libx264rgb, qp 0), even on random-noise frames."""
     seqs = sequences(5)
-    shards = write_shards(seqs, tmp_path, "train", samples_per_shard=2, frame_format=frame_format)
+    shards = write_shards(seqs, tmp_path, "train", samples_per_shard=2, frame_format=frame_format, frame_crf=0)
     assert [s["name"] for s in shards] == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
     assert [s["num_samples"] for s in shards] == [2, 2, 1]
     back = [kv for s in shards for kv in read_shard(tmp_path / s["name"])]
@@ -76,6 +77,60 @@ def test_round_trip_bit_exact(tmp_path, frame_format):
         assert_same(got, want)
     for s in shards:  # the recorded checksum is of the file on disk
         assert hashlib.sha256((tmp_path / s["name"]).read_bytes()).hexdigest() == s["sha256"]
+
+
+def smooth_sequence(T: int = 8, H: int = 24, W: int = 32, revisit: dict | None = None) -> LoopSequence:
+    """random_sequence with moving gradients for frames (what a video codec is built for)."""
+    seq = random_sequence(T=T, H=H, W=W, revisit=revisit)
+    t, y, x = torch.meshgrid(torch.arange(T), torch.arange(H), torch.arange(W), indexing="ij")
+    for i, frames in enumerate((seq.source_frames, seq.target_frames)):
+        frames.copy_(torch.stack([(x * 7 + 9 * t + 40 * i) % 256, y * 10, (x + y) * 4 % 256], -1).to(torch.uint8))
+    for n, m in seq.revisit.items():
+        seq.target_frames[n] = seq.target_frames[m]
+    return seq
+
+
+def test_lossy_mp4_frames(tmp_path):
+    """crf > 0: frames come back close (not equal), everything else exactly; the shard bytes are reproducible;
+    check accepts codec-sized revisit differences and still catches a wrong revisit frame."""
+    from realcam.data.shards import check_shards, write_index
+
+    seq = smooth_sequence(revisit={5: 1, 6: 0})
+    for i in range(2):
+        write_shards([("a", seq)], tmp_path / f"run{i}", frame_format="mp4", frame_crf=10)
+    raw = [(tmp_path / f"run{i}" / "train-000000.tar").read_bytes() for i in range(2)]
+    assert raw[0] == raw[1]
+    (_, back), = read_shard(tmp_path / "run0" / "train-000000.tar")
+    for name in ("source_frames", "target_frames"):
+        err = (getattr(back, name).float() - getattr(seq, name).float()).abs().mean()
+        assert 0 < err < 3, name
+    for name in ("source_c2w", "target_c2w", "source_K", "target_K"):
+        assert torch.equal(getattr(back, name), getattr(seq, name))
+    assert back.revisit == seq.revisit
+    with tarfile.open(tmp_path / "run0" / "train-000000.tar") as tar:
+        assert json.loads(tar.extractfile("a.json").read())["frame_crf"] == 10
+    assert check_shards(tmp_path / "run0")["bad"] == []
+    wrong = smooth_sequence(revisit={5: 1, 6: 0})
+    wrong.target_frames[6] = wrong.target_frames[3]                  # a revisit that does not show frame 0
+    write_shards([("b", wrong)], tmp_path / "wrong", frame_format="mp4", frame_crf=10)
+    bad = check_shards(tmp_path / "wrong")["bad"]
+    assert len(bad) == 1 and "revisit 6->0" in bad[0]["reason"] and "--lossy-frame-tol" in bad[0]["reason"]
+    with pytest.raises(ValueError, match="frame_crf=52"):
+        write_shards([("c", seq)], tmp_path / "x", frame_format="mp4", frame_crf=52)
+
+
+@pytest.mark.parametrize("data,match", [(b"garbage", "source.mp4 is not a decodable video"),
+                                        ("other", "source.mp4 decodes to 4 frames of 24x32: expected 8")])
+def test_corrupt_mp4_member_is_named(tmp_path, data, match):
+    from realcam.data.video import encode_video_bytes
+
+    write_shards([("a", smooth_sequence()), ("b", smooth_sequence())], tmp_path, frame_format="mp4")
+    if data == "other":
+        data = encode_video_bytes(smooth_sequence(T=4).source_frames)
+    rewrite_member(tmp_path / "train-000000.tar", "b.source.mp4", data)
+    with pytest.raises(ShardError, match=match) as err:
+        list(read_shard(tmp_path / "train-000000.tar"))
+    assert err.value.key == "b"
 
 
 def test_plain_tar_and_numpy_as_documented(tmp_path):

@@ -8,11 +8,12 @@ from realcam.data.shards import write_shards
 from realcam.registry import LOOPAUG_STRATEGIES, MULTIVIEW_SOURCES
 
 
-def make_shards(out: Path, split: str, count: int, length: int = 4, size: int = 16) -> Path:
+def make_shards(out: Path, split: str, count: int, length: int = 4, size: int = 16,
+                frame_format: str = "npy") -> Path:
     source = MULTIVIEW_SOURCES.build("synthetic", num_frames=length, height=size, width=size, split=split)
     strategies = [LOOPAUG_STRATEGIES.build(name, length=length) for name in ("pingpong", "none")]
     seqs = ((f"{split}{i:04d}", strategies[i % 2](source, i, torch.Generator().manual_seed(i))) for i in range(count))
-    write_shards(seqs, out, prefix=split, samples_per_shard=8)
+    write_shards(seqs, out, prefix=split, samples_per_shard=8, frame_format=frame_format)
     return out
 
 
