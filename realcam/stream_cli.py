@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from realcam import geometry
-from realcam.data.cli import at_least
+from realcam.data.cli import at_least, crf_value
 
 # The synthetic source arguments the tiny models were trained with (scripts/teacher_tiny.sh).
 TRAINING_SOURCE_ARGS = {"rig_mode": "offset", "novel_spread_deg": 25.0, "texture_scale": 2.0}
@@ -197,13 +197,15 @@ def mean_or_none(x: list[float]) -> float | None:
 
 class StreamWriters:
     """The mp4s of a stream, written as its frames come (constant memory): the generated video and the side by
-    side (source | generated [| ground truth]), each upscaled ``scale`` times; atomic (see VideoWriter)."""
+    side (source | generated [| ground truth]), each upscaled ``scale`` times, H.264 at ``crf``; atomic (see
+    VideoWriter)."""
 
-    def __init__(self, fps: float, out: Path | None = None, side_by_side: Path | None = None, scale: int = 1):
+    def __init__(self, fps: float, out: Path | None = None, side_by_side: Path | None = None, scale: int = 1,
+                 crf: int = 18):
         from realcam.data.video import VideoWriter
 
         self.scale = scale
-        self.writers = {name: VideoWriter(path, fps) for name, path in
+        self.writers = {name: VideoWriter(path, fps, crf=crf) for name, path in
                         (("video", out), ("side_by_side", side_by_side)) if path is not None}
 
     def add(self, source: Tensor, generated: Tensor, ground_truth: Tensor | None = None) -> None:
@@ -418,6 +420,8 @@ def stream_parser() -> argparse.ArgumentParser:
     p.add_argument("--side-by-side", type=mp4_path, default=None, help="source | generated [| ground truth] mp4")
     p.add_argument("--json", type=Path, default=None, help="timings and metrics (default: OUT with .json)")
     p.add_argument("--scale", type=at_least(1), default=1, help="nearest-neighbour upscaling of the written videos")
+    p.add_argument("--crf", type=crf_value, default=18,
+                   help="H.264 quality of the written videos: 0 (luma lossless) to 51, lower is better (default 18)")
     add_model_args(p)
     return p
 
@@ -432,7 +436,7 @@ def stream_main(argv: list[str]) -> int:
         else:
             clip = open_synthetic(args.source, size, args.fps or gen.fps, args.frames or 16, args.source_args)
         rel, traj_info = target_trajectory(args.trajectory, clip, args.camera)
-        writers = StreamWriters(clip.fps, args.out, args.side_by_side, args.scale)
+        writers = StreamWriters(clip.fps, args.out, args.side_by_side, args.scale, args.crf)
         result, paths = run_stream(gen, clip, rel, writers, progress=not args.quiet)
         extra = {"command": "stream", "argv": argv, "model": model_path, "source": clip.info,
                  "trajectory": traj_info, "frames": result["frames"], "image_size": list(size)}

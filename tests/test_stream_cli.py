@@ -142,7 +142,7 @@ def test_stream_errors_are_clear(bundle, tmp_path, capsys):
     for flag, value, needle in [("--frames", "0", "0 must be >= 1"), ("--fps", "0", "must be a positive number"),
                                 ("--fov", "180", "field of view must be in (0, 180)"), ("--scale", "0", ">= 1"),
                                 ("--stride", "0", ">= 1"), ("--out", "o.txt", "ending in .mp4 (for example o.mp4)"),
-                                ("--side-by-side", "s.avi", "ending in .mp4")]:
+                                ("--side-by-side", "s.avi", "ending in .mp4"), ("--crf", "52", "above 51")]:
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--source", "synthetic:seed=0", flag, value])
         err = capsys.readouterr().err

@@ -134,7 +134,8 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _crf(text: str) -> int:
+def crf_value(text: str) -> int:
+    """An argparse type: an H.264 crf, 0 to 51."""
     value = at_least(0)(text)
     if value > 51:
         raise argparse.ArgumentTypeError(f"{value} is above 51, the largest H.264 crf")
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--frame-format", choices=FRAME_FORMATS, default="npy",
                     help="npy: raw arrays (fastest); png: lossless film strips (~half the bytes); mp4: H.264, "
                          "lossy at --frame-crf > 0 (smallest by far on real video), lossless at 0")
-    mk.add_argument("--frame-crf", type=_crf, default=DEFAULT_FRAME_CRF,
+    mk.add_argument("--frame-crf", type=crf_value, default=DEFAULT_FRAME_CRF,
                     help=f"mp4 quality, 0 (lossless) to 51; default {DEFAULT_FRAME_CRF}")
     mk.add_argument("--overwrite", action="store_true", help="replace existing shards of this split")
     mk.add_argument("--quiet", action="store_true", help="no progress bar")
