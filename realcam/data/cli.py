@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from realcam.data.shards import (DEFAULT_FRAME_CRF, FRAME_FORMATS, ShardWriter, check_frame_format, check_name,
-                                 check_shards, write_index)
+                                 check_shards, encode_sample, write_index)
 from realcam.registry import LOOPAUG_STRATEGIES, MULTIVIEW_SOURCES
 
 
@@ -40,19 +40,78 @@ def build_source(name: str, args: dict[str, Any], *, height: int, width: int, nu
     return factory(**kwargs)
 
 
+class SequenceMaker:
+    """Sequence ``i`` of a make-shards run -> ``(key, tar members, strategy, length, "HxW")``, the same in any
+    process: the scene, strategy, length and generator all follow from ``i`` (see :func:`make_shards`).
+
+    The source and the strategies are built on first use and not pickled, so a worker process gets the
+    arguments and builds its own.
+    """
+
+    def __init__(self, source: str, source_args: dict[str, Any], strategies: list[str],
+                 strategy_args: dict[str, dict[str, Any]], lengths: list[int], height: int, width: int, seed: int,
+                 split: str, frame_format: str, frame_crf: int):
+        self.args = dict(source=source, source_args=source_args, strategies=strategies, strategy_args=strategy_args,
+                         lengths=lengths, height=height, width=width, seed=seed, split=split,
+                         frame_format=frame_format, frame_crf=frame_crf)
+        self._src: Any = None
+        self._builders: dict[tuple[str, int], Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"args": self.args, "_src": None, "_builders": {}}
+
+    def setup(self) -> "SequenceMaker":
+        if self._src is None:
+            a = self.args
+            self._src = build_source(a["source"], a["source_args"], height=a["height"], width=a["width"],
+                                     num_frames=max(a["lengths"]), seed=a["seed"], split=a["split"])
+            self._builders = {(name, L): LOOPAUG_STRATEGIES.build(name, length=L,
+                                                                  **a["strategy_args"].get(name, {}))
+                              for name in a["strategies"] for L in a["lengths"]}
+        return self
+
+    def __call__(self, i: int) -> tuple[str, list[tuple[str, bytes]], str, int, str]:
+        a, src = self.args, self.setup()._src
+        strategies, lengths = a["strategies"], a["lengths"]
+        name, L = strategies[i % len(strategies)], lengths[(i // len(strategies)) % len(lengths)]
+        scene = i % len(src) if hasattr(src, "__len__") else i
+        generator = torch.Generator().manual_seed(sequence_seed(a["seed"], a["split"], i))
+        seq = self._builders[name, L](src, scene, generator)
+        key = f"{a['split']}-{i:08d}"
+        members = encode_sample(seq, key, a["frame_format"], a["frame_crf"])
+        return key, members, name, L, "x".join(map(str, seq.image_size))
+
+
+_WORKER_MAKER: SequenceMaker | None = None
+
+
+def _init_worker(maker: SequenceMaker) -> None:
+    global _WORKER_MAKER
+    torch.set_num_threads(1)            # the processes are the parallelism
+    _WORKER_MAKER = maker
+
+
+def _make_in_worker(i: int) -> tuple[str, list[tuple[str, bytes]], str, int, str]:
+    return _WORKER_MAKER(i)
+
+
 def make_shards(out: str | Path, num_sequences: int, *, source: str = "synthetic",
                 source_args: dict[str, Any] | None = None, strategies: Sequence[str] = ("pingpong", "orbit_return",
                                                                                         "none"),
                 strategy_args: dict[str, dict[str, Any]] | None = None, lengths: Sequence[int] = (16,),
                 height: int = 64, width: int = 64, seed: int = 0, split: str = "train",
                 samples_per_shard: int = 64, frame_format: str = "npy", frame_crf: int = DEFAULT_FRAME_CRF,
-                overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                overwrite: bool = False, progress: bool = True, workers: int = 0) -> dict[str, Any]:
     """Render ``num_sequences`` LoopSequences into ``out/SPLIT-NNNNNN.tar`` and record them in ``out/index.json``.
 
     Sequence i uses strategy ``strategies[i % S]`` at length ``lengths[(i // S) % L]`` (every combination equally
     often), scene ``i`` of the source built with (seed, split), and a generator seeded from (seed, split, i):
-    the same arguments give byte-identical shards. Returns the split's index entry.
+    the same arguments give byte-identical shards, whatever ``workers`` is. ``workers > 0`` renders and
+    encodes in that many processes (one torch thread each) while this one writes the tars in order. Returns
+    the split's index entry.
     """
+    import multiprocessing
+
     from tqdm import tqdm
 
     out, split = Path(out), check_name(split, "split")
@@ -71,27 +130,34 @@ def make_shards(out: str | Path, num_sequences: int, *, source: str = "synthetic
                               f"pass --overwrite to replace them or choose another --out")
     for path in [*existing, *out.glob(f".{split}-*.tar.tmp")]:  # temp files are leftovers of killed runs
         path.unlink()
+    if workers < 0:
+        raise ValueError(f"workers={workers}: expected >= 0 (0 = this process)")
     src_args = dict(source_args or {})
-    src = build_source(source, src_args, height=height, width=width, num_frames=max(lengths), seed=seed,
-                       split=split)
-    builders = {(name, L): LOOPAUG_STRATEGIES.build(name, length=L, **(strategy_args or {}).get(name, {}))
-                for name in strategies for L in lengths}
-    num_scenes = len(src) if hasattr(src, "__len__") else None
+    # Built here first, so a bad source or strategy argument fails before any worker starts.
+    maker = SequenceMaker(source, src_args, strategies, dict(strategy_args or {}), lengths, height, width, seed,
+                          split, frame_format, frame_crf).setup()
     length_counts: dict[int, int] = {}
     strategy_counts: dict[str, int] = {}
     resolutions: dict[str, int] = {}  # "HxW" -> count, as rendered (a source may ignore --height/--width)
-    with ShardWriter(out, split, samples_per_shard, frame_format, frame_crf=frame_crf) as writer, \
-            tqdm(total=num_sequences, desc=f"make-shards {split}", unit="seq", disable=not progress) as bar:
-        for i in range(num_sequences):
-            name, L = strategies[i % len(strategies)], lengths[(i // len(strategies)) % len(lengths)]
-            scene = i % num_scenes if num_scenes else i
-            seq = builders[name, L](src, scene, torch.Generator().manual_seed(sequence_seed(seed, split, i)))
-            size = "x".join(map(str, seq.image_size))
-            resolutions[size] = resolutions.get(size, 0) + 1
-            writer.write(f"{split}-{i:08d}", seq)
-            length_counts[L] = length_counts.get(L, 0) + 1
-            strategy_counts[name] = strategy_counts.get(name, 0) + 1
-            bar.update()
+    pool = None
+    if workers > 0:
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(maker,))
+    try:
+        made = pool.imap(_make_in_worker, range(num_sequences)) if pool else map(maker, range(num_sequences))
+        with ShardWriter(out, split, samples_per_shard, frame_format, frame_crf=frame_crf) as writer, \
+                tqdm(total=num_sequences, desc=f"make-shards {split}", unit="seq", disable=not progress) as bar:
+            for key, members, name, L, size in made:          # in order of i, whichever process made it
+                writer.write_members(key, members)
+                resolutions[size] = resolutions.get(size, 0) + 1
+                length_counts[L] = length_counts.get(L, 0) + 1
+                strategy_counts[name] = strategy_counts.get(name, 0) + 1
+                bar.update()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     summary = dict(split=split, source=source, source_args=src_args, strategies=strategies,
                    strategy_args=strategy_args or {}, seed=seed, num_sequences=num_sequences, lengths=lengths,
                    length_counts={str(k): v for k, v in sorted(length_counts.items())},
@@ -180,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--frame-crf", type=crf_value, default=DEFAULT_FRAME_CRF,
                     help=f"mp4 quality, 0 (lossless) to 51; default {DEFAULT_FRAME_CRF}")
     mk.add_argument("--overwrite", action="store_true", help="replace existing shards of this split")
+    mk.add_argument("--workers", type=at_least(0), default=0,
+                    help="processes that render and encode (0: this one); the shards are the same either way")
     mk.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ck = sub.add_parser("check", help="decode and validate every sample; non-zero exit if anything is bad")
@@ -240,7 +308,7 @@ def main(argv: list[str]) -> int:
                                   width=args.width, seed=args.seed, split=args.split,
                                   samples_per_shard=args.samples_per_shard, frame_format=args.frame_format,
                                   frame_crf=args.frame_crf,
-                                  overwrite=args.overwrite, progress=not args.quiet)
+                                  overwrite=args.overwrite, progress=not args.quiet, workers=args.workers)
             print(f"wrote {summary['num_sequences']} sequences in {summary['num_shards']} shards: "
                   f"{Path(args.out) / summary['pattern']} (index: {Path(args.out) / 'index.json'})")
             return 0

@@ -117,3 +117,34 @@ def test_bench_prints_both_tables_and_writes_json(tmp_path, capsys):
     assert result["render"]["clips_per_second"] > 0
     assert {r["frame_format"] for r in result["loader"]} == {"npy", "png", "mp4"}
     assert all(r["samples"] == 4 and r["samples_per_s"] > 0 for r in result["loader"])
+
+
+def test_workers_write_the_same_shards_and_report_a_failing_sequence(tmp_path):
+    """--workers N renders and encodes in N processes; the tars and index.json are byte for byte those of one
+    process. A sequence that fails in a worker stops the run with its error and leaves no partial shard."""
+    import os
+
+    from realcam.data.cli import make_shards
+    from realcam.data.synthetic import SyntheticSource
+    from realcam.registry import MULTIVIEW_SOURCES
+
+    args = dict(lengths=[4, 6], height=16, width=16, samples_per_shard=3, progress=False, frame_format="mp4")
+    make_shards(tmp_path / "one", 7, **args)
+    make_shards(tmp_path / "two", 7, workers=2, **args)
+    names = sorted(os.listdir(tmp_path / "one"))
+    assert names == ["index.json", "train-000000.tar", "train-000001.tar", "train-000002.tar"]
+    assert names == sorted(os.listdir(tmp_path / "two"))
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+    @MULTIVIEW_SOURCES.register("test_broken_scene_4", override=True)
+    class BrokenScene(SyntheticSource):
+        def cameras(self, index: int):
+            if index == 4:
+                raise RuntimeError("scene 4 cannot be rendered")
+            return super().cameras(index)
+
+    with pytest.raises(RuntimeError, match="scene 4 cannot be rendered"):
+        make_shards(tmp_path / "broken", 7, workers=2, source="test_broken_scene_4",
+                    **{**args, "samples_per_shard": 2})
+    assert sorted(os.listdir(tmp_path / "broken")) == ["train-000000.tar", "train-000001.tar"]
