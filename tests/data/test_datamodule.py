@@ -36,10 +36,11 @@ def random_sequence(T: int, H: int = 16, W: int = 20, seed: int = 0, revisit: di
                         strategy="pingpong" if revisit else "none", scene_id=f"scene-{seed}", metadata={})
 
 
-def make_shards(root: Path, prefix: str, lengths: list[int], per_shard: int, offset: int = 0) -> list[str]:
+def make_shards(root: Path, prefix: str, lengths: list[int], per_shard: int, offset: int = 0,
+                frame_format: str = "npy") -> list[str]:
     seqs = [(f"{prefix}{offset + i:05d}", random_sequence(T, seed=offset + i, revisit={3: 1} if T > 3 else {}))
             for i, T in enumerate(lengths)]
-    write_shards(seqs, root, prefix, samples_per_shard=per_shard)
+    write_shards(seqs, root, prefix, samples_per_shard=per_shard, frame_format=frame_format)
     return [k for k, _ in seqs]
 
 
@@ -138,20 +139,20 @@ def test_missing_shards_name_the_argument(tmp_path):
         dm.test_dataloader()
 
 
-def plant_corruption(root: Path) -> None:
+def plant_corruption(root: Path, frame_format: str = "npy") -> None:
     """val-000000: broken json in its 2nd sample; val-000001: a garbled frame; val-000002: cut in the middle."""
     rewrite = rewrite_member
 
     rewrite(root / "val-000000.tar", "val00001.json", b'{"length": ')
-    rewrite(root / "val-000001.tar", "val00003.source.npy", b"\x93NUMPY\x01\x00garbage")
+    rewrite(root / "val-000001.tar", f"val00003.source.{frame_format}", b"\x93NUMPY\x01\x00garbage")
     raw = (root / "val-000002.tar").read_bytes()
     (root / "val-000002.tar").write_bytes(raw[: len(raw) // 2])
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_corrupt_samples_are_skipped_and_counted(tmp_path, num_workers):
-    keys = make_shards(tmp_path, "val", [4] * 9, 3)
-    plant_corruption(tmp_path)
+@pytest.mark.parametrize("num_workers,frame_format", [(0, "npy"), (2, "npy"), (0, "mp4")])
+def test_corrupt_samples_are_skipped_and_counted(tmp_path, num_workers, frame_format):
+    keys = make_shards(tmp_path, "val", [4] * 9, 3, frame_format=frame_format)
+    plant_corruption(tmp_path, frame_format)
     dm = RealcamDataModule(val_shards=str(tmp_path / "val-*.tar"), batch_size=2, num_workers=num_workers,
                            loader_timeout=30)
     with warnings.catch_warnings(record=True) as caught:
