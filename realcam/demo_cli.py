@@ -86,13 +86,20 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---- the whole pipeline, on a reduced budget ------------------------------------------------------------
+def shard_workers() -> int:
+    """Processes for make-shards: the shards are the same for any count, so use the cores (up to 4)."""
+    cores = os.cpu_count() or 1
+    return min(4, cores) if cores > 1 else 0
+
+
 def from_scratch_plan(workdir: Path, args: argparse.Namespace) -> list[list[str]]:
     """The documented commands (argv after ``realcam``) from shards to the streamed demo; ``*`` in a path is a
     checkpoint found when the step runs (the newest match)."""
     W = str(workdir)
     src = json.dumps(TRAINING_SOURCE_ARGS)
     shards = ["data", "make-shards", "--source", "synthetic", "--source-args", src, "--loopaug",
-              "pingpong,orbit_return,none", "--height", "32", "--width", "32", "--seed", "0", "--overwrite"]
+              "pingpong,orbit_return,none", "--height", "32", "--width", "32", "--seed", "0", "--overwrite",
+              "--workers", str(shard_workers())]
     ckpt = lambda run: f"{W}/{run}/lightning_logs/version_*/checkpoints/last.ckpt"  # noqa: E731
     data = lambda train: ["--data.init_args.train_shards", train, "--data.init_args.val_shards",  # noqa: E731
                           f"{W}/data/val", "--data.init_args.test_shards", f"{W}/data/val"]
