@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import inspect
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -87,6 +88,7 @@ _WORKER_MAKER: SequenceMaker | None = None
 
 def _init_worker(maker: SequenceMaker) -> None:
     global _WORKER_MAKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle; it ends the pool
     torch.set_num_threads(1)            # the processes are the parallelism
     _WORKER_MAKER = maker
 
@@ -324,3 +326,11 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileExistsError, FileNotFoundError, KeyError) as err:
         print(f"realcam data {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.command != "make-shards":
+            raise
+        done = sorted(p.name for p in Path(args.out).glob(f"{args.split}-*.tar"))
+        print(f"\nrealcam data make-shards: interrupted. {len(done)} complete {args.split} shard(s) kept in "
+              f"{args.out} (each whole; the unfinished one was removed); index.json was not updated for this "
+              f"run, so run the command again with --overwrite", file=sys.stderr)
+        return 130

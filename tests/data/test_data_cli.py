@@ -148,3 +148,34 @@ def test_workers_write_the_same_shards_and_report_a_failing_sequence(tmp_path):
         make_shards(tmp_path / "broken", 7, workers=2, source="test_broken_scene_4",
                     **{**args, "samples_per_shard": 2})
     assert sorted(os.listdir(tmp_path / "broken")) == ["train-000000.tar", "train-000001.tar"]
+
+
+def test_ctrl_c_with_workers_keeps_whole_shards_and_stops_every_process(tmp_path):
+    """Ctrl-C (SIGINT to the process group) during make-shards --workers 2: exit 130 with a message, the
+    finished shards stay, the unfinished one is gone, and no worker outlives the command."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "shards"
+    cmd = [sys.executable, "-m", "realcam.cli", "data", "make-shards", "--out", str(out), "--num-sequences", "5000",
+           "--length", "4", "--height", "16", "--width", "16", "--samples-per-shard", "8", "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "train-000001.tar").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "interrupted" in err and "--overwrite" in err and "Traceback" not in err
+    names = sorted(p.name for p in out.iterdir())
+    assert names and all(n.startswith("train-") and n.endswith(".tar") for n in names)   # no temp file, no index
+    assert len(list(read_shard(out / names[-1]))) == 8                                    # the last one is whole
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)                                                          # no process left
