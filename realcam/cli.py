@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"realcam {__version__} (torch {torch.__version__})")
         return 0
     command = argv[0]
+    if argv[:2] == ["data", "make-ode-pairs"]:
+        # Needs a teacher (model code), so it lives in realcam.systems; data/ stays model-free.
+        from realcam.systems.ode_cli import main as make_ode_pairs
+
+        return int(make_ode_pairs(argv[2:]) or 0)
     if command in LIGHTNING_COMMANDS:
         from realcam.lightning_cli import main as lightning_main
 

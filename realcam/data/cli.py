@@ -272,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--codec-size", type=_size, default=None, help="HxW to resize it to, e.g. 480x832")
     bn.add_argument("--codec-frames", type=at_least(1), default=81, help="its first N frames (default 81)")
 
-    # Listed here for --help; main() hands it to realcam.systems.ode_cli, which has the options (it needs a
-    # teacher, so model code, which realcam.data does not import).
+    # Listed here for --help only: realcam.cli sends `data make-ode-pairs` to realcam.systems.ode_cli, which has
+    # the options (it needs a teacher, so model code, which realcam.data does not import).
     sub.add_parser("make-ode-pairs", add_help=False,
                    help="run a trained teacher's sampler over shards and store (noisy, clean) ODE pairs for the "
                         "student's ODE initialization (realcam data make-ode-pairs --help)")
@@ -297,9 +297,11 @@ def _check(directory: str, frame_tol: float, lossy_frame_tol: float) -> int:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["make-ode-pairs"]:
-        from realcam.systems.ode_cli import main as make_ode_pairs
-
-        return int(make_ode_pairs(argv[1:]) or 0)
+        # Needs a teacher, so model code: realcam.cli dispatches it to realcam.systems.ode_cli (data/ imports no
+        # model). Reaching it here means this function was called directly.
+        print("realcam data make-ode-pairs: run it as `realcam data make-ode-pairs ...` "
+              "(or realcam.systems.ode_cli.main)", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         if args.command == "make-shards":
