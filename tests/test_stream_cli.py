@@ -254,3 +254,7 @@ def test_version_and_usage(capsys):
         main(["data", "make-ode-pairs", "--help"])
     assert "--teacher" in capsys.readouterr().out
     assert main(["nope"]) == 2 and "unknown command 'nope'" in capsys.readouterr().err
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "realcam", "--version"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith(f"realcam {realcam.__version__}")    # python -m realcam
