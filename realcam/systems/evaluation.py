@@ -134,11 +134,13 @@ class PredictionWriter(Callback):
         self.rows, self.meta, self._names = [], {}, set()
 
     def _unique(self, name: str) -> str:
+        """A file stem no earlier video used: the same key in two shards keeps both videos, and a key ending in
+        ``_sbs`` cannot overwrite another video's side by side."""
         out, n = name, 1
-        while out in self._names:                     # the same key in two shards keeps both videos
+        while out in self._names or f"{out}_sbs" in self._names:
             n += 1
             out = f"{name}-{n}"
-        self._names.add(out)
+        self._names |= {out, f"{out}_sbs"}
         return out
 
     def on_predict_batch_end(self, trainer, pl_module, prediction, batch, batch_idx, dataloader_idx=0) -> None:

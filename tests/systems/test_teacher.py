@@ -92,6 +92,16 @@ def test_predict_writes_every_video_and_an_index(tiny_shards, tmp_path):
     assert not list(tmp_path.joinpath("custom").rglob("predictions")), "a configured writer replaces the default"
 
 
+def test_prediction_file_names_never_collide():
+    from realcam.systems.evaluation import PredictionWriter, safe_name
+
+    writer = PredictionWriter()
+    stems = [writer._unique(safe_name(k, "x")) for k in ["a", "a", "a_sbs", "b_sbs", "b", "a-2", "../etc/x", ".."]]
+    assert stems == ["a", "a-2", "a_sbs-2", "b_sbs", "b-2", "a-2-2", "_etc_x", "x"]
+    files = [f"{s}{tail}" for s in stems for tail in ("", "_sbs")]
+    assert len(set(files)) == len(files)
+
+
 def test_command_line_model_overrides_beat_the_checkpoint_hyperparameters(tiny_shards, tmp_path):
     """Lightning fills the model config from the checkpoint; what the user types explicitly must still win."""
     realcam(["fit", *tiny_args(tiny_shards, tmp_path / "fit", "--trainer.max_steps", "1",
