@@ -66,6 +66,9 @@ class SequenceMaker:
             a = self.args
             self._src = build_source(a["source"], a["source_args"], height=a["height"], width=a["width"],
                                      num_frames=max(a["lengths"]), seed=a["seed"], split=a["split"])
+            if hasattr(self._src, "__len__") and len(self._src) == 0:
+                raise ValueError(f"source {a['source']!r} with source_args {a['source_args']} has no scenes: "
+                                 f"check its folder (--source-args)")
             self._builders = {(name, L): LOOPAUG_STRATEGIES.build(name, length=L,
                                                                   **a["strategy_args"].get(name, {}))
                               for name in a["strategies"] for L in a["lengths"]}
