@@ -17,6 +17,7 @@ FORBIDDEN = {
     "losses": ("lightning", "realcam.systems", "realcam.data", "realcam.streaming", "realcam.bench", "realcam.cli",
                "realcam.stream_cli", "realcam.demo_cli", "realcam.lightning_cli"),
     "data": ("realcam.modules", "realcam.systems", "realcam.losses", "realcam.streaming", "realcam.bench",
+             "realcam.metrics",
              "realcam.stream_cli", "realcam.demo_cli", "realcam.lightning_cli"),
 }
 
