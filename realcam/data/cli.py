@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import inspect
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from realcam.data.shards import (DEFAULT_FRAME_CRF, FRAME_FORMATS, ShardWriter, check_frame_format, check_name,
-                                 check_shards, encode_sample, write_index)
+                                 check_shards, encode_sample, worker_pool, write_index)
 from realcam.registry import LOOPAUG_STRATEGIES, MULTIVIEW_SOURCES
 
 
@@ -89,10 +88,8 @@ class SequenceMaker:
 _WORKER_MAKER: SequenceMaker | None = None
 
 
-def _init_worker(maker: SequenceMaker) -> None:
+def _set_worker_maker(maker: SequenceMaker) -> None:
     global _WORKER_MAKER
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle; it ends the pool
-    torch.set_num_threads(1)            # the processes are the parallelism
     _WORKER_MAKER = maker
 
 
@@ -115,8 +112,6 @@ def make_shards(out: str | Path, num_sequences: int, *, source: str = "synthetic
     encodes in that many processes (one torch thread each) while this one writes the tars in order. Returns
     the split's index entry.
     """
-    import multiprocessing
-
     from tqdm import tqdm
 
     out, split = Path(out), check_name(split, "split")
@@ -144,12 +139,7 @@ def make_shards(out: str | Path, num_sequences: int, *, source: str = "synthetic
     length_counts: dict[int, int] = {}
     strategy_counts: dict[str, int] = {}
     resolutions: dict[str, int] = {}  # "HxW" -> count, as rendered (a source may ignore --height/--width)
-    pool = None
-    if workers > 0:
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(maker,))
-    try:
+    with worker_pool(workers, _set_worker_maker, maker) as pool:
         made = pool.imap(_make_in_worker, range(num_sequences)) if pool else map(maker, range(num_sequences))
         with ShardWriter(out, split, samples_per_shard, frame_format, frame_crf=frame_crf) as writer, \
                 tqdm(total=num_sequences, desc=f"make-shards {split}", unit="seq", disable=not progress) as bar:
@@ -159,10 +149,6 @@ def make_shards(out: str | Path, num_sequences: int, *, source: str = "synthetic
                 length_counts[L] = length_counts.get(L, 0) + 1
                 strategy_counts[name] = strategy_counts.get(name, 0) + 1
                 bar.update()
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     summary = dict(split=split, source=source, source_args=src_args, strategies=strategies,
                    strategy_args=strategy_args or {}, seed=seed, num_sequences=num_sequences, lengths=lengths,
                    length_counts={str(k): v for k, v in sorted(length_counts.items())},
@@ -261,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allowed mean |difference| (uint8 levels) between target frames at a revisit")
     ck.add_argument("--lossy-frame-tol", type=float, default=4.0,
                     help="the same for lossy frames (--frame-format mp4 at --frame-crf > 0)")
+    ck.add_argument("--workers", type=at_least(0), default=0,
+                    help="processes that read shards (0: this one); the report is the same either way")
 
     bn = sub.add_parser("bench", help="renderer (clips/s) and loader (samples/s) throughput")
     bn.add_argument("--out", help="write the results as JSON here")
@@ -283,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check(directory: str, frame_tol: float, lossy_frame_tol: float) -> int:
-    report = check_shards(directory, frame_tol=frame_tol, lossy_frame_tol=lossy_frame_tol)
+def _check(directory: str, frame_tol: float, lossy_frame_tol: float, workers: int = 0) -> int:
+    report = check_shards(directory, frame_tol=frame_tol, lossy_frame_tol=lossy_frame_tol, workers=workers)
     for bad in report["bad"]:
         where = bad["shard"] + (f" {bad['key']}" if bad["key"] is not None else "")
         print(f"BAD  {where}: {bad['reason']}")
@@ -320,7 +308,7 @@ def main(argv: list[str]) -> int:
                   f"{Path(args.out) / summary['pattern']} (index: {Path(args.out) / 'index.json'})")
             return 0
         if args.command == "check":
-            return _check(args.dir, args.frame_tol, args.lossy_frame_tol)
+            return _check(args.dir, args.frame_tol, args.lossy_frame_tol, args.workers)
         from realcam.data.bench import run_bench
 
         run_bench(out=args.out, height=args.height, width=args.width, length=args.length,

@@ -19,6 +19,7 @@ The full description, with a plain tar + numpy example, is docs/data.md.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -26,7 +27,7 @@ import os
 import re
 import tarfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -446,7 +447,83 @@ def is_lossy(meta: Mapping[str, Any]) -> bool:
     return meta.get("frame_format") == "mp4" and int(meta.get("frame_crf", DEFAULT_FRAME_CRF)) > 0
 
 
-def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol: float = 4.0) -> dict[str, Any]:
+def _check_shard(path: Path, entry: Mapping[str, Any] | None, frame_tol: float,
+                 lossy_frame_tol: float) -> dict[str, Any]:
+    """One shard's part of :func:`check_shards`: ``events`` in reading order (``("key", key)`` for every sample
+    read, ``("bad", {...})`` for every problem), and the counts of its valid samples."""
+    events: list[tuple[str, Any]] = []
+    lengths: dict[int, int] = {}
+    strategies: dict[str, int] = {}
+    keys: list[str] = []
+
+    def problem(key: str | None, reason: str) -> None:
+        events.append(("bad", dict(shard=path.name, key=key, reason=reason)))
+
+    try:
+        for key, entries in iter_shard(path):
+            keys.append(key)
+            events.append(("key", key))
+            try:
+                seq = decode_sample(entries, key)
+            except (ValueError, TypeError) as err:
+                problem(key, str(err))
+                continue
+            meta = json.loads(entries["json"])
+            lossy = is_lossy(meta)
+            problems = sequence_problems(seq, frame_tol=lossy_frame_tol if lossy else frame_tol)
+            if problems:
+                hint = (f" (mp4 frames at crf {meta.get('frame_crf')}: if the codec explains it, raise "
+                        f"--lossy-frame-tol above {lossy_frame_tol})" if lossy else "")
+                problem(key, "; ".join(problems) + hint)
+                continue
+            lengths[seq.num_steps] = lengths.get(seq.num_steps, 0) + 1
+            strategies[seq.strategy] = strategies.get(seq.strategy, 0) + 1
+    except ShardError as err:
+        problem(err.key, err.reason)
+        return dict(events=events, lengths=lengths, strategies=strategies)
+    if entry is not None:
+        if entry.get("keys") is not None and keys != entry["keys"]:
+            problem(None, f"holds {len(keys)} samples, index.json lists {len(entry['keys'])} (keys differ): the "
+                          f"shard was changed after it was written")
+        elif entry.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            problem(None, "sha256 differs from index.json: the shard was modified after it was written")
+    return dict(events=events, lengths=lengths, strategies=strategies)
+
+
+def quiet_worker(init: Callable[..., None] | None = None, *args: Any) -> None:
+    """Start of a data worker process: Ctrl-C is the main process's to handle (it ends the pool), one torch
+    thread (the processes are the parallelism), then ``init(*args)``."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    if init is not None:
+        init(*args)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, init: Callable[..., None] | None = None, *args: Any) -> Iterator[Any]:
+    """A ``multiprocessing`` pool of ``workers`` :func:`quiet_worker` processes (fork where the platform has it),
+    or None for ``workers == 0``; terminated and joined on the way out, whatever happened."""
+    import multiprocessing
+
+    if workers <= 0:
+        yield None
+        return
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    pool = ctx.Pool(workers, initializer=quiet_worker, initargs=(init, *args))
+    try:
+        yield pool
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol: float = 4.0,
+                 workers: int = 0) -> dict[str, Any]:
     """Decode and validate every sample of every ``*.tar`` in ``directory`` against the format and index.json.
 
     Per sample: all members present and readable, shapes/dtypes matching its json, rigid c2w and valid K
@@ -455,7 +532,10 @@ def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol:
     and its revisit a little differently, by about 1.5 levels at crf 10, while a wrong frame is off by tens). Per shard:
     it reads to the end, and its sample count, keys and sha256 match index.json. Returns
     ``{"shards", "samples", "bad": [{"shard", "key", "reason"}], "temp_files", "lengths", "strategies"}``.
+    ``workers > 0`` checks shards in that many processes; the report is the same, in the same order.
     """
+    from functools import partial
+
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory of shards")
@@ -466,49 +546,35 @@ def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol:
         index = {"splits": {}}
         bad.append(dict(shard=INDEX_NAME, key=None, reason=f"index.json is unreadable: {err}"))
     listed = {s["name"]: s for split in index["splits"].values() for s in split.get("shards", [])}
+    paths = sorted(directory.glob("*.tar"))
+    jobs = [(path, listed.get(path.name)) for path in paths]
+    check = partial(_check_one, frame_tol=frame_tol, lossy_frame_tol=lossy_frame_tol)
     lengths: dict[int, int] = {}
     strategies: dict[str, int] = {}
     seen: dict[str, str] = {}
     samples = 0
-    paths = sorted(directory.glob("*.tar"))
-    for path in paths:
-        keys: list[str] = []
-        try:
-            for key, entries in iter_shard(path):
-                keys.append(key)
-                if key in seen:
-                    bad.append(dict(shard=path.name, key=key, reason=f"duplicate key (also in {seen[key]})"))
-                seen[key] = path.name
-                try:
-                    seq = decode_sample(entries, key)
-                except (ValueError, TypeError) as err:
-                    bad.append(dict(shard=path.name, key=key, reason=str(err)))
+    with worker_pool(min(workers, len(paths)) if len(paths) > 1 else 0) as pool:
+        for path, result in zip(paths, pool.imap(check, jobs) if pool else map(check, jobs)):
+            for kind, value in result["events"]:
+                if kind == "bad":
+                    bad.append(value)
                     continue
-                meta = json.loads(entries["json"])
-                lossy = is_lossy(meta)
-                problems = sequence_problems(seq, frame_tol=lossy_frame_tol if lossy else frame_tol)
-                if problems:
-                    hint = (f" (mp4 frames at crf {meta.get('frame_crf')}: if the codec explains it, raise "
-                            f"--lossy-frame-tol above {lossy_frame_tol})" if lossy else "")
-                    bad.append(dict(shard=path.name, key=key, reason="; ".join(problems) + hint))
-                    continue
-                samples += 1
-                lengths[seq.num_steps] = lengths.get(seq.num_steps, 0) + 1
-                strategies[seq.strategy] = strategies.get(seq.strategy, 0) + 1
-        except ShardError as err:
-            bad.append(dict(shard=path.name, key=err.key, reason=err.reason))
-            continue
-        entry = listed.get(path.name)
-        if entry is not None:
-            if entry.get("keys") is not None and keys != entry["keys"]:
-                bad.append(dict(shard=path.name, key=None, reason=f"holds {len(keys)} samples, index.json lists "
-                                f"{len(entry['keys'])} (keys differ): the shard was changed after it was written"))
-            elif entry.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
-                bad.append(dict(shard=path.name, key=None, reason="sha256 differs from index.json: the shard was "
-                                "modified after it was written"))
+                if value in seen:
+                    bad.append(dict(shard=path.name, key=value, reason=f"duplicate key (also in {seen[value]})"))
+                seen[value] = path.name
+            samples += sum(result["lengths"].values())
+            for k, v in result["lengths"].items():
+                lengths[k] = lengths.get(k, 0) + v
+            for k, v in result["strategies"].items():
+                strategies[k] = strategies.get(k, 0) + v
     on_disk = {p.name for p in paths}
     for name in sorted(set(listed) - on_disk):
         bad.append(dict(shard=name, key=None, reason="listed in index.json but missing on disk"))
     return dict(shards=len(paths), samples=samples, bad=bad, lengths=dict(sorted(lengths.items())),
                 strategies=dict(sorted(strategies.items())),
                 temp_files=sorted(p.name for p in directory.glob(".*.tar.tmp")))
+
+
+def _check_one(job: tuple[Path, Mapping[str, Any] | None], frame_tol: float,
+               lossy_frame_tol: float) -> dict[str, Any]:
+    return _check_shard(job[0], job[1], frame_tol, lossy_frame_tol)

@@ -95,6 +95,26 @@ def test_check_passes_clean_data_and_names_bad_samples(tmp_path, capsys):
     assert "BAD  train-000001.tar: truncated" in capsys.readouterr().out
 
 
+def test_check_with_workers_gives_the_same_report(tmp_path):
+    """check --workers 2 reads shards in two processes; every problem is reported as one process reports it,
+    in the same order: a broken json, a cut shard, a shard edited after writing, a key in two shards."""
+    import shutil
+
+    from realcam.data.shards import check_shards
+
+    assert make(tmp_path, "--samples-per-shard", "2", n=10) == 0
+    _rewrite(tmp_path / "train-000000.tar", "train-00000001.json", b"{broken")
+    raw = (tmp_path / "train-000002.tar").read_bytes()
+    (tmp_path / "train-000002.tar").write_bytes(raw[: len(raw) // 2 + 700])
+    shutil.copy(tmp_path / "train-000003.tar", tmp_path / "extra-000000.tar")      # its keys appear twice
+    one, two = check_shards(tmp_path), check_shards(tmp_path, workers=2)
+    assert one == two
+    reasons = " | ".join(b["reason"] for b in one["bad"])
+    assert "json is broken" in reasons and "unreadable tar" in reasons and "sha256 differs" in reasons
+    assert "duplicate key (also in extra-000000.tar)" in reasons
+    assert main(["check", str(tmp_path), "--workers", "2"]) == 1
+
+
 def test_shards_feed_the_datamodule(tmp_path):
     assert make(tmp_path, n=6) == 0
     assert make(tmp_path, "--split", "val", n=3) == 0
