@@ -295,10 +295,11 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the unfinished shard (finished ones stay: each is complete on its own)."""
-        if self._tar is not None:
+        if self._file is not None:
             self._file.close()
-            (self.out_dir / temp_shard_name(self.prefix, self.index)).unlink(missing_ok=True)
-            self._tar, self._file, self._keys, self._hash = None, None, [], hashlib.sha256()
+        # Unconditionally: an interrupt can land after open() made the file but before _open() recorded it.
+        (self.out_dir / temp_shard_name(self.prefix, self.index)).unlink(missing_ok=True)
+        self._tar, self._file, self._keys, self._hash = None, None, [], hashlib.sha256()
 
     def close(self) -> None:
         if self._tar is not None:
