@@ -4,9 +4,9 @@
 :func:`realcam.systems.rollout.rollout_chunk` (the function self-rollout training and offline evaluation use),
 with a KV cache of ``sink`` chunks plus a rolling ``window`` and noise drawn from a generator seeded at
 :meth:`~StreamingGenerator.reset`. By default each chunk's clean cache pass runs inside the next chunk's first
-denoising pass (:func:`~realcam.systems.rollout.rollout_chunk_fused`), so a stream equals the offline causal
-rollout to float rounding; with ``fuse_cache_pass=False`` it runs ``rollout_chunk`` itself and equals it bit
-for bit.
+denoising pass (``rollout_chunk(previous=..., defer_cache_pass=True)``), so a stream equals the offline causal
+rollout to float rounding; with ``fuse_cache_pass=False`` each chunk commits its own cache pass and the stream
+equals the rollout bit for bit.
 
 A *bundle* is a folder holding a trained network: ``model.safetensors`` (bare weights, the EMA) and
 ``config.yaml`` (network and codec ``class_path``/``init_args``, schedule, pose reference, image size, fps,
@@ -39,7 +39,7 @@ from realcam.modules.cond import Cond
 from realcam.modules.flow import FlowSchedule
 from realcam.registry import BACKBONES, CODECS
 from realcam.systems.networks import load_network_weights
-from realcam.systems.rollout import rollout_chunk, rollout_chunk_fused
+from realcam.systems.rollout import rollout_chunk, supports_fused_cache_pass
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUNDLE_WEIGHTS, BUNDLE_CONFIG = "model.safetensors", "config.yaml"
@@ -339,7 +339,7 @@ class StreamingGenerator:
         self.chunk_frames = int(network.chunk_frames)
         self.trained_pose_reference, self.fps, self.dtype, self.seed = pose_reference, float(fps), dtype, int(seed)
         self.sink, self.window = sink, window
-        supported = callable(getattr(network, "commit_and_forward", None))
+        supported = supports_fused_cache_pass(network)
         if fuse_cache_pass and not supported:
             raise ValueError(f"fuse_cache_pass=True needs a network with commit_and_forward "
                              f"({type(network).__name__}); leave it unset or False")
@@ -564,11 +564,8 @@ class StreamingGenerator:
                 latents = self.codec.encode(frames[None])
                 cond = Cond(source=latents, target_c2w=rel[None], target_K=self.target_K.expand(1, c, 3, 3),
                             source_K=self.K.expand(1, c, 3, 3), image_size=self.image_size)
-                if self.fuse_cache_pass:
-                    x0 = rollout_chunk_fused(self.network, cond, self.sigmas, self.cache, self.noise, latents,
-                                             self._uncommitted)
-                else:
-                    x0, _, _ = rollout_chunk(self.network, cond, self.sigmas, self.cache, self.noise, latents)
+                x0, _, _ = rollout_chunk(self.network, cond, self.sigmas, self.cache, self.noise, latents,
+                                         previous=self._uncommitted, defer_cache_pass=self.fuse_cache_pass)
                 out = self.codec.decode(x0)[0].float().clamp_(-1.0, 1.0)
         except BaseException:
             # A failed chunk leaves no trace: the same noise, the cache as it was (a commit made before the

@@ -2,8 +2,8 @@
 
 Sections (``--only`` picks some; every one lands in the same JSON):
   stream     streaming FPS and per-frame latency, bf16 and fp32: end to end (uint8 frame in, encode, the denoising
-             passes and the cache pass, decode; ``StreamingGenerator.push``) and transformer only (the same passes:
-             ``rollout_chunk_fused``, or ``rollout_chunk`` with ``--no-fuse``)
+             passes and the cache pass, decode; ``StreamingGenerator.push``) and transformer only (the same passes
+             through ``rollout_chunk``, the cache pass fused into the next chunk's first pass unless ``--no-fuse``)
   steps      end-to-end FPS at several denoising-step counts (``--compare-steps``, default 4,2,1) side by side
 Every student timing uses ``--steps`` (default: the list the student was distilled with, 4 steps).
   constant   per-frame latency at frame 32 against frame 2048, the two streams timed in alternation
@@ -36,7 +36,7 @@ from realcam.modules.cond import Cond
 from realcam.modules.flow import FlowSchedule
 from realcam.modules.samplers import euler_sample
 from realcam.registry import ATTENTION_BACKENDS
-from realcam.systems.rollout import rollout_chunk, rollout_chunk_fused
+from realcam.systems.rollout import rollout_chunk, supports_fused_cache_pass
 
 SECTIONS = ("stream", "steps", "constant", "video", "ttff", "backends", "flops", "wan")
 RECIPE_STEPS = (1000, 750, 500, 250)
@@ -56,8 +56,7 @@ class Setup:
         self.image_size = tuple(args.image_size)
         self.fps = args.source_fps
         self.trained_steps = trained_steps(args.student)
-        supported = callable(getattr(self.student, "commit_and_forward", None))
-        self.fuse = bool(args.fuse) and supported
+        self.fuse = bool(args.fuse) and supports_fused_cache_pass(self.student)
         self.denoising_steps = resolve_steps(args.steps, self.trained_steps)
         self.schedule = FlowSchedule(shift=SHIFT, denoising_steps=self.denoising_steps)
         H, W = self.image_size
@@ -154,9 +153,9 @@ def progress(msg: str) -> None:
 
 # ---- sections ------------------------------------------------------------------------------------------
 class ChunkStepper:
-    """One chunk's transformer passes (transformer only) on its own cache, as the stream runs them:
-    ``rollout_chunk_fused`` (the previous chunk's cache pass inside this one's first pass) when the setup fuses,
-    else ``rollout_chunk`` (all passes and the cache commit)."""
+    """One chunk's transformer passes (transformer only) on its own cache, as the stream runs them: with the
+    previous chunk's cache pass inside this one's first pass when the setup fuses, else all passes and the
+    chunk's own cache commit (``rollout_chunk`` either way)."""
 
     def __init__(self, model, setup: Setup, dtype: str):
         self.model, self.setup, self.dtype = model, setup, dtype
@@ -168,12 +167,9 @@ class ChunkStepper:
     @torch.no_grad()
     def step(self) -> float:
         def run():
-            if self.setup.fuse:
-                x0 = rollout_chunk_fused(self.model, self.cond, self.sigmas, self.cache, self.noise, self.cond.source,
-                                         self.previous)
-                self.previous = (x0, self.cond)
-            else:
-                rollout_chunk(self.model, self.cond, self.sigmas, self.cache, self.noise, self.cond.source)
+            x0, _, _ = rollout_chunk(self.model, self.cond, self.sigmas, self.cache, self.noise, self.cond.source,
+                                     previous=self.previous, defer_cache_pass=self.setup.fuse)
+            self.previous = (x0, self.cond) if self.setup.fuse else None
 
         with autocast(self.setup.device, self.dtype):
             return timed(run, self.setup.device)

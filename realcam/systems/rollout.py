@@ -47,18 +47,32 @@ def chunk_bounds(num_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
     return [(a, a + chunk_frames) for a in range(0, num_frames, chunk_frames)]
 
 
+def supports_fused_cache_pass(generator: nn.Module) -> bool:
+    """Whether ``generator`` can run a chunk's cache pass inside the next chunk's first pass (``previous`` /
+    ``defer_cache_pass`` of :func:`rollout_chunk`)."""
+    return callable(getattr(generator, "commit_and_forward", None))
+
+
 def rollout_chunk(generator: nn.Module, cond: Cond, sigmas: Tensor, cache: KVCache, noise_gen: torch.Generator | None,
                   like: Tensor, exit_step: int | None = None, record: bool = False,
-                  noise: Tensor | None = None) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+                  noise: Tensor | None = None, previous: tuple[Tensor, Cond] | None = None,
+                  defer_cache_pass: bool = False) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Generate one chunk (``cond`` restricted to it) and commit its clean K/V to ``cache``.
 
     ``like`` gives shape [B, chunk_frames, C, h, w], dtype and device. ``noise`` overrides the initial noise.
     Returns (x0, states, predictions); the last two are empty unless ``record``.
+
+    Inference can move the cache pass (one transformer pass fewer per chunk, same noise draws and steps):
+    ``defer_cache_pass`` skips this chunk's clean pass and commit, and the next call, given ``previous`` = this
+    chunk's (x0, cond), runs it inside its first denoising pass (``generator.commit_and_forward``).
     """
     B = like.shape[0]
     steps = len(sigmas) if exit_step is None else exit_step + 1
     if not 0 < steps <= len(sigmas):
         raise ValueError(f"exit_step={exit_step} must be in [0, {len(sigmas) - 1}] for {len(sigmas)} sigmas")
+    if previous is not None and exit_step is not None:
+        raise ValueError("previous (a deferred cache pass) runs without gradients: it is for inference, not "
+                         "with exit_step")
     denoiser = partial(generator, cache=cache)
     x = sample_noise(like.shape, noise_gen, like) if noise is None else noise
     states, preds = [], []
@@ -66,13 +80,16 @@ def rollout_chunk(generator: nn.Module, cond: Cond, sigmas: Tensor, cache: KVCac
     for j in range(steps):
         sigma = sigmas[j].to(like.device, torch.float32).expand(B, like.shape[1])
         grad = exit_step is not None and j == exit_step and torch.is_grad_enabled()
+        first = partial(generator.commit_and_forward, *previous, cache=cache) if j == 0 and previous else None
         with torch.set_grad_enabled(grad):
-            x0 = predict_x0(denoiser, x, sigma, cond)
+            x0 = predict_x0(first or denoiser, x, sigma, cond)
         if record:
             states.append(x.detach())
             preds.append(x0.detach())
         if j + 1 < steps:
             x = add_noise(x0.detach(), sample_noise(like.shape, noise_gen, like), sigmas[j + 1])
+    if defer_cache_pass:
+        return x0, states, preds
     with torch.no_grad():          # the clean pass: K/V of the result, remembered for the next chunks
         write_cache = getattr(generator, "write_cache", None)   # skips what only the (unused) flow needs
         if write_cache is not None:
@@ -81,28 +98,6 @@ def rollout_chunk(generator: nn.Module, cond: Cond, sigmas: Tensor, cache: KVCac
             generator(x0.detach(), torch.zeros(B, like.shape[1], device=like.device), cond, cache=cache)
     cache.commit()
     return x0, states, preds
-
-
-def rollout_chunk_fused(generator: nn.Module, cond: Cond, sigmas: Tensor, cache: KVCache,
-                        noise_gen: torch.Generator | None, like: Tensor,
-                        previous: tuple[Tensor, Cond] | None = None) -> Tensor:
-    """:func:`rollout_chunk` for inference, with the cache pass moved: the previous chunk's (``previous`` = its
-    x0 and cond, not yet in the cache) runs inside this chunk's first denoising pass
-    (``generator.commit_and_forward``), and this chunk's is left to the next call. Same noise draws and steps;
-    one transformer pass fewer per chunk. Returns x0; pass ``(x0, cond)`` as ``previous`` next time."""
-    B = like.shape[0]
-    x = sample_noise(like.shape, noise_gen, like)
-    x0 = x
-    for j in range(len(sigmas)):
-        sigma = sigmas[j].to(like.device, torch.float32).expand(B, like.shape[1])
-        if j == 0 and previous is not None:
-            denoiser = partial(generator.commit_and_forward, previous[0], previous[1], cache=cache)
-        else:
-            denoiser = partial(generator, cache=cache)
-        x0 = predict_x0(denoiser, x, sigma, cond)
-        if j + 1 < len(sigmas):
-            x = add_noise(x0, sample_noise(like.shape, noise_gen, like), sigmas[j + 1])
-    return x0
 
 
 def causal_rollout(generator: nn.Module, cond: Cond, sigmas: Tensor, noise_gen: torch.Generator | None = None, *,

@@ -17,7 +17,7 @@ from realcam.modules.backbone import PRESETS, CrossFrameDiT
 from realcam.modules.cond import Cond
 from realcam.modules.flow import FlowSchedule
 from realcam.streaming import evenly_spaced_steps
-from realcam.systems.rollout import rollout_chunk_fused
+from realcam.systems.rollout import rollout_chunk
 
 # latent shape per frame and how video frames map to latent frames
 SHAPES = {"tiny": dict(channels=12, hw=(16, 16), image=(32, 32), video=lambda lat: lat, latent=lambda T: T),
@@ -67,8 +67,9 @@ def main() -> None:
                     for a in range(0, lat, c):
                         part = Cond(x[:, a:a + c], cond.target_c2w[:, a:a + c], K[:, a:a + c], shape["image"],
                                     source_K=K[:, a:a + c])
-                        previous = (rollout_chunk_fused(student, part, sigmas, cache, None, part.source, previous),
-                                    part)
+                        x0, _, _ = rollout_chunk(student, part, sigmas, cache, None, part.source, previous=previous,
+                                                 defer_cache_pass=True)
+                        previous = (x0, part)
                 student_flops = count(stream)
                 print(f"| {args.preset} | {shape['video'](lat)} | {lat} | {steps} | {tflop(teacher_flops)} | "
                       f"{tflop(student_flops)} | {teacher_flops / student_flops:.1f}x |", flush=True)
