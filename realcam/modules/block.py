@@ -108,14 +108,9 @@ class DiTBlock(nn.Module):
         if stage_only:
             return None
         if cache is not None and not torch.is_grad_enabled():
-            # Inference: the cache sits in front in preallocated buffers (built once per chunk), this pass
-            # writes its own K/V into the tail (a target-only pass: the tail's second half, after the source
-            # K/V its ``both`` pass wrote). The same values as the concatenation below.
-            dtypes = (k_rot.dtype, v.dtype) if attn_cast is None else (attn_cast, attn_cast)
-            k_buf, v_buf = cache.kv_buffers(layer, 2 * L if part == "target" else L, rotate_cached, k_rot, v, dtypes)
-            k_buf[:, :, -L:] = k_rot
-            v_buf[:, :, -L:] = v
-            k_rot, v = k_buf, v_buf
+            # Inference: a target-only pass's tail is [its source's K/V, written by the ``both`` pass | its own].
+            k_rot, v = self._cached_kv(cache, layer, 2 * L if part == "target" else L, rotate_cached, k_rot, v,
+                                       attn_cast)
             q_rot = q_rot if attn_cast is None else q_rot.to(attn_cast)
         elif cache is not None:
             # Gradient through this pass (training): fresh tensors, the shared buffers must stay out of autograd.
@@ -137,7 +132,7 @@ class DiTBlock(nn.Module):
         (``pair["source_kv"]`` is a list) the previous rows are its target alone, its source K/V the ones its
         first pass staged, and the next chunk's source rows do not see its target."""
         n_prev, plan, isolated = pair["split"], pair["plan"], pair["source_kv"] is not None
-        dtypes = (k_rot.dtype, v.dtype) if attn_cast is None else (attn_cast, attn_cast)
+        dtypes = _buffer_dtypes(k_rot, v, attn_cast)
         k_prev, v_prev = k[:, :, :n_prev], v[:, :, :n_prev]
         if isolated:                    # the chunk is committed as [source | target]
             src_k, src_v = cache.staged_source(layer)
@@ -147,11 +142,9 @@ class DiTBlock(nn.Module):
         outs = []
         if all_rows:        # the previous chunk's queries (the last block needs none: its K/V are all that count)
             tokens = 2 * n_prev if isolated else n_prev     # isolated: [its source | itself] in the buffers' tail
-            k_buf, v_buf = cache.kv_buffers(layer, tokens, rotate_cached, k_rot[:, :, :n_prev], v[:, :, :n_prev],
-                                            dtypes)
-            k_buf[:, :, -n_prev:] = k_rot[:, :, :n_prev]
-            v_buf[:, :, -n_prev:] = v[:, :, :n_prev]
-            outs.append(attend(q_rot[:, :, :n_prev], k_buf, v_buf))
+            outs.append(attend(q_rot[:, :, :n_prev], *self._cached_kv(cache, layer, tokens, rotate_cached,
+                                                                      k_rot[:, :, :n_prev], v[:, :, :n_prev],
+                                                                      attn_cast)))
         # the next chunk's buffers: the cache after the commit, rotated at its new positions, then its own K/V
         n_next, past = k.shape[2] - n_prev, new_k.shape[2]
         k_next = torch.empty(*new_k.shape[:2], past + n_next, k_rot.shape[-1], dtype=dtypes[0], device=k.device)
@@ -174,6 +167,17 @@ class DiTBlock(nn.Module):
         pair["new_kv"].append((new_k, new_v))
         pair["buffers"].append((k_next, v_next))
         return self._finish(x, torch.cat(outs, dim=2) if len(outs) > 1 else outs[0], mods)
+
+    @staticmethod
+    def _cached_kv(cache: KVCache, layer: int, tokens: int, rotate_cached, k_rot: Tensor, v: Tensor,
+                   attn_cast: torch.dtype | None) -> tuple[Tensor, Tensor]:
+        """The chunk's preallocated KV buffers (the cache in front, built once per chunk by
+        :meth:`KVCache.kv_buffers`, ``tokens`` of the chunk behind it) with this pass's rows written into the
+        tail: the same values as concatenating the rotated cache and (k_rot, v)."""
+        k_buf, v_buf = cache.kv_buffers(layer, tokens, rotate_cached, k_rot, v, _buffer_dtypes(k_rot, v, attn_cast))
+        k_buf[:, :, -k_rot.shape[2]:] = k_rot
+        v_buf[:, :, -v.shape[2]:] = v
+        return k_buf, v_buf
 
     def _finish(self, x: Tensor, out: Tensor, mods: list[Tensor]) -> Tensor:
         """The block after attention: output projection and FFN, each gated into the residual.
@@ -240,3 +244,9 @@ class DiTBlock(nn.Module):
                 bias = torch.cat(params[3:6]).to(dtype)
                 self._fused = (key, weight, bias, torch.stack(params[6:]))
         return self._fused[1:]
+
+
+def _buffer_dtypes(k: Tensor, v: Tensor, attn_cast: torch.dtype | None) -> tuple[torch.dtype, torch.dtype]:
+    """The dtypes KV buffers are stored in: what the attention backend will compute in (``attn_cast``), else
+    the keys' and values' own."""
+    return (k.dtype, v.dtype) if attn_cast is None else (attn_cast, attn_cast)
