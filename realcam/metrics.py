@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from realcam.atomic import write_atomic
 from realcam.data.video import side_by_side, write_video
 
 BASELINE = "baseline/source_copy/"
@@ -312,19 +313,7 @@ def write_report(path: str | os.PathLike, metrics: Mapping[str, Any], extra: Map
         "versions": {"realcam": realcam.__version__, "torch": torch.__version__,
                      "torchmetrics": torchmetrics.__version__, "python": platform.python_version()},
     }
-    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")         # same folder, so os.replace is an atomic rename
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def _jsonable(x: Any, where: str) -> Any:

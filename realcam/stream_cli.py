@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from realcam import geometry
+from realcam.atomic import write_atomic
 from realcam.data.cli import at_least, crf_value
 
 # The synthetic source arguments the tiny models were trained with (scripts/teacher_tiny.sh).
@@ -311,9 +312,7 @@ def write_report(path: Path, result: dict[str, Any], fps: float, outputs: dict[s
             "stats": result["stats"], "metrics": result["metrics"],
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(body, indent=2))
-    return str(path)
+    return str(write_atomic(path, json.dumps(body, indent=2)))
 
 
 def run_stream(gen, clip: SourceClip, rel: Tensor, writers: StreamWriters, keep: bool = False, **kw) -> tuple:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from realcam.atomic import write_atomic
 from realcam.data.loopaug import LoopSequence
 
 FORMAT_VERSION = 1
@@ -437,10 +438,7 @@ def write_index(directory: str | Path, split: str, summary: dict[str, Any]) -> P
     index = read_index(directory)
     index["splits"][split] = summary
     index["splits"] = dict(sorted(index["splits"].items()))
-    tmp = directory / f".{INDEX_NAME}.tmp"
-    tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, directory / INDEX_NAME)
-    return directory / INDEX_NAME
+    return write_atomic(directory / INDEX_NAME, json.dumps(index, indent=1, sort_keys=True) + "\n")
 
 
 def is_lossy(meta: Mapping[str, Any]) -> bool:

@@ -2,7 +2,7 @@
 the videos ``realcam predict`` writes."""
 from __future__ import annotations
 
-import os
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from realcam import metrics
+from realcam.atomic import write_atomic
 
 
 def safe_name(raw: Any, fallback: str) -> str:
@@ -160,7 +161,9 @@ class PredictionWriter(Callback):
                 files["side_by_side"] = metrics.save_side_by_side(folder / f"{name}_sbs.mp4", source[b],
                                                                   generated[b], target[b], fps=self.fps).name
             if self.save_frames:
-                files["frames"] = _save_npy(folder / f"{name}.npy", frames.numpy()).name
+                buf = io.BytesIO()
+                np.save(buf, frames.numpy())
+                files["frames"] = write_atomic(folder / f"{name}.npy", buf.getvalue()).name
             unit = metrics.to_unit
             self.rows.append({
                 "key": str(key), "name": name,
@@ -183,13 +186,3 @@ class PredictionWriter(Callback):
                              {"stage": "predict", "global_step": pl_module.global_step, "fps": self.fps,
                               **self.meta, "videos": self.rows})
 
-
-def _save_npy(path: Path, array: np.ndarray) -> Path:
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

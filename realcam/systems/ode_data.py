@@ -23,7 +23,6 @@ One tar member per field, WebDataset style (``KEY.FIELD.EXT``)::
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from realcam.atomic import write_atomic
 from realcam.data.shards import (ShardError, ShardWriter, _load_npy, _npy_bytes, check_name,
                                  expand_urls, iter_shard, temp_shard_name)
 from realcam.modules.codecs import LatentCodec
@@ -173,9 +173,7 @@ def write_ode_pairs(denoiser: Denoiser, codec: LatentCodec, batches: Iterable[di
     summary = dict(meta_common, num_samples=n, num_shards=len(writer.shards), grid=grid.tolist(),
                    student_sigmas=sigmas.tolist(), pattern=f"{prefix}-{{000000..{len(writer.shards) - 1:06d}}}.tar",
                    shards=writer.shards)
-    tmp = out / f".{INDEX_NAME}.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / INDEX_NAME)
+    write_atomic(out / INDEX_NAME, json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary
 
 
