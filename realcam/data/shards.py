@@ -446,10 +446,12 @@ def is_lossy(meta: Mapping[str, Any]) -> bool:
     return meta.get("frame_format") == "mp4" and int(meta.get("frame_crf", DEFAULT_FRAME_CRF)) > 0
 
 
-def _check_shard(path: Path, entry: Mapping[str, Any] | None, frame_tol: float,
+def _check_shard(job: tuple[Path, Mapping[str, Any] | None], frame_tol: float,
                  lossy_frame_tol: float) -> dict[str, Any]:
-    """One shard's part of :func:`check_shards`: ``events`` in reading order (``("key", key)`` for every sample
-    read, ``("bad", {...})`` for every problem), and the counts of its valid samples."""
+    """One shard's part of :func:`check_shards` (``job``: its path and its index.json entry): ``events`` in
+    reading order (``("key", key)`` for every sample read, ``("bad", {...})`` for every problem), and the counts
+    of its valid samples."""
+    path, entry = job
     events: list[tuple[str, Any]] = []
     lengths: dict[int, int] = {}
     strategies: dict[str, int] = {}
@@ -547,7 +549,7 @@ def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol:
     listed = {s["name"]: s for split in index["splits"].values() for s in split.get("shards", [])}
     paths = sorted(directory.glob("*.tar"))
     jobs = [(path, listed.get(path.name)) for path in paths]
-    check = partial(_check_one, frame_tol=frame_tol, lossy_frame_tol=lossy_frame_tol)
+    check = partial(_check_shard, frame_tol=frame_tol, lossy_frame_tol=lossy_frame_tol)
     lengths: dict[int, int] = {}
     strategies: dict[str, int] = {}
     seen: dict[str, str] = {}
@@ -573,7 +575,3 @@ def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol:
                 strategies=dict(sorted(strategies.items())),
                 temp_files=sorted(p.name for p in directory.glob(".*.tar.tmp")))
 
-
-def _check_one(job: tuple[Path, Mapping[str, Any] | None], frame_tol: float,
-               lossy_frame_tol: float) -> dict[str, Any]:
-    return _check_shard(job[0], job[1], frame_tol, lossy_frame_tol)
