@@ -329,7 +329,8 @@ def run_stream(gen, clip: SourceClip, rel: Tensor, writers: StreamWriters, keep:
 
 def load_generator(args: argparse.Namespace):
     """A StreamingGenerator from --bundle (default: the bundled tiny student) or --ckpt + --config."""
-    from realcam.streaming import StreamingGenerator, bundled_model
+    from realcam.bundle import bundled_model
+    from realcam.streaming import StreamingGenerator
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -478,7 +479,7 @@ def export_parser() -> argparse.ArgumentParser:
 
 
 def export_main(argv: list[str]) -> int:
-    from realcam.streaming import export_checkpoint
+    from realcam.bundle import export_checkpoint
 
     args = export_parser().parse_args(argv)
     try:

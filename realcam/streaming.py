@@ -1,251 +1,42 @@
 """Streaming inference: push a source frame and a target pose, get the target frame (DESIGN §1.3).
 
 :class:`StreamingGenerator` wraps a causal student: each chunk is generated with the steps and noise draws of
-:func:`realcam.systems.rollout.rollout_chunk` (the function self-rollout training and offline evaluation use),
+:func:`realcam.rollout.rollout_chunk` (the function self-rollout training and offline evaluation use),
 with a KV cache of ``sink`` chunks plus a rolling ``window`` and noise drawn from a generator seeded at
 :meth:`~StreamingGenerator.reset`. By default each chunk's clean cache pass runs inside the next chunk's first
 denoising pass (``rollout_chunk(previous=..., defer_cache_pass=True)``), so a stream equals the offline causal
 rollout to float rounding; with ``fuse_cache_pass=False`` each chunk commits its own cache pass and the stream
 equals the rollout bit for bit.
 
-A *bundle* is a folder holding a trained network: ``model.safetensors`` (bare weights, the EMA) and
-``config.yaml`` (network and codec ``class_path``/``init_args``, schedule, pose reference, image size, fps,
-role, provenance). :func:`export_checkpoint` writes one from a training run (``realcam export``);
-:func:`load_bundle` reads it back. See docs/streaming.md.
+A *bundle* (:mod:`realcam.bundle`) is a folder holding a trained network; :meth:`StreamingGenerator.from_checkpoint`
+reads one. Nothing here imports Lightning.
 """
 from __future__ import annotations
 
-import inspect
 import math
-import shutil
 import time
 import warnings
 from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 
 from realcam import geometry
 from realcam.device import checked_device
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.cond import Cond
+from realcam.bundle import build_bundle, evenly_spaced_steps, load_bundle, read_training_config
 from realcam.modules.flow import FlowSchedule
-from realcam.registry import BACKBONES, CODECS
-from realcam.systems.networks import load_network_weights
-from realcam.systems.rollout import rollout_chunk, supports_fused_cache_pass
+from realcam.modules.protocol import check_causal
+from realcam.rollout import rollout_chunk, supports_fused_cache_pass
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-BUNDLE_WEIGHTS, BUNDLE_CONFIG = "model.safetensors", "config.yaml"
-ROLES = ("student", "teacher")
 DTYPES = ("fp32", "bf16")
 DEFAULT_FOV_DEG = 60.0      # horizontal field of view assumed when the source intrinsics are unknown
-
-
-# ================================================================================================ bundles
-@dataclass
-class Bundle:
-    """A loaded bundle: the network (eval mode, no grad), its codec and the parsed ``config.yaml``."""
-
-    network: nn.Module
-    codec: LatentCodec
-    config: dict[str, Any]
-    path: Path | None = None
-
-    def options(self) -> dict[str, Any]:
-        """The :class:`StreamingGenerator` arguments the config fixes."""
-        c = self.config
-        return dict(image_size=tuple(c["image_size"]), shift=float(c["shift"]),
-                    denoising_steps=tuple(c["denoising_steps"]), pose_reference=c["pose_reference"],
-                    fps=float(c["fps"]))
-
-
-def _instantiate(spec: Any, kind: type, field_name: str, registry) -> Any:
-    """``{class_path, init_args}`` (checked by jsonargparse: a typo is an error) or a registry name."""
-    if isinstance(spec, str):
-        return registry.build(spec)
-    if not isinstance(spec, dict) or "class_path" not in spec:
-        raise ValueError(f"{field_name} = {spec!r}: expected a registry name or {{class_path, init_args}}")
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--value", type=kind)
-    try:
-        return parser.instantiate(parser.parse_object({"value": spec})).value
-    except Exception as err:     # jsonargparse wraps the reason in its own error types
-        raise ValueError(f"{field_name} cannot be built from {spec.get('class_path')!r}: {err}") from None
-
-
-def build_network(config: dict[str, Any]) -> nn.Module:
-    """The bundle's network: ``network`` as class_path/init_args, or a backbone name plus ``network_args``."""
-    spec = config.get("network")
-    if isinstance(spec, str):
-        return BACKBONES.build(spec, **(config.get("network_args") or {}))
-    return _instantiate(spec, nn.Module, "network", BACKBONES)
-
-
-def _check_config(config: dict[str, Any], where: str) -> dict[str, Any]:
-    for key in ("network", "codec", "shift", "denoising_steps", "pose_reference", "image_size", "fps", "role"):
-        if key not in config:
-            raise ValueError(f"{where}: config.yaml has no {key!r} (bundle format: docs/streaming.md)")
-    if config["pose_reference"] not in geometry.POSE_REFERENCES:
-        raise ValueError(f"{where}: pose_reference={config['pose_reference']!r} is not one of "
-                         f"{geometry.POSE_REFERENCES}")
-    if config["role"] not in ROLES:
-        raise ValueError(f"{where}: role={config['role']!r} is not one of {ROLES}")
-    FlowSchedule(shift=float(config["shift"]), denoising_steps=tuple(config["denoising_steps"]))   # validates
-    if len(config["image_size"]) != 2:
-        raise ValueError(f"{where}: image_size={config['image_size']!r}: expected [H, W]")
-    return config
-
-
-def _build(config: dict[str, Any], weights: str | Path, where: str, prefer: str = "ema") -> Bundle:
-    network = build_network(config)
-    load_network_weights(network, weights, prefer=prefer, field=f"{where} weights")
-    codec = _instantiate(config["codec"], LatentCodec, "codec", CODECS)
-    return Bundle(network.eval().requires_grad_(False), codec.eval(), config)
-
-
-def evenly_spaced_steps(count: int) -> tuple[int, ...]:
-    """``count`` denoising timesteps evenly spaced from 1000: 1000, 1000 (count - 1) / count, ..."""
-    if count < 1:
-        raise ValueError(f"steps={count} must be >= 1")
-    return tuple(round(1000 * (count - k) / count) for k in range(count))
-
-
-def read_bundle_config(path: str | Path) -> dict[str, Any]:
-    """The checked ``config.yaml`` of a bundle folder, without loading its weights."""
-    path = Path(path)
-    if not (path / BUNDLE_CONFIG).is_file() or not (path / BUNDLE_WEIGHTS).is_file():
-        raise FileNotFoundError(f"{path} is not a realcam bundle: it needs {BUNDLE_CONFIG} and {BUNDLE_WEIGHTS} "
-                                f"(write one with `realcam export --config YAML --ckpt CKPT --out {path}`)")
-    try:
-        config = yaml.safe_load((path / BUNDLE_CONFIG).read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path / BUNDLE_CONFIG} is not valid YAML ({str(err).splitlines()[0]}): fix the file or "
-                         f"export the bundle again") from None
-    if config is not None and not isinstance(config, dict):
-        raise ValueError(f"{path / BUNDLE_CONFIG} holds a {type(config).__name__}, not a mapping of bundle keys "
-                         f"(docs/streaming.md, Bundles)")
-    return _check_config(config or {}, str(path))
-
-
-def load_bundle(path: str | Path) -> Bundle:
-    """Read a bundle folder (``model.safetensors`` + ``config.yaml``)."""
-    path = Path(path)
-    config = read_bundle_config(path)
-    bundle = _build(config, path / BUNDLE_WEIGHTS, str(path))
-    bundle.path = path
-    return bundle
-
-
-def bundled_model(name: str = "tiny_student") -> Path:
-    """The folder of a bundle shipped in ``realcam/assets``; a clear error if it was never exported."""
-    path = ASSETS / name
-    if not (path / BUNDLE_WEIGHTS).is_file():
-        role = "student" if "student" in name else "teacher"
-        config = "configs/student/tiny_dmd.yaml" if role == "student" else "configs/teacher/tiny.yaml"
-        raise FileNotFoundError(
-            f"the bundled model folder {path} is missing (or has no {BUNDLE_WEIGHTS}). It is produced from a trained "
-            f"run by `realcam export --config {config} --ckpt RUN/checkpoints/last.ckpt --out {path} --role {role}`; "
-            f"or pass --bundle DIR (any exported bundle) instead")
-    return path
-
-
-def _signature_defaults(class_path: str | None) -> dict[str, Any]:
-    if not class_path:
-        return {}
-    import importlib
-
-    module, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return {}
-    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
-            if p.default is not inspect.Parameter.empty}
-
-
-def read_training_config(path: str | Path, role: str | None = None) -> dict[str, Any]:
-    """A training YAML (``realcam fit --config``) -> the bundle config (without provenance).
-
-    The network is ``model.init_args.generator`` (student systems, role student) or ``.denoiser`` (teacher);
-    codec, shift, denoising_steps and pose_reference come from ``model.init_args`` or, when absent, the model
-    class's defaults; image_size from ``data.init_args.image_size``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {path} does not exist: give the training YAML of the run")
-    cfg = yaml.safe_load(path.read_text()) or {}
-    model = cfg.get("model") or {}
-    init = dict(model.get("init_args") or {})
-    key = "generator" if "generator" in init else "denoiser" if "denoiser" in init else None
-    if key is None:
-        raise ValueError(f"{path}: model.init_args has neither 'generator' (student) nor 'denoiser' (teacher)")
-    defaults = _signature_defaults(model.get("class_path"))
-    pick = lambda name, fallback: init.get(name, defaults.get(name, fallback))  # noqa: E731
-    schedule = FlowSchedule()
-    image_size = ((cfg.get("data") or {}).get("init_args") or {}).get("image_size")
-    out = {"network": init[key], "codec": pick("codec", "pixel"), "shift": float(pick("shift", 3.0)),
-           "denoising_steps": [int(s) for s in pick("denoising_steps", schedule.denoising_steps)],
-           "pose_reference": pick("pose_reference", "first_source"),
-           "image_size": None if image_size is None else [int(v) for v in image_size],
-           "fps": 8.0, "role": role or ("student" if key == "generator" else "teacher")}
-    if init.get(f"{key}_args"):
-        out["network_args"] = dict(init[f"{key}_args"])
-    if isinstance(out["codec"], str):      # a registry name: store the class path so the bundle is explicit
-        codec = CODECS.build(out["codec"])
-        out["codec"] = {"class_path": f"{type(codec).__module__}.{type(codec).__name__}",
-                        "init_args": {"factor": codec.factor} if hasattr(codec, "factor") else {}}
-    return out
-
-
-def export_bundle(network: nn.Module, out: str | Path, config: dict[str, Any], overwrite: bool = False) -> Path:
-    """Write ``network``'s weights and ``config`` as a bundle folder (atomically: a temp folder, then renamed)."""
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    config = _check_config(dict(config), str(out))
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} already exists and is not empty: pass --overwrite (overwrite=True)")
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
-        save_file(state, str(tmp / BUNDLE_WEIGHTS), metadata={"format": "realcam-bundle", "role": config["role"]})
-        (tmp / BUNDLE_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def export_checkpoint(config: str | Path, ckpt: str | Path, out: str | Path, role: str | None = None,
-                      prefer: str = "ema", fps: float | None = None, image_size: Sequence[int] | None = None,
-                      provenance: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
-    """A training run (YAML + Lightning ``.ckpt``, EMA weights by default) -> a bundle folder."""
-    bundle_cfg = read_training_config(config, role)
-    if image_size is not None:
-        bundle_cfg["image_size"] = [int(v) for v in image_size]
-    if bundle_cfg["image_size"] is None:
-        raise ValueError(f"{config} has no data.init_args.image_size: pass --image-size H,W")
-    if fps is not None:
-        bundle_cfg["fps"] = float(fps)
-    bundle_cfg["provenance"] = {"source_ckpt": str(ckpt), "config": str(config), "weights": prefer,
-                                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                **(provenance or {})}
-    bundle = _build(bundle_cfg, ckpt, str(ckpt), prefer)
-    return export_bundle(bundle.network, out, bundle_cfg, overwrite)
 
 
 def _float_cpu(x: Any) -> Tensor:
@@ -319,9 +110,7 @@ class StreamingGenerator:
                  pose_reference: str = "current_source", fps: float = 8.0, steps: int | Sequence[int] | None = None,
                  sink: int | None = None, window: int | None | str = "default", dtype: str = "fp32",
                  device: str | torch.device = "cpu", seed: int = 0, fuse_cache_pass: bool | None = None):
-        if getattr(network, "attention_mode", "causal") != "causal" or not hasattr(network, "new_cache"):
-            raise ValueError("network is bidirectional (a teacher?): streaming needs a causal student "
-                             "(attention_mode='causal'); export a role: student bundle")
+        check_causal(network, "network")
         if getattr(codec, "temporal_factor", 1) != 1:
             raise ValueError(f"codec {type(codec).__name__} compresses time (temporal_factor="
                              f"{codec.temporal_factor}); streaming needs a frame-wise codec")
@@ -373,7 +162,7 @@ class StreamingGenerator:
                 if "image_size" not in options:
                     raise ValueError(f"{config} has no data.init_args.image_size: pass image_size=(H, W)")
                 cfg["image_size"] = list(options["image_size"])
-            bundle = _build(cfg, path, str(path), prefer)
+            bundle = build_bundle(cfg, path, str(path), prefer)
         gen = cls(bundle.network, bundle.codec, **{**bundle.options(), **options})
         gen.config = bundle.config
         return gen

@@ -1,8 +1,8 @@
 """Student bundles (and cache-pass modes) side by side: frames pushed in alternation in one process, so the
-machine's drift hits every variant alike (docs/results.md, "Isolated source"; docs/benchmarks.md, "Fused cache
-pass"). Prints a table and writes JSON.
+machine's drift hits every variant alike (docs/benchmarks.md, "Fused cache pass"). Prints a table and writes
+JSON.
 
-    python scripts/compare_bundles.py realcam/assets/tiny_student /tmp/iso_bundle --steps 1 4 \\
+    python scripts/compare_bundles.py realcam/assets/tiny_student /tmp/other_bundle --steps 1 4 \\
         --out docs/benchmarks/compare_bundles.json
     python scripts/compare_bundles.py realcam/assets/tiny_student --fuse off on --out docs/benchmarks/fused.json
 """
@@ -63,12 +63,11 @@ def main() -> None:
         med = statistics.median(ts)
         gen = gens[(bundle, steps, fuse)]
         rows.append({"bundle": bundle, "steps": steps, "fuse": fuse, "fused_cache_pass": gen.fuse_cache_pass,
-                     "ms_p50": 1e3 * med, "fps": 1 / med, "speedup": ref / med,
-                     "isolate_source": bool(getattr(gen.network, "isolate_source", False))})
-    print("| bundle | steps | isolate_source | fused cache pass | ms per frame (p50) | FPS | speed-up vs first |")
-    print("|---|---|---|---|---|---|---|")
+                     "ms_p50": 1e3 * med, "fps": 1 / med, "speedup": ref / med})
+    print("| bundle | steps | fused cache pass | ms per frame (p50) | FPS | speed-up vs first |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['bundle']} | {r['steps']} | {r['isolate_source']} | {r['fused_cache_pass']} | {r['ms_p50']:.2f} | "
+        print(f"| {r['bundle']} | {r['steps']} | {r['fused_cache_pass']} | {r['ms_p50']:.2f} | "
               f"{r['fps']:.1f} | {r['speedup']:.3f}x |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine_info(), "threads": args.threads, "dtype": args.dtype,

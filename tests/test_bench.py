@@ -163,21 +163,28 @@ def test_no_grad_buffers_and_memo_equal_the_grad_path_bit_for_bit(autocast):
         assert torch.equal(a, b), "write_cache must stage the K/V of the full sigma = 0 pass"
 
 
-def test_conditioning_memo_notices_changed_cameras():
+def test_conditioning_memo_lives_for_one_chunk():
+    """The passes of one chunk share its conditioning (the cache protocol: one cond per chunk); the next chunk,
+    after a commit, computes its own."""
     model = _model()
     x, cond = _cond(F=2)
     cache = model.new_cache()
     with torch.no_grad():
-        model(x[:, :1], torch.ones(1, 1), cond.frames(0, 1), cache=cache)
+        a = model(x[:, :1], torch.ones(1, 1), cond.frames(0, 1), cache=cache)
+        memo = dict(cache.scratch)
+        assert len(memo) == 1
+        model(x[:, :1], torch.full((1, 1), 0.5), cond.frames(0, 1), cache=cache)
+        assert all(cache.scratch[k] is v for k, v in memo.items())          # reused by the chunk's next pass
         cache.commit()
-        c = cond.frames(1, 2)
-        a = model(x[:, 1:], torch.ones(1, 1), c, cache=cache)
-        c.target_c2w[..., 0, 3] += 1.0             # in place: the version counter changes
-        b = model(x[:, 1:], torch.ones(1, 1), c, cache=cache)
-        fresh = model(x[:, 1:], torch.ones(1, 1), Cond(c.source, c.target_c2w.clone(), c.target_K, c.image_size),
-                      cache=cache)
-    assert not torch.allclose(a, b)
-    assert torch.equal(b, fresh)
+        assert not cache.scratch
+        moved = cond.frames(1, 2)
+        moved.target_c2w[..., 0, 3] += 1.0
+        b = model(x[:, :1], torch.ones(1, 1), moved, cache=cache)
+        fresh = model.new_cache()
+        model(x[:, :1], torch.full((1, 1), 0.5), cond.frames(0, 1), cache=fresh)   # the pass committed above
+        fresh.commit()
+        c = model(x[:, :1], torch.ones(1, 1), moved, cache=fresh)
+    assert torch.equal(b, c) and not torch.allclose(a, b)
 
 
 def test_rope_tables_rotate_like_apply():
@@ -190,23 +197,24 @@ def test_rope_tables_rotate_like_apply():
 
 
 def test_compare_bundles_script_times_each_bundle_and_writes_json(tmp_path, monkeypatch):
-    """scripts/compare_bundles.py on two random tiny bundles (one with an isolated source): a row per bundle
-    and step count, the first bundle the reference (speed-up 1)."""
+    """scripts/compare_bundles.py on two random tiny bundles: a row per bundle and step count, the first bundle
+    the reference (speed-up 1)."""
     import runpy
     import sys
 
-    from realcam.streaming import export_bundle
+    from realcam.bundle import export_bundle
     from tests.test_streaming import bundle_config, tiny_network
 
     plain = export_bundle(tiny_network(), tmp_path / "plain", bundle_config())
-    isolated = export_bundle(tiny_network(isolate_source=True), tmp_path / "iso", bundle_config(isolate_source=True))
+    other = export_bundle(tiny_network(seed=5), tmp_path / "other", bundle_config())
     out = tmp_path / "cmp.json"
-    monkeypatch.setattr(sys, "argv", ["compare_bundles.py", str(plain), str(isolated), "--steps", "1", "2",
+    monkeypatch.setattr(sys, "argv", ["compare_bundles.py", str(plain), str(other), "--steps", "1", "2",
                                       "--frames", "2", "--warmup", "1", "--threads", "1", "--out", str(out)])
     script = str(Path(__file__).resolve().parents[1] / "scripts" / "compare_bundles.py")
     runpy.run_path(script, run_name="__main__")
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["steps"], r["isolate_source"]) for r in rows] == [(1, False), (2, False), (1, True), (2, True)]
+    assert [(Path(r["bundle"]).name, r["steps"]) for r in rows] == [("plain", 1), ("plain", 2), ("other", 1),
+                                                                    ("other", 2)]
     assert rows[0]["speedup"] == 1.0 and all(r["ms_p50"] > 0 for r in rows)
     assert [r["fused_cache_pass"] for r in rows] == [True, True, True, True]       # auto: fused for both
     monkeypatch.setattr(sys, "argv", ["compare_bundles.py", str(plain), "--fuse", "off", "on", "--steps", "1",

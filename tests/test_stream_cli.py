@@ -164,9 +164,9 @@ def test_demo_streams_a_closed_loop_and_reports_loop_psnr(bundle, tmp_path, caps
 
 
 def test_demo_without_bundled_model_names_folder_and_command(monkeypatch, tmp_path, capsys):
-    import realcam.streaming as streaming
+    import realcam.bundle as bundle_module
 
-    monkeypatch.setattr(streaming, "ASSETS", tmp_path / "assets")
+    monkeypatch.setattr(bundle_module, "ASSETS", tmp_path / "assets")
     assert main(["demo", "--out", str(tmp_path / "d"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "assets" / "tiny_student") in err and "realcam export --config" in err
@@ -207,7 +207,7 @@ def test_no_fuse_flag_reaches_the_generator(bundle):
 def test_shipped_bundles_load_and_default_demo_reproduces_documented_numbers(tmp_path, capsys):
     """The README's first command on the models shipped in realcam/assets: it runs with no training and no
     --bundle, and its quality is the one docs/results/demo.json records (bf16 rounding may differ per CPU)."""
-    from realcam.streaming import bundled_model, load_bundle
+    from realcam.bundle import bundled_model, load_bundle
     teacher = load_bundle(bundled_model("tiny_teacher"))
     assert teacher.config["role"] == "teacher" and teacher.network.attention_mode == "bidirectional"
     out = tmp_path / "demo"

@@ -12,8 +12,10 @@ from realcam import geometry
 from realcam.modules.backbone import CrossFrameDiT
 from realcam.modules.codecs import PixelCodec
 from realcam.modules.cond import Cond
-from realcam.streaming import StreamingGenerator, StreamStats, bundled_model, export_bundle, load_bundle
-from realcam.systems.rollout import causal_rollout
+from realcam.registry import BACKBONES
+from realcam.bundle import bundled_model, export_bundle, load_bundle
+from realcam.streaming import StreamingGenerator, StreamStats
+from realcam.rollout import causal_rollout
 
 TINY = dict(in_channels=12, dim=24, depth=2, heads=2, ffn_dim=48, patch=[1, 2, 2], freq_dim=32,
             attention_mode="causal", window_chunks=2, prediction="x0")
@@ -23,9 +25,10 @@ SIZE = 16
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_network(chunk_frames: int = 1, seed: int = 1, **overrides) -> CrossFrameDiT:
-    """Random weights everywhere (zero-initialized heads would make every output equal)."""
-    net = CrossFrameDiT(**{**TINY, "chunk_frames": chunk_frames, **overrides})
+def tiny_network(chunk_frames: int = 1, seed: int = 1, name: str = "dit", **overrides) -> CrossFrameDiT:
+    """A registered backbone at tiny size, random weights everywhere (zero-initialized heads would make every
+    output equal)."""
+    net = BACKBONES.build(name, **{**TINY, "chunk_frames": chunk_frames, **overrides})
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in net.parameters():
@@ -76,20 +79,21 @@ def push_all(gen: StreamingGenerator, frames, poses) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ push API
-STREAM_CASES = [(1, {}), (2, {}), (1, dict(reproject_depths=[1.0, 5.0])),
-                (1, dict(reproject_depths=[1.0, 5.0], reproject_space_to_depth=2, reproject_blend=True)),
-                (1, dict(isolate_source=True)), (2, dict(isolate_source=True))]
+STREAM_CASES = [(name, 1, {}) for name in BACKBONES.list()] + [
+    ("dit", 2, {}), ("dit", 1, dict(reproject_depths=[1.0, 5.0])),
+    ("dit", 1, dict(reproject_depths=[1.0, 5.0], reproject_space_to_depth=2, reproject_blend=True))]
 
 
-@pytest.mark.parametrize("chunk_frames,reproject,fuse", [(c, r, f) for c, r in STREAM_CASES for f in (False, True)])
-def test_stream_equals_offline_causal_rollout(chunk_frames, reproject, fuse):
+@pytest.mark.parametrize("name,chunk_frames,reproject,fuse",
+                         [(n, c, r, f) for n, c, r in STREAM_CASES for f in (False, True)])
+def test_stream_equals_offline_causal_rollout(name, chunk_frames, reproject, fuse):
     """Chunk by chunk through rollout_chunk with the generator seeded at reset == causal_rollout, bit for bit
-    (the sink + window cache evicts after 3 chunks, so eviction is covered); also with the source
-    reprojection (and its blend head), whose per-chunk value the streaming passes share, and with an
-    isolated source (computed in a chunk's first pass, reused by the later ones). With the cache pass fused
-    into the next chunk's first pass: equal to float rounding, and the cache commits one chunk behind."""
+    (the sink + window cache evicts after 3 chunks, so eviction is covered), for every registered backbone;
+    also with the source reprojection (and its blend head), whose per-chunk value the streaming passes share.
+    With the cache pass fused into the next chunk's first pass: equal to float rounding, and the cache commits
+    one chunk behind."""
     frames, poses = inputs(T=6)
-    gen = StreamingGenerator(tiny_network(chunk_frames, **reproject), PixelCodec(2),
+    gen = StreamingGenerator(tiny_network(chunk_frames, name=name, **reproject), PixelCodec(2),
                              image_size=(SIZE, SIZE), seed=7, fuse_cache_pass=fuse)
     outs = [gen.push(f, c2w) for f, c2w in zip(frames, poses)]
     if chunk_frames == 1:
@@ -181,8 +185,7 @@ FAILURES = {"first pass": ("forward", 1), "third pass": ("forward", 3), "decode"
 
 
 @pytest.mark.parametrize("chunk_frames,network,fuse", [(1, {}, False), (1, {}, True), (2, {}, True),
-                                                       (2, dict(isolate_source=True), False),
-                                                       (1, dict(isolate_source=True), True)])
+                                                       (2, {}, False)])
 @pytest.mark.parametrize("where", list(FAILURES))
 def test_failure_inside_generation_keeps_the_stream_intact(where, chunk_frames, network, fuse):
     """A push interrupted inside generation (Ctrl-C, out of memory) leaves the stream as it was, even after a
@@ -201,22 +204,21 @@ def test_failure_inside_generation_keeps_the_stream_intact(where, chunk_frames, 
     target = gen.codec if name == "decode" else gen.network
     fail_on_call(target, name, call)
     cache_before, stats = gen.cache.state(), gen.stats.as_dict()
-    staged_before = (gen.cache._staged_info, list(gen.cache._staged), list(gen.cache._staged_source))
+    staged_before = (gen.cache._staged_info, list(gen.cache._staged))
     with pytest.raises(_Interrupted):
         gen.push(frames[n], poses[n])
     delattr(target, name)
     assert gen.stats.frames == stats["frames"] and gen.stats.chunks == stats["chunks"]
     assert gen.cache.state() == cache_before
-    info, staged, staged_source = staged_before                 # the chunk state as before: nothing half-staged
+    info, staged = staged_before                 # the chunk state as before: nothing half-staged
     assert gen.cache._staged_info == info
-    assert all(a is b for a, b in zip(gen.cache._staged + gen.cache._staged_source, staged + staged_source))
+    assert all(a is b for a, b in zip(gen.cache._staged, staged))
     outs += [gen.push(f, c2w) for f, c2w in zip(frames[n:], poses[n:])]
     assert torch.equal(torch.cat([o if o.ndim == 4 else o[None] for o in outs if o is not None]), ref)
 
 
 @pytest.mark.parametrize("chunk_frames,network,fuse", [(1, {}, True), (1, {}, False), (2, {}, True),
-                                                       (1, dict(isolate_source=True), True),
-                                                       (2, dict(isolate_source=True), False)])
+                                                       (2, dict(reproject_depths=[1.0, 5.0]), False)])
 def test_random_operation_sequences_equal_a_replay_of_the_valid_pushes(chunk_frames, network, fuse):
     """Random operations: pushes with changing poses, rejected pushes, pushes interrupted inside generation
     (network or codec, first to third call), resets. Between two resets the frames that come out equal those of
@@ -311,7 +313,6 @@ def test_options_steps_cache_dtype_and_stats():
     assert d["latency_ms_mean"] == 4.25 and d["latency_ms_max"] == 9.0 and d["fps"] == pytest.approx(4 / 0.017)
     assert d["latency_ms_p50"] == 1.5
     assert gen.fuse_cache_pass and not make_stream(fuse_cache_pass=False).fuse_cache_pass
-    assert StreamingGenerator(tiny_network(isolate_source=True), PixelCodec(2)).fuse_cache_pass
     no_fusion = tiny_network()
     no_fusion.commit_and_forward = None                 # a network without the fused pass
     assert not StreamingGenerator(no_fusion, PixelCodec(2)).fuse_cache_pass
@@ -409,9 +410,9 @@ def test_realcam_export_from_training_run(exported_bundle, tmp_path):
 
 
 def test_missing_bundled_asset_names_folder_and_command(monkeypatch, tmp_path):
-    import realcam.streaming as streaming
+    import realcam.bundle as bundle_module
 
-    monkeypatch.setattr(streaming, "ASSETS", tmp_path / "assets")
+    monkeypatch.setattr(bundle_module, "ASSETS", tmp_path / "assets")
     with pytest.raises(FileNotFoundError) as err:
         bundled_model("tiny_student")
     msg = str(err.value)

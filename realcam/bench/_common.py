@@ -60,16 +60,16 @@ def build_student(preset: str = "tiny", sink: int = 1, window: int | None = 6, a
     """The causal student of a preset (random weights), or loaded from ``weights``.
 
     weights: a bundle folder (``realcam export``; its own config wins) or a Lightning ``.ckpt`` /
-    ``.safetensors`` of a network with the preset's shapes (``realcam.systems.networks.load_network_weights``).
+    ``.safetensors`` of a network with the preset's shapes (``realcam.networks.load_network_weights``).
     """
     if weights is not None and Path(weights).is_dir():
-        from realcam.streaming import load_bundle
+        from realcam.bundle import load_bundle
 
         return load_bundle(weights).network.to(device).eval()
     net = BACKBONES.build(preset, **{"attention_mode": "causal", "sink_chunks": sink, "window_chunks": window,
                                      "attention": attention, **(model_args or {})})
     if weights is not None:
-        from realcam.systems.networks import load_network_weights
+        from realcam.networks import load_network_weights
 
         load_network_weights(net, weights, field="--student")
     else:

@@ -36,7 +36,7 @@ from realcam.modules.cond import Cond
 from realcam.modules.flow import FlowSchedule
 from realcam.modules.samplers import euler_sample
 from realcam.registry import ATTENTION_BACKENDS
-from realcam.systems.rollout import rollout_chunk, supports_fused_cache_pass
+from realcam.rollout import rollout_chunk, supports_fused_cache_pass
 
 SECTIONS = ("stream", "steps", "constant", "video", "ttff", "backends", "flops", "wan")
 RECIPE_STEPS = (1000, 750, 500, 250)
@@ -116,7 +116,7 @@ class Setup:
 def trained_steps(student: Path | None) -> tuple[int, ...]:
     """The denoising list a bundle was distilled with (its ``config.yaml``), else the recipe's."""
     if student is not None and Path(student).is_dir():
-        from realcam.streaming import read_bundle_config
+        from realcam.bundle import read_bundle_config
 
         steps = read_bundle_config(student).get("denoising_steps")
         if steps:
@@ -126,7 +126,7 @@ def trained_steps(student: Path | None) -> tuple[int, ...]:
 
 def steps_list(count: int) -> tuple[int, ...]:
     """``count`` steps evenly spaced from 1000, as ``StreamingGenerator(steps=count)`` picks them."""
-    from realcam.streaming import evenly_spaced_steps
+    from realcam.bundle import evenly_spaced_steps
 
     try:
         return evenly_spaced_steps(count)

@@ -19,7 +19,7 @@ from realcam.device import checked_device
 from realcam.bench._common import DEFAULT_OUT, autocast, build_student, machine_info, median_ms, random_cond, \
     timed, write_json
 from realcam.modules.flow import FlowSchedule
-from realcam.systems.rollout import rollout_chunk
+from realcam.rollout import rollout_chunk
 
 GRIDS = {"wan1.3b": (60, 104), "tiny": (16, 16)}   # latent grids of the presets' native video sizes
 TEMPORAL_FACTOR = {"wan1.3b": 4, "tiny": 1}          # video frames per latent frame of their codecs

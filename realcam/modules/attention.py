@@ -13,9 +13,6 @@ Mask kinds (chunks are contiguous runs of tokens, e.g. one source/target pair ea
 - ``sink_window``: chunk i sees chunk j iff j <= i and (j < sink or i - j <= window), i.e. the first
   ``sink`` chunks, its own chunk and the ``window`` most recent earlier chunks. This is exactly what a
   sink + rolling-window KV cache sees at inference.
-
-``source_tokens`` refines the two chunked kinds: the first ``source_tokens`` tokens of every chunk (its
-source stream) do not see the rest of their own chunk (its target), while the target sees the whole chunk.
 """
 from __future__ import annotations
 
@@ -49,15 +46,12 @@ class MaskSpec:
     chunk_tokens: tokens per chunk along the sequence (must sum to L); ignored by ``full``.
     sink: the first ``sink`` chunks are always visible (``sink_window`` only).
     window: how many of the most recent *earlier* chunks are visible besides the query's own chunk.
-    source_tokens: the first ``source_tokens`` tokens of every chunk do not attend to the rest of their own
-        chunk (a source stream kept independent of the target generated next to it); 0 = off.
     """
 
     kind: str
     chunk_tokens: tuple[int, ...] = ()
     sink: int = 0
     window: int = 0
-    source_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in MASK_KINDS:
@@ -71,7 +65,7 @@ class MaskSpec:
         bad = [i for i, n in enumerate(tokens) if n <= 0]
         if bad:
             raise ValueError(f"MaskSpec.chunk_tokens[{bad[0]}] = {tokens[bad[0]]}: every chunk needs >= 1 token")
-        for field in ("sink", "window", "source_tokens"):
+        for field in ("sink", "window"):
             value = operator.index(getattr(self, field))
             if value < 0:
                 raise ValueError(f"MaskSpec.{field} = {value} must be >= 0 (a count of chunks)")
@@ -81,22 +75,18 @@ class MaskSpec:
         if self.kind != "sink_window" and (self.sink or self.window):
             raise ValueError(f"MaskSpec.sink/window only apply to kind 'sink_window', got kind={self.kind!r} "
                              f"with sink={self.sink}, window={self.window}; use MaskSpec.sink_window(...)")
-        if self.source_tokens and (self.kind == "full" or self.source_tokens >= min(tokens)):
-            raise ValueError(f"MaskSpec.source_tokens = {self.source_tokens} must be smaller than every chunk "
-                             f"(smallest: {min(tokens) if tokens else 'none'}) and needs a chunked kind, got "
-                             f"kind={self.kind!r}; set it to the source tokens per chunk, or 0")
 
     @classmethod
     def full(cls) -> "MaskSpec":
         return cls("full")
 
     @classmethod
-    def block_causal(cls, chunk_tokens, source_tokens: int = 0) -> "MaskSpec":
-        return cls("block_causal", chunk_tokens, source_tokens=source_tokens)
+    def block_causal(cls, chunk_tokens) -> "MaskSpec":
+        return cls("block_causal", chunk_tokens)
 
     @classmethod
-    def sink_window(cls, chunk_tokens, sink: int, window: int, source_tokens: int = 0) -> "MaskSpec":
-        return cls("sink_window", chunk_tokens, sink, window, source_tokens)
+    def sink_window(cls, chunk_tokens, sink: int, window: int) -> "MaskSpec":
+        return cls("sink_window", chunk_tokens, sink, window)
 
     @property
     def num_chunks(self) -> int:
@@ -117,14 +107,6 @@ class MaskSpec:
         sizes = torch.tensor(self.chunk_tokens, device=device)
         return torch.repeat_interleave(torch.arange(len(sizes), device=device), sizes)
 
-    def source_flags(self, length: int, device=None) -> Tensor:
-        """BoolTensor [L]: True for the first ``source_tokens`` tokens of every chunk (all False when 0)."""
-        if not self.source_tokens:
-            return torch.zeros(length, dtype=torch.bool, device=device)
-        ids = self.chunk_ids(length, device)
-        starts = torch.cumsum(torch.tensor((0,) + self.chunk_tokens[:-1], device=device), 0)
-        return torch.arange(length, device=device) - starts[ids] < self.source_tokens
-
     def chunk_visibility(self, device=None) -> Tensor:
         """BoolTensor [N, N]: entry (i, j) is True iff chunk i may attend to chunk j."""
         n = self.num_chunks
@@ -142,11 +124,7 @@ class MaskSpec:
         if self.kind == "full":
             return torch.ones(length, length, dtype=torch.bool, device=device)
         ids = self.chunk_ids(length, device)
-        dense = self.chunk_visibility(device)[ids[:, None], ids[None, :]]
-        if self.source_tokens:
-            src = self.source_flags(length, device)
-            dense = dense & ~(src[:, None] & ~src[None, :] & (ids[:, None] == ids[None, :]))
-        return dense
+        return self.chunk_visibility(device)[ids[:, None], ids[None, :]]
 
 
 @functools.lru_cache(maxsize=64)
@@ -207,36 +185,19 @@ class MathAttention(AttentionBackend):
 
 @ATTENTION_BACKENDS.register("sdpa")
 class SDPAAttention(AttentionBackend):
-    """``F.scaled_dot_product_attention``; no mask tensor for ``full`` so fused kernels stay eligible.
-
-    ``cpu_bf16_gemm=True`` swaps the fused kernel, for bf16 on a CPU without autograd (a streaming pass: a
-    chunk's queries against the KV cache, mask ``full``), for two batched GEMMs around a bf16 softmax
-    (torch's CPU softmax accumulates in float32), with an error of the same order as the fused kernel's
-    (both ~1e-3 against float64). Alone it is faster at the tiny shapes (128 queries, 640 keys, head dim
-    32: 0.28 vs 0.49 ms on the 2-core CPU); inside the student's chunk the gain measured smaller, so it is
-    off by default (docs/benchmarks.md).
-    """
-
-    def __init__(self, cpu_bf16_gemm: bool = False):
-        super().__init__()
-        self.cpu_bf16_gemm = cpu_bf16_gemm
+    """``F.scaled_dot_product_attention``; no mask tensor for ``full`` so fused kernels stay eligible."""
 
     def forward(self, q, k, v, mask, scale):
-        if (self.cpu_bf16_gemm and mask.kind == "full" and q.device.type == "cpu"
-                and q.dtype == k.dtype == v.dtype == torch.bfloat16 and not torch.is_grad_enabled()):
-            return torch.softmax(torch.matmul(q * scale, k.transpose(-2, -1)), dim=-1) @ v
         dense = self.dense_mask(mask, q.shape[2], q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=dense, scale=scale)
 
 
 # FlexAttention: a block-sparse kernel whose mask comes from a ``mask_mod(b, h, q_idx, kv_idx)``.
-def _chunk_mask_mod(chunk_ids: Tensor, visibility: Tensor, source: Tensor):
+def _chunk_mask_mod(chunk_ids: Tensor, visibility: Tensor):
     # One mask_mod body for every kind: only the captured tensors differ, so a compiled flex guards on
-    # their shapes alone instead of recompiling per (sink, window, source_tokens) value.
+    # their shapes alone instead of recompiling per (sink, window) value.
     def mask_mod(b, h, q_idx, kv_idx):
-        cq, ck = chunk_ids[q_idx], chunk_ids[kv_idx]
-        hidden = source[q_idx] & ~source[kv_idx] & (cq == ck)     # a source token looking at its chunk's target
-        return visibility[cq, ck] & ~hidden
+        return visibility[chunk_ids[q_idx], chunk_ids[kv_idx]]
 
     return mask_mod
 
@@ -245,8 +206,7 @@ def _chunk_mask_mod(chunk_ids: Tensor, visibility: Tensor, source: Tensor):
 def _cached_block_mask(spec: MaskSpec, length: int, device: torch.device):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    mask_mod = _chunk_mask_mod(spec.chunk_ids(length, device), spec.chunk_visibility(device),
-                               spec.source_flags(length, device))
+    mask_mod = _chunk_mask_mod(spec.chunk_ids(length, device), spec.chunk_visibility(device))
     return create_block_mask(mask_mod, None, None, length, length, device=device)
 
 

@@ -1,10 +1,10 @@
 """A Wan-shaped diffusion transformer over interleaved source/target frames.
 
-Top to bottom: embedders, the model, presets; the block (and its cached attention paths) is in
-:mod:`realcam.modules.block`, the streaming-only passes (the fused cache pass, the isolated source) in
-:mod:`realcam.modules.streaming_passes`. Every call follows the denoiser
-protocol ``model(x, sigma, cond, cache=None) -> flow`` with x [B, F, C, h, w] the noisy target
-latents, sigma [B, F] per target frame (source tokens are always clean, sigma = 0) and flow = eps - x0.
+Top to bottom: embedders, the model, presets; the block is in :mod:`realcam.modules.block` and how its
+attention is done (masked, cached, the fused cache pass) in :mod:`realcam.modules.processors`. The model
+follows :class:`~realcam.modules.protocol.CausalDenoiser`: ``model(x, sigma, cond, cache=None) -> flow`` with
+x [B, F, C, h, w] the noisy target latents, sigma [B, F] per target frame (source tokens are always clean,
+sigma = 0) and flow = eps - x0.
 
 The sequence is a list of *groups*, one per (stream, token frame), each a (gh x gw) token grid:
 - ``interleaved`` (RealCam): per chunk ``[S_i | Y_i]``, the source and target frames of one instant
@@ -14,25 +14,22 @@ The sequence is a list of *groups*, one per (stream, token frame), each a (gh x 
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Iterator, Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from realcam.modules.attention import AttentionBackend, MaskSpec, SDPAAttention
 from realcam.modules.block import DiTBlock
-from realcam.modules.cache import KVCache, ChunkInfo
+from realcam.modules.cache import ChunkInfo, KVCache
 from realcam.modules.camera import CameraEncoder
 from realcam.modules.cond import Cond
 from realcam.modules.patches import patchify, unpatchify
 from realcam.modules.reproject import SourceReprojection
+from realcam.modules.processors import CachedAttention, CommitAndAttend, MaskedAttention
 from realcam.modules.rope import Rope3D
-from realcam.modules.streaming_passes import StreamingPasses, autocast_state
 from realcam.registry import ATTENTION_BACKENDS, BACKBONES, CAMERA_ENCODERS
-
-TIME_MEMO_SIZE = 16     # distinct sigma sets remembered (a student cycles through 5)
 
 # ---------------------------------------------------------------------------------------------
 # Embedders
@@ -56,7 +53,7 @@ AttentionMode = Literal["bidirectional", "causal"]
 
 
 @BACKBONES.register("dit")
-class CrossFrameDiT(StreamingPasses, nn.Module):
+class CrossFrameDiT(nn.Module):
     """Wan-shaped DiT over ``[S_i | Y_i]`` pairs; every size is a parameter.
 
     Args:
@@ -76,16 +73,9 @@ class CrossFrameDiT(StreamingPasses, nn.Module):
         reproject_blend: the head also emits per-pixel logits over (each depth, generated) and the x0 estimate is
             that softmax mix of the warped source and the generated x0 (:meth:`SourceReprojection.blend`): the
             network can copy texture it sees in the source instead of regenerating it. Needs ``prediction: x0``.
-        isolate_source: causal models only: a chunk's source tokens do not attend to its target tokens (they
-            still see every visible earlier chunk, source and target). The source's K/V then do not depend on
-            the noisy target, so cached inference computes them once per chunk, in its first pass, and every
-            later pass (further denoising steps, the cache pass) processes the target tokens alone.
         prediction: what the head predicts. ``flow`` (Wan) outputs v directly. ``x0`` predicts the clean
             latents and returns v = (x - x0) / max(sigma, min_sigma): the right choice when a patch has more
             features than the width (pixel codecs), since a narrow network cannot carry the noise through to v.
-            ``x0_precond`` predicts x0 with EDM-style preconditioning (skip from x, unit-variance target; see
-            :meth:`precond_flow`, scaled by ``sigma_data``): x0's advantage at high sigma without having to
-            rebuild every pixel through the network at low sigma.
     """
 
     def __init__(
@@ -107,15 +97,13 @@ class CrossFrameDiT(StreamingPasses, nn.Module):
         camera_encoder: str | CameraEncoder = "plucker",
         camera_encoder_args: dict | None = None,
         attention: str | AttentionBackend = "sdpa",
-        prediction: Literal["flow", "x0", "x0_precond"] = "flow",
+        prediction: Literal["flow", "x0"] = "flow",
         reproject_depths: Sequence[float] | None = None,
         reproject_hidden: int | None = None,
         reproject_space_to_depth: int = 1,
         reproject_blend: bool = False,
         min_sigma: float = 0.05,
-        sigma_data: float = 0.5,
         eps: float = 1e-6,
-        isolate_source: bool = False,
     ):
         super().__init__()
         if dim % heads:
@@ -123,21 +111,15 @@ class CrossFrameDiT(StreamingPasses, nn.Module):
         if layout == "prefix" and attention_mode != "bidirectional":
             raise ValueError("layout='prefix' needs the whole source first, so it only supports "
                              "attention_mode='bidirectional'; use layout='interleaved' for causal models")
-        if isolate_source and (attention_mode != "causal" or layout != "interleaved"):
-            raise ValueError(f"isolate_source=True needs attention_mode='causal' and layout='interleaved' (got "
-                             f"{attention_mode!r}, {layout!r}); a bidirectional model's source sees every target")
-        self.isolate_source = bool(isolate_source)
         if chunk_frames % patch[0]:
             raise ValueError(f"chunk_frames={chunk_frames} must be a multiple of the temporal patch {patch[0]}")
         self.in_channels, self.dim, self.depth, self.heads = in_channels, dim, depth, heads
         self.patch, self.chunk_frames, self.layout = tuple(patch), chunk_frames, layout
         self.attention_mode, self.sink_chunks, self.window_chunks = attention_mode, sink_chunks, window_chunks
         self.rope_policy, self.freq_dim = rope_policy, freq_dim
-        if prediction not in ("flow", "x0", "x0_precond"):
-            raise ValueError(f"prediction={prediction!r}: choose 'flow', 'x0' or 'x0_precond'")
-        if not sigma_data > 0:
-            raise ValueError(f"sigma_data={sigma_data} must be > 0 (the per-element std of the clean latents)")
-        self.prediction, self.min_sigma, self.sigma_data = prediction, min_sigma, float(sigma_data)
+        if prediction not in ("flow", "x0"):
+            raise ValueError(f"prediction={prediction!r}: choose 'flow' or 'x0'")
+        self.prediction, self.min_sigma = prediction, min_sigma
         pt, ph, pw = self.patch
         patch_feats = in_channels * pt * ph * pw
 
@@ -173,20 +155,6 @@ class CrossFrameDiT(StreamingPasses, nn.Module):
             nn.init.zeros_(self.blend_head.bias)
         self.attention = ATTENTION_BACKENDS.build(attention) if isinstance(attention, str) else attention
         self._layouts: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
-        self._time_memo: dict[tuple, tuple[Tensor, list]] = {}
-        self._blend_capture: list | None = None
-
-    @contextlib.contextmanager
-    def capture_blend(self) -> Iterator[list]:
-        """Collect ``(logits, warp)`` of every forward inside the block (for a loss on the blend's choice,
-        e.g. :func:`realcam.losses.blend_selection_loss`); the list is empty without ``reproject_blend``."""
-        if self._blend_capture is not None:
-            raise RuntimeError("capture_blend() is already active on this backbone")
-        self._blend_capture = captured = []
-        try:
-            yield captured
-        finally:
-            self._blend_capture = None
 
     # ---- tokens --------------------------------------------------------------------------------
     def patchify(self, x: Tensor) -> Tensor:
@@ -234,10 +202,9 @@ class CrossFrameDiT(StreamingPasses, nn.Module):
             return MaskSpec.full()
         c = self.chunk_frames // self.patch[0]
         chunk_tokens = (2 * c * tokens_per_group,) * (frames // c)
-        source = c * tokens_per_group if self.isolate_source else 0
         if self.window_chunks is None:
-            return MaskSpec.block_causal(chunk_tokens, source)
-        return MaskSpec.sink_window(chunk_tokens, self.sink_chunks, self.window_chunks, source)
+            return MaskSpec.block_causal(chunk_tokens)
+        return MaskSpec.sink_window(chunk_tokens, self.sink_chunks, self.window_chunks)
 
     def new_cache(self, sink: int | None = None, window: int | None | str = "default",
                   rope: str | None = None) -> KVCache:
@@ -254,68 +221,114 @@ class CrossFrameDiT(StreamingPasses, nn.Module):
         With a cache, x is the next chunk; its K/V are staged in the cache and written by
         ``cache.commit()`` (call it after the pass that should be remembered, usually sigma = 0).
         """
-        return self._run(x, sigma, cond, cache)
+        sigma = self._check(x, sigma, cond, cache)
+        seq = self._sequence(x, sigma, cond, cache)
+        if cache is None:
+            mask = self.full_mask(len(seq.times) // 2, seq.tokens.shape[1] // len(seq.times))
+            attn = MaskedAttention(self.attention, mask)
+        else:
+            attn = self._cached_attention(cache, seq.grid, x.device)
+            mask = MaskSpec.full()
+            cache.stage_chunk(len(seq.times) // 2, seq.tokens.shape[1])
+        # Only the target groups reach the head, so the last block skips the source groups' queries and FFN
+        # (where the mask allows a query subset, i.e. kind "full").
+        rows = seq.targets if mask.kind == "full" else None
+        out, e = self._blocks(seq.tokens, seq.sigma, seq.times, seq.grid, attn, cache, rows)
+        n = out.shape[1] // (len(seq.times) if rows is None else len(rows))
+        out = out.view(x.shape[0], -1, n, self.dim)
+        out = out if rows is not None else out[:, seq.targets]
+        return self._head(out, e[:, seq.targets], x, sigma, seq.warp)
 
     @torch.no_grad()
     def write_cache(self, x: Tensor, cond: Cond, cache: KVCache) -> None:
         """The clean pass of a finished chunk x [B, chunk_frames, C, h, w]: stages its K/V at sigma = 0 in
         ``cache`` (``cache.commit()`` then keeps them), the same K/V as ``self(x, 0, cond, cache=cache)``
         without the work that only the flow needs (the last block's queries, attention and FFN; the head)."""
-        self._run(x, torch.zeros(x.shape[:2], device=x.device), cond, cache, stage_only=True)
+        if cache is None:
+            raise ValueError("write_cache needs a KV cache (model.new_cache())")
+        sigma = self._check(x, torch.zeros(x.shape[:2], device=x.device), cond, cache)
+        seq = self._sequence(x, sigma, cond, cache)
+        cache.stage_chunk(len(seq.times) // 2, seq.tokens.shape[1])
+        attn = self._cached_attention(cache, seq.grid, x.device)
+        self._blocks(seq.tokens, seq.sigma, seq.times, seq.grid, attn, cache, stage_last=True)
 
-    def _run(self, x: Tensor, sigma: Tensor, cond: Cond, cache: KVCache | None, stage_only: bool = False):
-        B, Fr, C, h, w = x.shape
+    @torch.no_grad()
+    def commit_and_forward(self, prev_x0: Tensor, prev_cond: Cond, x: Tensor, sigma: Tensor, cond: Cond,
+                           cache: KVCache) -> Tensor:
+        """The clean pass of a finished chunk and the first denoising pass of the next, as one pass.
+
+        Streaming runs, per chunk, its denoising passes and then a clean pass (sigma = 0) whose K/V the cache
+        keeps. The clean pass of chunk i and the first pass of chunk i + 1 are independent given the cache, so
+        they can share every projection and FFN: ``prev_x0`` [B, c, C, h, w] (chunk i's result) attends to the
+        cache as it is, its K/V are committed, and ``x`` (chunk i + 1 at ``sigma``) attends to the cache after
+        that commit (:class:`~realcam.modules.processors.CommitAndAttend`). Returns the flow of ``x``, as
+        ``self(x, sigma, cond, cache=cache)`` after ``write_cache(prev_x0, prev_cond, cache); cache.commit()``
+        would (to float rounding); the cache then holds chunk i and has chunk i + 1's K/V staged. Needs the
+        cache state of chunk i's passes (no commit since).
+        """
+        if prev_x0.shape != x.shape or prev_cond.source.shape != x.shape:
+            raise ValueError(f"commit_and_forward takes two chunks of the same shape, got prev_x0 "
+                             f"{tuple(prev_x0.shape)}, x {tuple(x.shape)}, prev_cond.source "
+                             f"{tuple(prev_cond.source.shape)}")
+        sigma = self._check(x, sigma, cond, cache)
+        prev = self._sequence(prev_x0, torch.zeros_like(sigma), prev_cond, cache)
+        plan = cache.plan_commit(ChunkInfo(len(prev.times) // 2, prev.tokens.shape[1], cache.next_t))
+        nxt = self._sequence(x, sigma, cond, cache, plan.query_t_start, memo=False)
+        attn = CommitAndAttend(self.attention, cache, self._rotator(prev.grid), self._attention_cast(x.device),
+                               prev.tokens.shape[1], plan)
+        out, e = self._blocks(torch.cat([prev.tokens, nxt.tokens], dim=1), torch.cat([prev.sigma, nxt.sigma], 1),
+                              torch.cat([prev.times, nxt.times]), prev.grid, attn, cache,
+                              len(prev.times) + nxt.targets)
+        attn.install()
+        self._remember_conditioning(cache, nxt.conditioning)   # the next chunk's later passes reuse it
+        return self._head(out.view(x.shape[0], len(nxt.targets), -1, self.dim), e[:, len(prev.times) + nxt.targets],
+                          x, sigma, nxt.warp)
+
+    # ---- the one path: tokens -> blocks -> head ---------------------------------------------------
+    def _check(self, x: Tensor, sigma: Tensor, cond: Cond, cache: KVCache | None) -> Tensor:
+        """Validate a call; sigma as [B, F]."""
+        B, Fr, C = x.shape[:3]
         if C != self.in_channels:
             raise ValueError(f"x has {C} channels but the backbone expects in_channels={self.in_channels}")
         if cond.source.shape != x.shape:
             raise ValueError(f"cond.source {tuple(cond.source.shape)} must match x {tuple(x.shape)}")
-        sigma = sigma.expand(B, Fr) if sigma.dim() == 2 else sigma.view(B, 1).expand(B, Fr)
-        pt, ph, pw = self.patch
-        grid = (h // ph, w // pw)
-        n = grid[0] * grid[1]
-        Ft = Fr // pt
-
         if cache is not None:
             if Fr != self.chunk_frames:
                 raise ValueError(f"cached forward takes one chunk of {self.chunk_frames} frames, got {Fr}")
             if self.attention_mode != "causal":
                 raise ValueError("cache given to a bidirectional model; build it with attention_mode='causal'")
-        elif stage_only:
-            raise ValueError("write_cache needs a KV cache (model.new_cache())")
-        if cache is not None and self.isolate_source:
-            return self._run_isolated(x, sigma, cond, cache, stage_only)
+        return sigma.expand(B, Fr) if sigma.dim() == 2 else sigma.view(B, 1).expand(B, Fr)
 
+    def _sequence(self, x: Tensor, sigma: Tensor, cond: Cond, cache: KVCache | None, t_start: int | None = None,
+                  memo: bool = True) -> "Sequence_":
+        """x and its source as one token sequence in layout order, with per-group sigmas and times (offset by
+        ``t_start``, default the cache's query start) and where the target groups sit."""
+        B, Fr, _, h, w = x.shape
+        pt, ph, pw = self.patch
+        grid, Ft = (h // ph, w // pw), Fr // pt
         tokens = self.patch_embed(torch.cat([self.patchify(cond.source), self.patchify(x)], dim=1))
-        stream, camera, warp = self._conditioning(cond, Ft, grid, tokens.dtype, cache)
-        tokens = tokens + stream + camera     # [B, 2Ft, n, D]
-
-        order, times, target_pos, target_pos_cpu = self._layout(Ft, x.device)
+        conditioning = self._conditioning(cond, Ft, grid, tokens.dtype, cache, memo)
+        stream, camera, warp = conditioning
+        order, times, targets, _ = self._layout(Ft, x.device)
         if cache is not None:
-            times = times + cache.query_t_start()
-            cache.stage_chunk(Ft, 2 * Ft * n)
-        seq = tokens[:, order].reshape(B, 2 * Ft * n, self.dim)
+            times = times + (cache.query_t_start() if t_start is None else t_start)
+        seq = (tokens + stream + camera)[:, order].reshape(B, -1, self.dim)
         group_sigma = torch.cat([torch.zeros_like(sigma[:, ::pt]), sigma[:, ::pt]], dim=1)[:, order]
-        e, mods = self._time_conditioning(group_sigma, seq.dtype, cache is not None and not torch.is_grad_enabled())
+        return Sequence_(seq, group_sigma, times, targets, grid, warp, conditioning)
+
+    def _blocks(self, seq: Tensor, group_sigma: Tensor, times: Tensor, grid: tuple[int, int], attn,
+                cache: KVCache | None, rows: Tensor | None = None, stage_last: bool = False) -> tuple[Tensor, Tensor]:
+        """Run every block (the last on the groups ``rows`` alone; with ``stage_last`` it only stages its K/V)
+        -> (tokens, e [B, G, D] for the head)."""
+        e, mods = self._time_conditioning(group_sigma, seq.dtype)
         rope = self.rope.tables(times, grid)
-
-        mask = MaskSpec.full() if cache is not None else self.full_mask(Ft, n)
-        attend = lambda q, k, v: self.attention(q, k, v, mask)  # noqa: E731
-        rotate = lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)  # noqa: E731
-        attn_cast = self._attention_cast(x.device) if cache is not None else None
-        # Only the target groups reach the head, so the last block skips the source groups' queries and FFN
-        # (where the mask allows a query subset, i.e. kind "full"), and the clean cache pass all but its K/V.
-        keep = target_pos[:0] if stage_only else target_pos if mask.kind == "full" else None
-        rope_q = self.rope.tables(times[target_pos_cpu], grid) if keep is not None and keep.numel() else None
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            last = i == len(self.blocks) - 1
-            seq = block(seq, mods[i], rope, attend, i, cache, rotate, attn_cast, keep if last else None,
-                        rope_q if last else None)
-        if stage_only:
-            return None
-
-        # Head on target groups only, in frame order.
-        out = seq.view(B, Ft, n, self.dim) if keep is not None else seq.view(B, 2 * Ft, n, self.dim)[:, target_pos]
-        return self._head(out, e[:, target_pos], x, sigma, warp)
+            if i == last and stage_last:
+                attn.stage(i, *block.keys_values(seq, mods[i]))
+                break
+            seq = block(seq, mods[i], rope, attn.layer(i), rows if i == last else None)
+        return seq, e
 
     def _head(self, out: Tensor, e: Tensor, x: Tensor, sigma: Tensor, warp) -> Tensor:
         """Target tokens [B, Ft, n, D] and their time embedding [B, Ft, D] -> the flow [B, F, C, h, w]."""
@@ -326,27 +339,18 @@ class CrossFrameDiT(StreamingPasses, nn.Module):
         if self.blend_head is not None:
             logits = unpatchify(self.blend_head(feats), self.patch, self.reproject.blend_channels(), h, w)
             out = self.reproject.blend(out, logits, warp)
-            if self._blend_capture is not None:
-                self._blend_capture.append((logits, warp))
         if self.prediction == "x0":
             # v = eps - x0 = (x - x0) / sigma; the clamp keeps the sigma -> 0 end finite (the sigma = 0 cache
             # pass only writes K/V and its flow is never used).
             denom = sigma.clamp(min=self.min_sigma).to(torch.float32)[:, :, None, None, None]
             out = (x.float() - out.float()) / denom
-        elif self.prediction == "x0_precond":
-            out = self.precond_flow(x.float(), out.float(), sigma.float()[:, :, None, None, None])
         return out.to(x.dtype)
 
-    def precond_flow(self, x: Tensor, out: Tensor, sigma: Tensor) -> Tensor:
-        """The flow of the preconditioned x0 estimate ``c_skip * x + c_out * out`` (EDM's scaling, written for
-        x = (1 - sigma) x0 + sigma eps with clean latents of std ``sigma_data``): c_skip is the least-squares
-        weight of x for x0 and c_out the std of what is left, so the network's target has unit variance at
-        every sigma. At high sigma it predicts x0 outright (no noise to carry through a narrow network); at
-        low sigma the skip carries the input through and the network only corrects it. Returned as
-        v = (x - x0) / sigma in closed form, finite at sigma = 0 (no clamp)."""
-        sd2 = self.sigma_data ** 2
-        den = (1 - sigma) ** 2 * sd2 + sigma ** 2
-        return x * ((sigma - (1 - sigma) * sd2) / den) - out * (self.sigma_data / den.sqrt())
+    def _cached_attention(self, cache: KVCache, grid: tuple[int, int], device: torch.device) -> CachedAttention:
+        return CachedAttention(self.attention, cache, self._rotator(grid), self._attention_cast(device))
+
+    def _rotator(self, grid: tuple[int, int]):
+        return lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)
 
     def _camera_embedding(self, cond: Cond, Ft: int, grid: tuple[int, int]) -> tuple[Tensor, tuple | None]:
         """([B, 2*Ft, n|1, D]: identity pose for the source stream, the target cameras (and the source
@@ -367,61 +371,53 @@ class CrossFrameDiT(StreamingPasses, nn.Module):
             both = both * keep
         return both, warp
 
-    def _time_conditioning(self, group_sigma: Tensor, dtype: torch.dtype, memo: bool) -> tuple[Tensor, list]:
-        """(e [B, G, D] for the head, every block's modulations) for per-group sigmas [B, G].
-
-        A student's passes cycle through the same few sigmas, so no-grad cached passes with sigmas on the CPU
-        (reading them costs no device sync) reuse the result, keyed on the values, dtype, autocast state and
-        parameter versions.
-        """
-        if memo and group_sigma.device.type == "cpu":
-            params = (*self.time_embed.parameters(), *self.time_proj.parameters(), *(b.modulation for b in self.blocks))
-            key = (tuple(group_sigma.shape), tuple(group_sigma.flatten().tolist()), dtype,
-                   autocast_state(group_sigma.device), *(p._version for p in params), *(p.data_ptr() for p in params))
-            hit = self._time_memo.get(key)
-            if hit is not None:
-                return hit
+    def _time_conditioning(self, group_sigma: Tensor, dtype: torch.dtype) -> tuple[Tensor, list]:
+        """(e [B, G, D] for the head, every block's modulations) for per-group sigmas [B, G]."""
         e = self.time_embed(sinusoidal_embedding(group_sigma * 1000.0, self.freq_dim).to(dtype))   # [B, G, D]
         e6 = self.time_proj(e).unflatten(-1, (6, self.dim))
-        value = (e, [block.modulations(e6) for block in self.blocks])
-        if memo and group_sigma.device.type == "cpu":
-            if len(self._time_memo) >= TIME_MEMO_SIZE:
-                self._time_memo.pop(next(iter(self._time_memo)))
-            self._time_memo[key] = value
-        return value
+        return e, [block.modulations(e6) for block in self.blocks]
 
     def _conditioning(self, cond: Cond, Ft: int, grid: tuple[int, int], dtype: torch.dtype,
-                      cache: KVCache | None) -> tuple[Tensor, Tensor, tuple | None]:
+                      cache: KVCache | None, memo: bool = True) -> tuple[Tensor, Tensor, tuple | None]:
         """(stream [1, 2Ft, 1, D], camera [B, 2Ft, n|1, D]) embeddings in ``dtype``, and the reprojection's
         samples for the blend (None without reprojection).
 
-        Neither depends on x or sigma, so the no-grad passes of one cached chunk (4 denoising steps and the
-        clean pass) share one computation, kept in ``cache.scratch`` and checked against the identity and
-        version of every input (cond tensors, the parameters used) and the autocast state.
+        Neither depends on x or sigma, and every pass of one cached chunk takes the same ``cond`` (the cache
+        protocol), so the no-grad passes of a chunk share one computation: kept in ``cache.scratch``, which lives
+        until the next commit, keyed on the dtype.
         """
-        memo = cache is not None and not torch.is_grad_enabled()
-        if memo:
-            refs = (cond.target_c2w, cond.target_K, cond.source_K, cond.camera_keep, self.stream_embed,
-                    *self.camera_encoder.parameters())
-            if self.reproject is not None:      # it reads the source latents too
-                refs = refs + (cond.source, *self.reproject.parameters())
-            key = (cond.image_size, Ft, grid, dtype, autocast_state(cond.target_c2w.device),
-                   tuple(None if t is None or t.is_inference() else t._version for t in refs))
-            hit = cache.scratch.get(("conditioning", id(self)))
-            if hit is not None and hit[1] == key and all(a is b for a, b in zip(hit[0], refs)):
-                return hit[2]
+        key = ("conditioning", dtype)
+        use_memo = memo and cache is not None and not torch.is_grad_enabled()
+        if use_memo and key in cache.scratch:
+            return cache.scratch[key]
         stream = self.stream_embed.repeat_interleave(Ft, dim=0)[None, :, None].to(dtype)
         camera, warp = self._camera_embedding(cond, Ft, grid)
         value = (stream, camera.to(dtype), warp)
-        if memo:
-            cache.scratch[("conditioning", id(self))] = (refs, key, value)   # refs kept alive: ids stay unique
+        if use_memo:
+            cache.scratch[key] = value
         return value
+
+    @staticmethod
+    def _remember_conditioning(cache: KVCache, value: tuple) -> None:
+        if not torch.is_grad_enabled():
+            cache.scratch[("conditioning", value[1].dtype)] = value
 
     def _attention_cast(self, device: torch.device) -> torch.dtype | None:
         """The dtype SDPA computes in under autocast (it casts every input to it), else None."""
         if device.type == "meta" or not torch.is_autocast_enabled(device.type):
             return None
         return torch.get_autocast_dtype(device.type) if isinstance(self.attention, SDPAAttention) else None
+
+
+class Sequence_(NamedTuple):
+    """One chunk (or clip) as the blocks see it (:meth:`CrossFrameDiT._sequence`)."""
+    tokens: Tensor          # [B, G*n, D] in layout order
+    sigma: Tensor           # [B, G] per group
+    times: Tensor           # [G] rotary time of every group (CPU)
+    targets: Tensor         # [G/2] where the target groups sit, in frame order
+    grid: tuple[int, int]
+    warp: tuple | None      # the reprojection's samples, for the blend head
+    conditioning: tuple     # (stream, camera, warp), as memoized per chunk
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ Keys are stored *un-rotated* because their rotary time position depends on the p
   it, a rolling cache equals a full forward under the ``sink_window`` mask.
 
 Updates are *staged* during a forward and only :meth:`commit`-ted afterwards, so the several
-denoising passes of one chunk all see the same cache, and the cache never enters autograd. A model whose
-source tokens do not attend to their own chunk's target (``isolate_source``) stages the chunk's source K/V
-once (:meth:`stage_source`) and each pass stages only the target's; commit stores them as one chunk.
+denoising passes of one chunk all see the same cache, and the cache never enters autograd. Every pass of
+one chunk takes the same conditions (source, cameras); only x and sigma change between them.
 
 Between two commits the cache contents are fixed, so what the passes of one chunk share is built once:
 :meth:`kv_buffers` (rotated keys and values laid out for attention) and :attr:`scratch` (a model's
-per-chunk memo). Both are dropped by every commit, discard and reset.
+per-chunk memo, keyed by what it holds: valid for the chunk being generated, whatever its pass). Both are
+dropped by every commit, discard and reset.
 """
 from __future__ import annotations
 
@@ -70,7 +70,6 @@ class KVCache:
         self.num_committed = 0      # chunks ever committed (the absolute index of the next chunk)
         self.next_t = 0             # absolute time index of the next chunk's first frame
         self._staged: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
-        self._staged_source: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
         self._staged_info: ChunkInfo | None = None
         self._drop_chunk_state()
 
@@ -107,18 +106,6 @@ class KVCache:
     def stage(self, layer: int, k: Tensor, v: Tensor) -> None:
         """Remember this layer's new K (un-rotated) and V, [B, H, L, D]; detached, committed later."""
         self._staged[layer] = (k.detach(), v.detach())
-
-    def stage_source(self, layer: int, k: Tensor, v: Tensor) -> None:
-        """Remember the K (un-rotated) and V of the chunk's source tokens, [B, H, Ls, D]; :meth:`commit` puts
-        them in front of the staged target's, so the cache holds the chunk as ``[source | target]``."""
-        self._staged_source[layer] = (k.detach(), v.detach())
-
-    def staged_source(self, layer: int) -> tuple[Tensor, Tensor] | None:
-        """This layer's staged source (K un-rotated, V) of the chunk being generated (an isolated source), or None."""
-        return self._staged_source[layer]
-
-    def has_staged_source(self) -> bool:
-        return all(s is not None for s in self._staged_source)
 
     def stage_chunk(self, frames: int, tokens: int) -> None:
         self._staged_info = ChunkInfo(frames=frames, tokens=tokens, t_start=self.next_t)
@@ -157,24 +144,12 @@ class KVCache:
         self._buffers[layer] = (k_buf, v_buf)
         return k_buf, v_buf
 
-    def current_buffers(self) -> tuple:
-        """The per-layer KV buffers of the chunk being generated (None where not built yet), as objects: a model
-        can check that the buffers it wrote into are still the ones :meth:`kv_buffers` hands out."""
-        return tuple(self._buffers)
-
     # ---- commit ------------------------------------------------------------------------------
     @torch.no_grad()
     def commit(self) -> None:
         """Append the staged chunk to every layer and evict beyond sink + window."""
         if self._staged_info is None or any(s is None for s in self._staged):
             raise RuntimeError("KVCache.commit() without a staged chunk: run a forward with this cache first")
-        sources = [s is not None for s in self._staged_source]
-        if any(sources) and not all(sources):
-            raise RuntimeError("KVCache.commit(): source K/V staged for some layers only; the chunk's first pass "
-                               "did not finish (discard_staged() and run the chunk again)")
-        if all(sources):
-            self._staged = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2))
-                            for (sk, sv), (k, v) in zip(self._staged_source, self._staged)]
         plan = self.plan_commit(self._staged_info)
         kv = [self.appended(i, k, v, plan) for i, (k, v) in enumerate(self._staged)]
         self.install_commit(plan, kv)
@@ -210,7 +185,6 @@ class KVCache:
         self._drop_chunk_state()
         if next_buffers is not None:
             self._buffers = list(next_buffers)
-            self._staged_source = [None] * self.num_layers
             self._staged_info = ChunkInfo(plan.info.frames, plan.info.tokens, self.next_t)
 
     @staticmethod
@@ -222,7 +196,6 @@ class KVCache:
 
     def discard_staged(self) -> None:
         self._staged = [None] * self.num_layers
-        self._staged_source = [None] * self.num_layers
         self._staged_info = None
         self._drop_chunk_state()
 

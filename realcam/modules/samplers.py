@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from realcam.modules.flow import add_noise, x0_from_flow
+from realcam.modules.flow import x0_from_flow
 
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]
 
@@ -79,26 +79,3 @@ def euler_sample(denoiser: Denoiser, noise: Tensor, cond, sigmas: Tensor, guidan
         flow = guided_flow(denoiser, x.to(noise.dtype), sigma, cond, guidance, uncond).to(x.dtype)
         x = x + (sigma_next - sigma).reshape(*sigma.shape, *(1,) * (x.ndim - 2)) * flow
     return x.to(noise.dtype)
-
-
-@torch.no_grad()
-def consistency_sample(denoiser: Denoiser, noise: Tensor, cond, sigmas: Tensor,
-                       generator: torch.Generator | None = None) -> Tensor:
-    """Few-step student sampling: predict x0 at each sigma, re-noise with FRESH noise to the next.
-
-    noise [B, F, C, h, w] is the state at sigmas[0] (pure noise when sigmas[0] == 1, as for the
-    warped student list). A trailing 0 in sigmas is skipped: re-noising to 0 would return x0 as is.
-    Fresh noise per step (not the initial noise reused) is what the student was distilled with.
-    Returns the final x0 estimate.
-    """
-    sigmas = _check_sigmas(sigmas, noise, "consistency_sample")
-    if sigmas.ndim == 1:
-        sigmas = sigmas[sigmas > 0]
-    if len(sigmas) == 0:
-        raise ValueError("consistency_sample: sigmas holds no step above 0")
-    x = noise
-    for i in range(len(sigmas) - 1):
-        x0 = predict_x0(denoiser, x, sigmas[i], cond)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x = add_noise(x0, eps, _sigma_map(sigmas[i + 1], x0))
-    return predict_x0(denoiser, x, sigmas[-1], cond)

@@ -3,12 +3,12 @@
 * :class:`OdeInitModule` regresses the causal generator's one-step x0 onto the teacher's ODE samples
   (CausVid ODE init), every chunk at its own random student step, under block-causal attention.
 * :class:`SelfForcingDMDModule` rolls the generator out with its KV cache exactly as at inference
-  (:func:`~realcam.systems.rollout.causal_rollout`) and trains it with Distribution Matching Distillation
+  (:func:`~realcam.rollout.causal_rollout`) and trains it with Distribution Matching Distillation
   against a frozen real score (the teacher) and a trainable critic (the fake score).
 
 Both evaluate by streaming rollout with the generator's EMA weights, so validation numbers are the numbers a
 user of ``realcam stream`` gets. Networks are injected: an instance (YAML ``class_path``) or a backbone registry
-name, each optionally initialized from a checkpoint (:mod:`realcam.systems.networks`).
+name, each optionally initialized from a checkpoint (:mod:`realcam.networks`).
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from torch import Tensor, nn
 from realcam.losses import critic_loss, dmd_generator_loss, ode_regression_loss
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule
+from realcam.modules.protocol import check_causal
 from realcam.systems.common import EMA, ClipAndEMA, adamw_with_warmup, build_codec, prepare_batch, step_generator
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
-from realcam.systems.networks import build_network, load_network_weights
-from realcam.systems.rollout import causal_rollout
+from realcam.networks import build_network, load_network_weights
+from realcam.rollout import causal_rollout
 
 DEFAULT_STEPS = (1000, 750, 500, 250)
 
@@ -69,9 +70,7 @@ class StudentModule(EvaluatesVideos, L.LightningModule):
                  lpips_backbone_weights: str | None = None, seed: int = 0):
         super().__init__()
         self.generator = build_network(generator, generator_args, "generator")
-        if getattr(self.generator, "attention_mode", "causal") != "causal":
-            raise ValueError("generator must be causal: set generator.init_args.attention_mode: causal (the "
-                             "student rolls out chunk by chunk with a KV cache)")
+        check_causal(self.generator, "generator")
         if generator_init:
             load_network_weights(self.generator, generator_init, generator_init_weights, "generator_init")
         self.codec = build_codec(codec)
@@ -95,8 +94,8 @@ class StudentModule(EvaluatesVideos, L.LightningModule):
     def report_meta(self) -> dict:
         g = self.generator
         return {"sampler": "causal_rollout", "denoising_steps": list(self.schedule.denoising_steps),
-                "sigmas": [round(float(s), 6) for s in self.sigmas], "chunk_frames": getattr(g, "chunk_frames", None),
-                "sink_chunks": getattr(g, "sink_chunks", None), "window_chunks": getattr(g, "window_chunks", None)}
+                "sigmas": [round(float(s), 6) for s in self.sigmas], "chunk_frames": g.chunk_frames,
+                "sink_chunks": g.sink_chunks, "window_chunks": g.window_chunks}
 
 
 class OdeInitModule(ClipAndEMA, StudentModule):
@@ -192,7 +191,7 @@ class SelfForcingDMDModule(StudentModule):
         if init:
             load_network_weights(self.critic, init, "ema", "critic_init")
         for name, net in (("real_score", self.real_score), ("critic", self.critic)):
-            if getattr(net, "attention_mode", "bidirectional") != "bidirectional":
+            if net.attention_mode != "bidirectional":
                 raise ValueError(f"{name} must be bidirectional (it scores whole videos): set "
                                  f"{name}.init_args.attention_mode: bidirectional")
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))

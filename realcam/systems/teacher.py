@@ -7,14 +7,13 @@ teacher supports classifier-free guidance ``u + g (c - u)``.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Literal
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
-from realcam.losses import blend_selection_loss, flow_matching_loss
+from realcam.losses import flow_matching_loss
 from realcam.losses.flow_matching import WEIGHTINGS
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule, sample_noise
@@ -33,10 +32,6 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         pose_reference: ``first_source`` or ``current_source`` (docs/conventions.md).
         loss_weighting: ``flow`` (the flow MSE, DESIGN §2) or ``x0`` (its sigma^2-weighted form, the MSE of the
             implied x0 estimate: every noise level weighs the same; see :func:`~realcam.losses.flow_matching_loss`).
-        blend_supervision: weight of :func:`~realcam.losses.blend_selection_loss` added to the flow loss (0 = off):
-            tells a ``reproject_blend`` backbone which depth's warped source matches the target, per pixel.
-        blend_temperature / blend_max_error: its soft target (squared-error scale) and the worst best-depth error
-            of a pixel that still counts.
         sample_steps / guidance: the Euler sampler used in validation and test.
         ema_decay / ema_start: generator EMA; evaluation uses the EMA weights.
         seed: noise, sigmas and dropout are drawn from (seed, global step), so resume is exact.
@@ -61,9 +56,6 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         min_lr_ratio: float = 1.0,
         grad_clip: float = 1.0,
         loss_weighting: Literal["flow", "x0"] = "flow",
-        blend_supervision: float = 0.0,
-        blend_temperature: float = 0.005,
-        blend_max_error: float = 0.02,
         ema_decay: float = 0.995,
         ema_start: int = 100,
         sample_steps: int = 50,
@@ -77,11 +69,6 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         self.save_hyperparameters(ignore=["denoiser", "codec"])
         if loss_weighting not in WEIGHTINGS:    # named before training starts, not at the first step
             raise ValueError(f"loss_weighting={loss_weighting!r}: choose one of {WEIGHTINGS}")
-        if blend_supervision < 0:
-            raise ValueError(f"blend_supervision={blend_supervision} must be >= 0 (0 turns the blend loss off)")
-        if blend_supervision > 0 and getattr(denoiser, "blend_head", None) is None:
-            raise ValueError("blend_supervision > 0 needs a denoiser with a reprojection blend: set the backbone's "
-                             "reproject_depths and reproject_blend: true (and prediction: x0), or blend_supervision: 0")
         self.denoiser = denoiser
         self.codec = build_codec(codec)
         self.schedule = FlowSchedule(shift=shift)
@@ -94,12 +81,11 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         if hp.sigma_per == "sample":
             shape = (B, 1)
         else:
-            c = getattr(self.denoiser, "chunk_frames", 1)
-            shape = (B, -(-Fr // c))
+            shape = (B, -(-Fr // self.denoiser.chunk_frames))
         sigma = self.schedule.sample_training_sigma(shape, mode=hp.sigma_sampling, generator=g,
                                                     mean=hp.logit_mean, std=hp.logit_std)
         if hp.sigma_per == "chunk":
-            sigma = sigma.repeat_interleave(getattr(self.denoiser, "chunk_frames", 1), dim=1)[:, :Fr]
+            sigma = sigma.repeat_interleave(self.denoiser.chunk_frames, dim=1)[:, :Fr]
         return sigma.expand(B, Fr).to(like.device, torch.float32)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -110,16 +96,8 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         noise = sample_noise(x0.shape, g, x0)
         keep = (torch.rand(B, generator=g) >= self.hparams.camera_dropout).float().to(x0.device)
         cond.camera_keep = keep
-        hp = self.hparams
-        capture = self.denoiser.capture_blend() if hp.blend_supervision > 0 else contextlib.nullcontext([])
-        with capture as captured:
-            loss = flow_matching_loss(self.denoiser, x0, cond, self.schedule, sigma, noise, weighting=hp.loss_weighting)
-        if captured:      # the blend's (logits, warp) of the forward above: add its depth-selection loss
-            ce = torch.stack([blend_selection_loss(self.denoiser.reproject, logits, warp, x0, hp.blend_temperature,
-                                                   hp.blend_max_error) for logits, warp in captured]).mean()
-            self.log("train/flow_loss", loss, batch_size=B)
-            self.log("train/blend_ce", ce, batch_size=B)
-            loss = loss + hp.blend_supervision * ce
+        loss = flow_matching_loss(self.denoiser, x0, cond, self.schedule, sigma, noise,
+                                  weighting=self.hparams.loss_weighting)
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         self.log("train/frames", float(Fr), batch_size=B)
         return loss

@@ -9,7 +9,7 @@ from realcam.modules.codecs import PixelCodec
 torch.set_num_threads(2)
 ck = sys.argv[1]; steps = int(sys.argv[2]) if len(sys.argv) > 2 else 20
 from realcam.modules.backbone import CrossFrameDiT
-from realcam.systems.networks import load_network_weights
+from realcam.networks import load_network_weights
 D=[2.0, 2.14, 2.3, 2.48, 2.69, 2.95, 3.26, 3.64, 4.13, 4.76, 5.62, 6.87, 8.82, 12.33, 20.45, 60.0]
 net = CrossFrameDiT(in_channels=12, dim=128, depth=6, heads=4, ffn_dim=512, patch=[1,2,2], freq_dim=128, prediction='x0', reproject_depths=D, reproject_space_to_depth=2, reproject_blend=True)
 load_network_weights(net, ck)

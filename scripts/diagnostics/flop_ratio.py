@@ -16,8 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from realcam.modules.backbone import PRESETS, CrossFrameDiT
 from realcam.modules.cond import Cond
 from realcam.modules.flow import FlowSchedule
-from realcam.streaming import evenly_spaced_steps
-from realcam.systems.rollout import rollout_chunk
+from realcam.bundle import evenly_spaced_steps
+from realcam.rollout import rollout_chunk
 
 # latent shape per frame and how video frames map to latent frames
 SHAPES = {"tiny": dict(channels=12, hw=(16, 16), image=(32, 32), video=lambda lat: lat, latent=lambda T: T),

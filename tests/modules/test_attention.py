@@ -14,8 +14,6 @@ MASKS = {
     "block_causal": MaskSpec.block_causal(CHUNKS),
     "sink1_window1": MaskSpec.sink_window(CHUNKS, sink=1, window=1),
     "sink1_window2": MaskSpec.sink_window(CHUNKS, sink=1, window=2),
-    "block_causal_source2": MaskSpec.block_causal(CHUNKS, source_tokens=2),
-    "sink1_window1_source2": MaskSpec.sink_window(CHUNKS, sink=1, window=1, source_tokens=2),
 }
 
 
@@ -103,21 +101,6 @@ def test_dense_mask_semantics_by_hand():
     assert torch.equal(diag, torch.block_diag(*(torch.ones(n, n) for n in (1, 2, 1, 1))).bool())
 
 
-def test_source_tokens_hide_a_chunks_target_from_its_source_by_hand():
-    # chunks of 3 and 2 tokens, each led by 1 source token: tokens 0 and 3
-    spec = MaskSpec.block_causal([3, 2], source_tokens=1)
-    assert spec.source_flags(5).tolist() == [True, False, False, True, False]
-    assert spec.dense(5).int().tolist() == [
-        [1, 0, 0, 0, 0],   # a source sees neither its chunk's target nor the future
-        [1, 1, 1, 0, 0],   # a target sees its whole chunk
-        [1, 1, 1, 0, 0],
-        [1, 1, 1, 1, 0],   # the next source sees every earlier chunk, source and target, and itself only
-        [1, 1, 1, 1, 1],
-    ]
-    windowed = MaskSpec.sink_window([3, 2], 0, 0, source_tokens=1).dense(5)
-    assert windowed.int().tolist()[3] == [0, 0, 0, 1, 0]
-
-
 def test_maskspec_validation_messages():
     with pytest.raises(ValueError, match="kind 'causal' is unknown: expected one of 'full', 'block_causal'"):
         MaskSpec("causal", (2, 2))
@@ -133,10 +116,6 @@ def test_maskspec_validation_messages():
         MaskSpec("block_causal", (2, 2), window=1)
     with pytest.raises(TypeError, match="sequence of ints"):
         MaskSpec.block_causal((2.5, 2))
-    with pytest.raises(ValueError, match="source_tokens = 2 must be smaller than every chunk"):
-        MaskSpec.block_causal((4, 2), source_tokens=2)
-    with pytest.raises(ValueError, match="needs a chunked kind"):
-        MaskSpec("full", source_tokens=1)
     with pytest.raises(ValueError, match="sums to 4 tokens but the sequence has L=5"):
         MaskSpec.block_causal((2, 2)).dense(5)
 
@@ -196,24 +175,3 @@ def test_flex_falls_back_to_eager_once_when_compile_fails(monkeypatch, caplog):
     assert len(fallbacks) == 1 and "no C++ compiler here" in fallbacks[0]  # logged once, then eager for good
     assert not backend.uses_compile(q.device)
     torch.testing.assert_close(out, ATTENTION_BACKENDS.build("math")(q, k, v, mask), atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("autocast", [False, True])
-def test_sdpa_cpu_bf16_streaming_path_matches_the_fused_kernel_and_math(autocast):
-    """No grad, bf16, mask full on a CPU (a streaming pass against the cache): sdpa's opt-in GEMM + softmax path
-    agrees with the fused kernel and with float64 math to bf16 accuracy, under autocast as well."""
-    from contextlib import nullcontext
-
-    q, _, _ = qkv(L=16, seed=3)
-    _, k, v = qkv(L=40, seed=4)
-    exact = torch.softmax((q.double() @ k.double().transpose(-2, -1)) * 0.3, -1) @ v.double()
-    gemm, fused = attention.SDPAAttention(cpu_bf16_gemm=True), ATTENTION_BACKENDS.build("sdpa")
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
-    with torch.no_grad(), ctx:
-        a = gemm(*(t.bfloat16() for t in (q, k, v)), MaskSpec.full(), scale=0.3)
-        b = fused(*(t.bfloat16() for t in (q, k, v)), MaskSpec.full(), scale=0.3)
-    assert a.dtype == torch.bfloat16 and a.shape == q.shape
-    torch.testing.assert_close(a.double(), exact, atol=2e-2, rtol=2e-2)
-    torch.testing.assert_close(a.double(), b.double(), atol=2e-2, rtol=2e-2)
-    err_a, err_b = (a.double() - exact).abs().mean(), (b.double() - exact).abs().mean()
-    assert err_a < 3 * err_b + 1e-4          # same order of error as the fused kernel

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from realcam.modules.flow import FlowSchedule
-from realcam.modules.samplers import consistency_sample, euler_sample, guided_flow, predict_x0
+from realcam.modules.samplers import euler_sample, guided_flow, predict_x0
 
 SHAPE = (2, 3, 1, 2, 2)  # [B, F, C, h, w]
 
@@ -78,37 +78,6 @@ def perfect_x0(target, seen):
     return denoiser
 
 
-def test_consistency_sample_uses_fresh_noise_and_recovers_target():
-    target = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
-    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2))
-    sigmas = FlowSchedule().student_sigmas()
-    seen = []
-    out = consistency_sample(perfect_x0(target, seen), noise, None, sigmas, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(out, target, atol=1e-5, rtol=0)
-    assert len(seen) == len(sigmas)
-    assert torch.equal(seen[0][0], noise)
-    # Recover the noise mixed in at each later step: x = (1 - s) target + s eps.
-    replay = torch.Generator().manual_seed(3)
-    used = []
-    for (x, sigma), s in zip(seen[1:], sigmas[1:]):
-        assert torch.all(sigma == s)
-        eps = (x - (1 - s) * target) / s
-        torch.testing.assert_close(eps, torch.randn(SHAPE, generator=replay), atol=1e-4, rtol=0)
-        used.append(eps)
-    for a in range(len(used)):
-        assert (used[a] - noise).abs().max() > 0.1  # never the initial noise again
-        for b in range(a + 1, len(used)):
-            assert (used[a] - used[b]).abs().max() > 0.1  # a new draw at every step
-
-
-def test_consistency_sample_skips_trailing_zero():
-    seen = []
-    target = torch.zeros(SHAPE)
-    sigmas = torch.cat([FlowSchedule().student_sigmas(), torch.zeros(1)])
-    out = consistency_sample(perfect_x0(target, seen), torch.randn(SHAPE), None, sigmas)
-    assert len(seen) == 4 and torch.allclose(out, target, atol=1e-6)
-
-
 def test_predict_x0_and_per_frame_sigma():
     target = torch.randn(SHAPE)
     x = torch.randn(SHAPE)
@@ -121,5 +90,3 @@ def test_predict_x0_and_per_frame_sigma():
 def test_sampler_argument_errors():
     with pytest.raises(ValueError, match="sigmas must be a non-empty descending sequence"):
         euler_sample(Counting(), torch.zeros(SHAPE), torch.zeros(SHAPE), torch.tensor([]))
-    with pytest.raises(ValueError, match="no step above 0"):
-        consistency_sample(Counting(), torch.zeros(SHAPE), torch.zeros(SHAPE), torch.zeros(2))

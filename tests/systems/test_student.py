@@ -57,7 +57,7 @@ def test_ode_init_then_dmd_then_test(tiny_shards, teacher_weights, tmp_path):
     from realcam.systems.ode_data import write_ode_pairs
     from realcam.data.datamodule import RealcamDataModule
     from realcam.modules.codecs import PixelCodec
-    from realcam.systems.networks import load_network_weights
+    from realcam.networks import load_network_weights
 
     teacher = load_network_weights(CrossFrameDiT(in_channels=12, prediction="x0", **NET), teacher_weights)
     dm = RealcamDataModule(test_shards=str(tiny_shards / "train-000000.tar"), batch_size=2, num_workers=0,

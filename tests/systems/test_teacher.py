@@ -113,17 +113,13 @@ def test_command_line_model_overrides_beat_the_checkpoint_hyperparameters(tiny_s
     assert (report["extra"]["sample_steps"], report["extra"]["guidance"]) == (3, 1.5)
 
 
-def test_blend_supervision_and_x0_weighting_train_through_fit(tiny_shards, tmp_path):
+def test_x0_weighting_trains_through_fit(tiny_shards, tmp_path):
     realcam(["fit", *tiny_args(tiny_shards, tmp_path, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
-                               "--trainer.log_every_n_steps", "1", "--model.init_args.blend_supervision", "0.1",
-                               "--model.init_args.loss_weighting", "x0")])
+                               "--trainer.log_every_n_steps", "1", "--model.init_args.loss_weighting", "x0")])
     import csv
     rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
-    ce = [float(r["train/blend_ce"]) for r in rows if r.get("train/blend_ce")]
-    flow = [float(r["train/flow_loss"]) for r in rows if r.get("train/flow_loss")]
     total = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
-    assert len(ce) == 2 and all(0 < c < 10 for c in ce)
-    assert total == pytest.approx([f + 0.1 * c for f, c in zip(flow, ce)], rel=1e-4)
+    assert len(total) == 2 and all(0 < t < 100 for t in total)
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -150,8 +146,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_shards, tmp_path):
     (["--model.init_args.denoiser.init_args.dimm", "16"], "dimm"),
     (["--model.init_args.denoiser.init_args.camera_encoder", "pluker"], "did you mean 'plucker'"),
     (["--data.init_args.train_shards", "/nonexistent/train-{000000..000003}.tar"], "train_shards"),
-    (["--model.init_args.blend_supervision", "0.1", "--model.init_args.denoiser.init_args.reproject_blend", "false"],
-     "blend_supervision"),
+    (["--model.init_args.blend_supervision", "0.1"], "blend_supervision"),
 ])
 def test_bad_configs_fail_before_training_and_name_the_key(tiny_shards, tmp_path, override, needle, capsys):
     with pytest.raises((SystemExit, ValueError, KeyError, FileNotFoundError)) as err:

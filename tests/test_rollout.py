@@ -4,7 +4,9 @@ import torch
 
 from realcam.modules.backbone import CrossFrameDiT
 from realcam.modules.flow import FlowSchedule, x0_from_flow
-from realcam.systems.rollout import causal_rollout
+from realcam.modules.protocol import CONTRACT_SIZE
+from realcam.registry import BACKBONES
+from realcam.rollout import causal_rollout
 from tests.modules.test_backbone import TINY, make_inputs, randomize
 
 
@@ -24,16 +26,16 @@ def reference_predictions(model, cond, rollout, sigmas):
     return out
 
 
-@pytest.mark.parametrize("chunk_frames", [1, 2])
-@pytest.mark.parametrize("window,rope,isolate", [(None, "window", False), (2, "absolute", False),
-                                                 (2, "absolute", True)])
-def test_rollout_states_equal_block_causal_forward(chunk_frames, window, rope, isolate):
+@pytest.mark.parametrize("name", BACKBONES.list())
+@pytest.mark.parametrize("chunk_frames,window,rope", [(1, None, "window"), (2, None, "window"), (1, 2, "absolute"),
+                                                      (2, 2, "absolute")])
+def test_rollout_states_equal_block_causal_forward(name, chunk_frames, window, rope):
     """Every denoising state's x0 prediction from the cached rollout equals the full block-causal forward
-    (with eviction under the absolute RoPE policy the reference is the sink+window-masked forward)."""
+    (with eviction under the absolute RoPE policy the reference is the sink+window-masked forward), for every
+    registered backbone."""
     _, _, cond = make_inputs(B=2, F=6)
-    model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", chunk_frames=chunk_frames, sink_chunks=1,
-                                    window_chunks=window, rope_policy=rope, prediction="x0",
-                                    isolate_source=isolate), seed=3)
+    model = randomize(BACKBONES.build(name, **CONTRACT_SIZE, attention_mode="causal", chunk_frames=chunk_frames,
+                                      sink_chunks=1, window_chunks=window, rope_policy=rope), seed=3)
     sigmas = FlowSchedule(shift=3.0).student_sigmas()
     with torch.no_grad():
         roll = causal_rollout(model, cond, sigmas, torch.Generator().manual_seed(0), record=True)
@@ -51,11 +53,9 @@ def test_rollout_states_equal_block_causal_forward(chunk_frames, window, rope, i
             assert eps.std() > 0.5     # a fresh draw, not the state carried along
 
 
-@pytest.mark.parametrize("isolate", [False, True])
-def test_exit_step_carries_gradient_only_at_that_step(isolate):
+def test_exit_step_carries_gradient_only_at_that_step():
     _, _, cond = make_inputs(B=1, F=3)
-    model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", prediction="x0", isolate_source=isolate),
-                      seed=4)
+    model = randomize(CrossFrameDiT(**TINY, attention_mode="causal", prediction="x0"), seed=4)
     sigmas = FlowSchedule(shift=3.0).student_sigmas()
     roll = causal_rollout(model, cond, sigmas, torch.Generator().manual_seed(1), exit_step=1, record=True)
     assert roll.x0.requires_grad and all(len(s) == 2 for s in roll.states)

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from realcam.modules.cache import KVCache
 from realcam.modules.cond import Cond
 from realcam.modules.flow import add_noise, sample_noise
+from realcam.modules.protocol import CausalDenoiser, FusedCachePass
 from realcam.modules.samplers import predict_x0
 
 
@@ -47,13 +48,13 @@ def chunk_bounds(num_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
     return [(a, a + chunk_frames) for a in range(0, num_frames, chunk_frames)]
 
 
-def supports_fused_cache_pass(generator: nn.Module) -> bool:
+def supports_fused_cache_pass(generator: CausalDenoiser) -> bool:
     """Whether ``generator`` can run a chunk's cache pass inside the next chunk's first pass (``previous`` /
-    ``defer_cache_pass`` of :func:`rollout_chunk`)."""
-    return callable(getattr(generator, "commit_and_forward", None))
+    ``defer_cache_pass`` of :func:`rollout_chunk`): it follows :class:`FusedCachePass`."""
+    return isinstance(generator, FusedCachePass) and callable(generator.commit_and_forward)
 
 
-def rollout_chunk(generator: nn.Module, cond: Cond, sigmas: Tensor, cache: KVCache, noise_gen: torch.Generator | None,
+def rollout_chunk(generator: CausalDenoiser, cond: Cond, sigmas: Tensor, cache: KVCache, noise_gen: torch.Generator | None,
                   like: Tensor, exit_step: int | None = None, record: bool = False,
                   noise: Tensor | None = None, previous: tuple[Tensor, Cond] | None = None,
                   defer_cache_pass: bool = False) -> tuple[Tensor, list[Tensor], list[Tensor]]:
@@ -91,22 +92,18 @@ def rollout_chunk(generator: nn.Module, cond: Cond, sigmas: Tensor, cache: KVCac
     if defer_cache_pass:
         return x0, states, preds
     with torch.no_grad():          # the clean pass: K/V of the result, remembered for the next chunks
-        write_cache = getattr(generator, "write_cache", None)   # skips what only the (unused) flow needs
-        if write_cache is not None:
-            write_cache(x0.detach(), cond, cache)
-        else:
-            generator(x0.detach(), torch.zeros(B, like.shape[1], device=like.device), cond, cache=cache)
+        generator.write_cache(x0.detach(), cond, cache)
     cache.commit()
     return x0, states, preds
 
 
-def causal_rollout(generator: nn.Module, cond: Cond, sigmas: Tensor, noise_gen: torch.Generator | None = None, *,
+def causal_rollout(generator: CausalDenoiser, cond: Cond, sigmas: Tensor, noise_gen: torch.Generator | None = None, *,
                    exit_step: int | None = None, cache: KVCache | None = None, record: bool = False,
                    noise: Tensor | None = None) -> Rollout:
     """Roll a causal generator out over all of ``cond``'s frames, chunk by chunk with its KV cache.
 
-    generator: a causal :class:`~realcam.modules.backbone.CrossFrameDiT` (or anything with ``chunk_frames``,
-        ``new_cache()`` and ``forward(x, sigma, cond, cache=...)``).
+    generator: a causal :class:`~realcam.modules.protocol.CausalDenoiser` (any registered backbone built with
+        ``attention_mode='causal'``).
     sigmas: the student's warped list, descending, without a trailing 0 (``FlowSchedule.student_sigmas()``).
     noise_gen: draws the initial and every re-noising noise (fresh per step), chunk after chunk.
     exit_step: stop every chunk at this step; only that pass carries gradient (training). None = all steps,

@@ -1,0 +1,227 @@
+"""The bundle format: a folder holding a trained network for inference (docs/streaming.md, Bundles).
+
+``model.safetensors`` holds the bare weights (the EMA); ``config.yaml`` the network and codec
+(``class_path``/``init_args``), schedule, pose reference, image size, fps, role and provenance.
+:func:`export_checkpoint` writes one from a training run (``realcam export``); :func:`load_bundle` reads it back.
+Nothing here needs Lightning.
+"""
+from __future__ import annotations
+
+import inspect
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from torch import nn
+
+from realcam import geometry
+from realcam.modules.codecs import LatentCodec
+from realcam.modules.flow import FlowSchedule
+from realcam.networks import load_network_weights
+from realcam.registry import BACKBONES, CODECS
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+BUNDLE_WEIGHTS, BUNDLE_CONFIG = "model.safetensors", "config.yaml"
+ROLES = ("student", "teacher")
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the network (eval mode, no grad), its codec and the parsed ``config.yaml``."""
+
+    network: nn.Module
+    codec: LatentCodec
+    config: dict[str, Any]
+    path: Path | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The :class:`StreamingGenerator` arguments the config fixes."""
+        c = self.config
+        return dict(image_size=tuple(c["image_size"]), shift=float(c["shift"]),
+                    denoising_steps=tuple(c["denoising_steps"]), pose_reference=c["pose_reference"],
+                    fps=float(c["fps"]))
+
+
+def _instantiate(spec: Any, kind: type, field_name: str, registry) -> Any:
+    """``{class_path, init_args}`` (checked by jsonargparse: a typo is an error) or a registry name."""
+    if isinstance(spec, str):
+        return registry.build(spec)
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(f"{field_name} = {spec!r}: expected a registry name or {{class_path, init_args}}")
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--value", type=kind)
+    try:
+        return parser.instantiate(parser.parse_object({"value": spec})).value
+    except Exception as err:     # jsonargparse wraps the reason in its own error types
+        raise ValueError(f"{field_name} cannot be built from {spec.get('class_path')!r}: {err}") from None
+
+
+def build_network(config: dict[str, Any]) -> nn.Module:
+    """The bundle's network: ``network`` as class_path/init_args, or a backbone name plus ``network_args``."""
+    spec = config.get("network")
+    if isinstance(spec, str):
+        return BACKBONES.build(spec, **(config.get("network_args") or {}))
+    return _instantiate(spec, nn.Module, "network", BACKBONES)
+
+
+def _check_config(config: dict[str, Any], where: str) -> dict[str, Any]:
+    for key in ("network", "codec", "shift", "denoising_steps", "pose_reference", "image_size", "fps", "role"):
+        if key not in config:
+            raise ValueError(f"{where}: config.yaml has no {key!r} (bundle format: docs/streaming.md)")
+    if config["pose_reference"] not in geometry.POSE_REFERENCES:
+        raise ValueError(f"{where}: pose_reference={config['pose_reference']!r} is not one of "
+                         f"{geometry.POSE_REFERENCES}")
+    if config["role"] not in ROLES:
+        raise ValueError(f"{where}: role={config['role']!r} is not one of {ROLES}")
+    FlowSchedule(shift=float(config["shift"]), denoising_steps=tuple(config["denoising_steps"]))   # validates
+    if len(config["image_size"]) != 2:
+        raise ValueError(f"{where}: image_size={config['image_size']!r}: expected [H, W]")
+    return config
+
+
+def build_bundle(config: dict[str, Any], weights: str | Path, where: str, prefer: str = "ema") -> Bundle:
+    network = build_network(config)
+    load_network_weights(network, weights, prefer=prefer, field=f"{where} weights")
+    codec = _instantiate(config["codec"], LatentCodec, "codec", CODECS)
+    return Bundle(network.eval().requires_grad_(False), codec.eval(), config)
+
+
+def evenly_spaced_steps(count: int) -> tuple[int, ...]:
+    """``count`` denoising timesteps evenly spaced from 1000: 1000, 1000 (count - 1) / count, ..."""
+    if count < 1:
+        raise ValueError(f"steps={count} must be >= 1")
+    return tuple(round(1000 * (count - k) / count) for k in range(count))
+
+
+def read_bundle_config(path: str | Path) -> dict[str, Any]:
+    """The checked ``config.yaml`` of a bundle folder, without loading its weights."""
+    path = Path(path)
+    if not (path / BUNDLE_CONFIG).is_file() or not (path / BUNDLE_WEIGHTS).is_file():
+        raise FileNotFoundError(f"{path} is not a realcam bundle: it needs {BUNDLE_CONFIG} and {BUNDLE_WEIGHTS} "
+                                f"(write one with `realcam export --config YAML --ckpt CKPT --out {path}`)")
+    try:
+        config = yaml.safe_load((path / BUNDLE_CONFIG).read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path / BUNDLE_CONFIG} is not valid YAML ({str(err).splitlines()[0]}): fix the file or "
+                         f"export the bundle again") from None
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"{path / BUNDLE_CONFIG} holds a {type(config).__name__}, not a mapping of bundle keys "
+                         f"(docs/streaming.md, Bundles)")
+    return _check_config(config or {}, str(path))
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read a bundle folder (``model.safetensors`` + ``config.yaml``)."""
+    path = Path(path)
+    config = read_bundle_config(path)
+    bundle = build_bundle(config, path / BUNDLE_WEIGHTS, str(path))
+    bundle.path = path
+    return bundle
+
+
+def bundled_model(name: str = "tiny_student") -> Path:
+    """The folder of a bundle shipped in ``realcam/assets``; a clear error if it was never exported."""
+    path = ASSETS / name
+    if not (path / BUNDLE_WEIGHTS).is_file():
+        role = "student" if "student" in name else "teacher"
+        config = "configs/student/tiny_dmd.yaml" if role == "student" else "configs/teacher/tiny.yaml"
+        raise FileNotFoundError(
+            f"the bundled model folder {path} is missing (or has no {BUNDLE_WEIGHTS}). It is produced from a trained "
+            f"run by `realcam export --config {config} --ckpt RUN/checkpoints/last.ckpt --out {path} --role {role}`; "
+            f"or pass --bundle DIR (any exported bundle) instead")
+    return path
+
+
+def _signature_defaults(class_path: str | None) -> dict[str, Any]:
+    if not class_path:
+        return {}
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return {}
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def read_training_config(path: str | Path, role: str | None = None) -> dict[str, Any]:
+    """A training YAML (``realcam fit --config``) -> the bundle config (without provenance).
+
+    The network is ``model.init_args.generator`` (student systems, role student) or ``.denoiser`` (teacher);
+    codec, shift, denoising_steps and pose_reference come from ``model.init_args`` or, when absent, the model
+    class's defaults; image_size from ``data.init_args.image_size``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path} does not exist: give the training YAML of the run")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    model = cfg.get("model") or {}
+    init = dict(model.get("init_args") or {})
+    key = "generator" if "generator" in init else "denoiser" if "denoiser" in init else None
+    if key is None:
+        raise ValueError(f"{path}: model.init_args has neither 'generator' (student) nor 'denoiser' (teacher)")
+    defaults = _signature_defaults(model.get("class_path"))
+    pick = lambda name, fallback: init.get(name, defaults.get(name, fallback))  # noqa: E731
+    schedule = FlowSchedule()
+    image_size = ((cfg.get("data") or {}).get("init_args") or {}).get("image_size")
+    out = {"network": init[key], "codec": pick("codec", "pixel"), "shift": float(pick("shift", 3.0)),
+           "denoising_steps": [int(s) for s in pick("denoising_steps", schedule.denoising_steps)],
+           "pose_reference": pick("pose_reference", "first_source"),
+           "image_size": None if image_size is None else [int(v) for v in image_size],
+           "fps": 8.0, "role": role or ("student" if key == "generator" else "teacher")}
+    if init.get(f"{key}_args"):
+        out["network_args"] = dict(init[f"{key}_args"])
+    if isinstance(out["codec"], str):      # a registry name: store the class path so the bundle is explicit
+        codec = CODECS.build(out["codec"])
+        out["codec"] = {"class_path": f"{type(codec).__module__}.{type(codec).__name__}",
+                        "init_args": {"factor": codec.factor} if hasattr(codec, "factor") else {}}
+    return out
+
+
+def export_bundle(network: nn.Module, out: str | Path, config: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write ``network``'s weights and ``config`` as a bundle folder (atomically: a temp folder, then renamed)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    config = _check_config(dict(config), str(out))
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists and is not empty: pass --overwrite (overwrite=True)")
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
+        save_file(state, str(tmp / BUNDLE_WEIGHTS), metadata={"format": "realcam-bundle", "role": config["role"]})
+        (tmp / BUNDLE_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def export_checkpoint(config: str | Path, ckpt: str | Path, out: str | Path, role: str | None = None,
+                      prefer: str = "ema", fps: float | None = None, image_size: Sequence[int] | None = None,
+                      provenance: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """A training run (YAML + Lightning ``.ckpt``, EMA weights by default) -> a bundle folder."""
+    bundle_cfg = read_training_config(config, role)
+    if image_size is not None:
+        bundle_cfg["image_size"] = [int(v) for v in image_size]
+    if bundle_cfg["image_size"] is None:
+        raise ValueError(f"{config} has no data.init_args.image_size: pass --image-size H,W")
+    if fps is not None:
+        bundle_cfg["fps"] = float(fps)
+    bundle_cfg["provenance"] = {"source_ckpt": str(ckpt), "config": str(config), "weights": prefer,
+                                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                **(provenance or {})}
+    bundle = build_bundle(bundle_cfg, ckpt, str(ckpt), prefer)
+    return export_bundle(bundle.network, out, bundle_cfg, overwrite)
