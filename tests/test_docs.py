@@ -87,3 +87,21 @@ def test_data_format_reader_reads_our_shards_with_plain_tar_and_numpy(tmp_path, 
         np.testing.assert_array_equal(sample["source"], ours[key].source_frames.numpy())
         np.testing.assert_array_equal(sample["target"], ours[key].target_frames.numpy())
         assert {n: int(m) for n, m in enumerate(sample["revisit"]) if m >= 0} == ours[key].revisit
+
+
+def test_extending_backbone_from_the_docs_passes_the_backbone_contract(monkeypatch):
+    """docs/extending.md's SwiGLU backbone, registered as written, runs the contract tests every registered
+    backbone runs (tests/modules/test_backbone_contract.py)."""
+    from realcam.registry import BACKBONES
+    from tests.modules import test_backbone_contract as contract
+
+    source = next(b for b in blocks("docs/extending.md") if "dit_swiglu" in b)
+    monkeypatch.setattr(BACKBONES, "_entries", dict(BACKBONES._entries))    # the registration stays local
+    exec(source, {"__name__": "docs_swiglu"})
+    model = BACKBONES.build("dit_swiglu", attention_mode="causal")
+    assert type(model.blocks[0].ffn).__name__ == "SwiGLU"
+    contract.test_follows_the_protocol_and_trains("dit_swiglu")
+    contract.test_cached_chunks_equal_block_causal_forward("dit_swiglu", 2)
+    contract.test_rolling_cache_equals_sink_window_forward_with_absolute_rope("dit_swiglu")
+    contract.test_every_attention_backend_equals_math("dit_swiglu", "sdpa")
+    contract.test_fused_cache_pass_equals_cache_pass_commit_then_forward("dit_swiglu", 1, 2, "window")

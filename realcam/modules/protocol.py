@@ -65,6 +65,6 @@ def check_causal(network: object, field: str = "network") -> CausalDenoiser:
         raise TypeError(f"{field} ({type(network).__name__}) does not follow the CausalDenoiser protocol (missing "
                         f"{', '.join(missing)}): see docs/extending.md, 'Write your own backbone'")
     if network.attention_mode != "causal":
-        raise ValueError(f"{field} is bidirectional (a teacher?): it must be causal, set {field}.init_args."
+        raise ValueError(f"{field} must be causal but is bidirectional (a teacher?): set {field}.init_args."
                          f"attention_mode: causal (the student generates chunk by chunk with a KV cache)")
     return network

@@ -69,6 +69,8 @@ class StudentModule(EvaluatesVideos, L.LightningModule):
                  ema_decay: float = 0.99, ema_start: int = 100, eval_videos: int = 4, save_videos: int = 2,
                  lpips_backbone_weights: str | None = None, seed: int = 0):
         super().__init__()
+        # every subclass's arguments too (Lightning reads the __init__ frames up the stack): networks stay out
+        self.save_hyperparameters(ignore=["generator", "real_score", "critic", "codec"])
         self.generator = build_network(generator, generator_args, "generator")
         check_causal(self.generator, "generator")
         if generator_init:
@@ -108,19 +110,11 @@ class OdeInitModule(ClipAndEMA, StudentModule):
 
     trained_attr = "generator"
 
-    def __init__(self, generator: nn.Module | str = "tiny", generator_args: dict | None = None,
-                 generator_init: str | None = None, generator_init_weights: Literal["ema", "raw"] = "ema",
-                 codec: str | LatentCodec = "pixel", shift: float = 3.0,
-                 denoising_steps: Sequence[int] = DEFAULT_STEPS,
-                 pose_reference: Literal["first_source", "current_source"] = "current_source",
-                 lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.01,
+    def __init__(self, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.01,
                  warmup_steps: int = 50, total_steps: int | None = None, min_lr_ratio: float = 1.0,
-                 grad_clip: float = 1.0, ema_decay: float = 0.99, ema_start: int = 100, eval_videos: int = 4,
-                 save_videos: int = 2, lpips_backbone_weights: str | None = None, seed: int = 0):
-        super().__init__(generator, generator_args, generator_init, generator_init_weights, codec, shift,
-                         denoising_steps, pose_reference, ema_decay, ema_start, eval_videos, save_videos,
-                         lpips_backbone_weights, seed)
-        self.save_hyperparameters(ignore=["generator", "codec"])
+                 grad_clip: float = 1.0, **student):
+        """``student``: :class:`StudentModule`'s arguments (generator, codec, schedule, EMA, evaluation, seed)."""
+        super().__init__(**student)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         states, sigmas, x0, cond = batch["states"], batch["sigmas"], batch["x0"], batch["cond"]
@@ -159,23 +153,16 @@ class SelfForcingDMDModule(StudentModule):
         loop_weight: weight of :func:`loop_consistency_loss` (0 = off, the default: ablate it).
     """
 
-    def __init__(self, generator: nn.Module | str = "tiny", real_score: nn.Module | str = "tiny",
-                 critic: nn.Module | str | None = None, generator_args: dict | None = None,
+    def __init__(self, real_score: nn.Module | str = "tiny", critic: nn.Module | str | None = None,
                  real_score_args: dict | None = None, critic_args: dict | None = None,
-                 generator_init: str | None = None, real_score_init: str | None = None,
-                 critic_init: str | None = None, generator_init_weights: Literal["ema", "raw"] = "ema",
-                 codec: str | LatentCodec = "pixel", shift: float = 3.0,
-                 denoising_steps: Sequence[int] = DEFAULT_STEPS,
-                 pose_reference: Literal["first_source", "current_source"] = "current_source",
+                 real_score_init: str | None = None, critic_init: str | None = None,
                  guidance: float = 1.0, critic_ratio: int = 5, generator_lr: float = 2e-6, critic_lr: float = 4e-7,
                  betas: tuple[float, float] = (0.0, 0.999), weight_decay: float = 0.01, warmup_steps: int = 0,
                  grad_clip: float = 10.0, sigma_range: tuple[float, float] = (0.02, 0.98), loop_weight: float = 0.0,
-                 ema_decay: float = 0.99, ema_start: int = 20, eval_videos: int = 4, save_videos: int = 2,
-                 lpips_backbone_weights: str | None = None, seed: int = 0):
-        super().__init__(generator, generator_args, generator_init, generator_init_weights, codec, shift,
-                         denoising_steps, pose_reference, ema_decay, ema_start, eval_videos, save_videos,
-                         lpips_backbone_weights, seed)
-        self.save_hyperparameters(ignore=["generator", "real_score", "critic", "codec"])
+                 ema_start: int = 20, **student):
+        """``student``: :class:`StudentModule`'s arguments (generator, codec, schedule, EMA, evaluation, seed);
+        the EMA starts earlier here (``ema_start`` 20)."""
+        super().__init__(ema_start=ema_start, **student)
         if critic_ratio < 1:
             raise ValueError(f"critic_ratio={critic_ratio} must be >= 1 (critic updates per generator update)")
         if loop_weight < 0:
