@@ -21,8 +21,9 @@ import torch
 
 from realcam import geometry
 from realcam.data.cli import at_least
-from realcam.stream_cli import (TRAINING_SOURCE_ARGS, SourceClip, StreamWriters, add_model_args, load_generator,
-                                mean_or_none, positive_float, psnr_u8, run_stream, write_report)
+from realcam.stream_cli import (StreamWriters, add_model_args, load_generator, mean_or_none, positive_float, psnr_u8,
+                                run_stream, write_report)
+from realcam.stream_sources import TRAINING_SOURCE_ARGS, SourceClip
 
 
 def demo_sequence(size: tuple[int, int], fps: float, index: int, seed: int, length: int, loop: str,

@@ -252,7 +252,7 @@ class StreamingGenerator:
             raise TypeError(f"{name} has dtype {x.dtype}: expected uint8 [H, W, 3] or float [3, H, W]")
         if hw != (H, W):
             raise ValueError(f"{name} is {hw[0]}x{hw[1]} but the stream runs at {H}x{W}: resize/crop the frame "
-                             f"first (realcam.stream_cli.fit_frames, as `realcam stream` does) or reset(image_size=)")
+                             f"first (realcam.stream_sources.fit_frames, as `realcam stream` does) or reset(image_size=)")
         return x
 
     def _pose(self, c2w: Any, name: str, n: int | None) -> Tensor:

@@ -11,14 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
-from realcam.bench._common import machine_info
+from realcam.bench._common import machine_info, push_in_turn
 from realcam.streaming import StreamingGenerator
 
 
@@ -45,18 +42,7 @@ def main() -> None:
     sizes = {gen.image_size for gen in gens.values()}
     if len(sizes) > 1:
         raise SystemExit(f"the bundles stream at different resolutions {sorted(sizes)}; compare like with like")
-    frame = np.random.default_rng(0).integers(0, 255, (*sizes.pop(), 3), dtype=np.uint8)
-    pose = np.eye(4)
-    pose[0, 3] = 0.2          # a target camera 0.2 m to the right of the source
-    for gen in gens.values():
-        for _ in range(args.warmup):
-            gen.push(frame, pose)
-    times = {key: [] for key in gens}
-    for _ in tqdm(range(args.frames), desc="pushes (every variant in turn)"):
-        for key, gen in gens.items():
-            t0 = time.perf_counter()
-            gen.push(frame, pose)
-            times[key].append(time.perf_counter() - t0)
+    times, _ = push_in_turn(gens, sizes.pop(), args.frames, args.warmup)
     rows = []
     for (bundle, steps, fuse), ts in times.items():
         ref = statistics.median(times[(str(args.bundles[0]), steps, args.fuse[0])])

@@ -17,14 +17,11 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
-from realcam.bench._common import machine_info
+from realcam.bench._common import machine_info, push_in_turn
 from realcam.streaming import StreamingGenerator
 
 
@@ -48,6 +45,13 @@ def renamed_bundle(bundle: Path, tmp: Path, name: str = "realcam_old") -> Path:
     return out
 
 
+def without_conditioning_memo(network) -> None:
+    """Make ``network`` (a CrossFrameDiT) recompute its per-chunk conditioning in every pass."""
+    compute = type(network)._conditioning
+    network._conditioning = lambda cond, Ft, grid, dtype, cache, memo=True: compute(network, cond, Ft, grid, dtype,
+                                                                                    cache, memo=False)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("old", type=Path, help="root of the other realcam checkout (holds realcam/)")
@@ -57,6 +61,8 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=150, help="timed pushes per variant")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ablate-memo", action="store_true",
+                   help="also time the new code without its per-chunk conditioning memo (what the memo buys)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks/compare_commits.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,17 +72,11 @@ def main() -> None:
     for steps in args.steps:
         gens[("old", steps)] = old.StreamingGenerator.from_checkpoint(old_bundle, steps=steps, dtype=args.dtype)
         gens[("new", steps)] = StreamingGenerator.from_checkpoint(args.bundle, steps=steps, dtype=args.dtype)
-    size = gens[("new", args.steps[0])].image_size
-    frame = np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)
-    pose = np.eye(4)
-    pose[0, 3] = 0.2          # a target camera 0.2 m to the right of the source
-    outs = {key: [gen.push(frame, pose) for _ in range(args.warmup)] for key, gen in gens.items()}
-    times = {key: [] for key in gens}
-    for _ in tqdm(range(args.frames), desc="pushes (every variant in turn)"):
-        for key, gen in gens.items():
-            t0 = time.perf_counter()
-            gen.push(frame, pose)
-            times[key].append(time.perf_counter() - t0)
+        if args.ablate_memo:
+            gen = StreamingGenerator.from_checkpoint(args.bundle, steps=steps, dtype=args.dtype)
+            without_conditioning_memo(gen.network)
+            gens[("new, no conditioning memo", steps)] = gen
+    times, outs = push_in_turn(gens, gens[("new", args.steps[0])].image_size, args.frames, args.warmup)
     rows = []
     for (code, steps), ts in times.items():
         med, ref = statistics.median(ts), statistics.median(times[("old", steps)])

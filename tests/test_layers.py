@@ -26,6 +26,8 @@ FORBIDDEN = {
     "rollout.py": ("lightning", "torchmetrics", "realcam.systems", "realcam.streaming", "realcam.data"),
     "networks.py": ("lightning", "torchmetrics", "realcam.systems", "realcam.streaming", "realcam.data"),
     "bundle.py": ("lightning", "torchmetrics", "realcam.systems", "realcam.streaming", "realcam.data"),
+    "stream_sources.py": ("lightning", "torchmetrics", "realcam.systems", "realcam.modules", "realcam.streaming",
+                          "realcam.cli", "realcam.stream_cli", "realcam.demo_cli"),
     "data": ("realcam.modules", "realcam.systems", "realcam.losses", "realcam.streaming", "realcam.bench",
              "realcam.metrics",
              "realcam.stream_cli", "realcam.demo_cli", "realcam.lightning_cli"),

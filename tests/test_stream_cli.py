@@ -9,7 +9,7 @@ import torch
 from realcam.cli import main
 from realcam.data.video import read_video
 from realcam.demo_cli import FROM_SCRATCH_FILES, demo_parser, from_scratch_plan
-from realcam.stream_cli import parse_source_spec
+from realcam.stream_sources import parse_source_spec
 from tests.test_streaming import make_bundle
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -72,7 +72,7 @@ def test_video_source_is_decoded_lazily_with_the_eager_frames_and_intrinsics(tmp
     those of decoding the whole range at once and fitting it; --start past the end is named."""
     from realcam import geometry
     from realcam.data.video import read_video as read, write_video
-    from realcam.stream_cli import VideoFrames, fit_frames, open_video
+    from realcam.stream_sources import VideoFrames, fit_frames, open_video
 
     t, y, x = torch.meshgrid(torch.arange(9), torch.arange(24), torch.arange(40), indexing="ij")
     video = write_video(tmp_path / "v.mp4", torch.stack([(x * 6 + 9 * t) % 256, y * 10, (x + y) * 4 % 256], -1)

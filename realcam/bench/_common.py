@@ -132,3 +132,23 @@ def write_json(result: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+def push_in_turn(gens: dict, image_size: tuple[int, int], frames: int, warmup: int) -> tuple[dict, dict]:
+    """Time ``StreamingGenerator.push`` of every generator in ``gens`` in turn (so the machine's drift hits them
+    alike) on one random frame and a target camera 0.2 m to the right of the source -> (per-key push times in
+    seconds, per-key outputs of the warm-up pushes)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    frame = np.random.default_rng(0).integers(0, 255, (*image_size, 3), dtype=np.uint8)
+    pose = np.eye(4)
+    pose[0, 3] = 0.2
+    outs = {key: [gen.push(frame, pose) for _ in range(warmup)] for key, gen in gens.items()}
+    times = {key: [] for key in gens}
+    for _ in tqdm(range(frames), desc="pushes (every variant in turn)"):
+        for key, gen in gens.items():
+            t0 = time.perf_counter()
+            gen.push(frame, pose)
+            times[key].append(time.perf_counter() - t0)
+    return times, outs
