@@ -89,9 +89,9 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         summary = run(args)
+        print(f"encoded {summary['num_sequences']} sequences into {summary['num_shards']} shards: "
+              f"{Path(args.out) / summary['pattern']} (index: {Path(args.out) / 'index.json'})")
+        return 0
     except (ValueError, FileNotFoundError, FileExistsError, ShardError) as err:
         print(f"realcam data encode: error: {err}", file=sys.stderr)
         return 2
-    print(f"encoded {summary['num_sequences']} sequences into {summary['num_shards']} shards: "
-          f"{Path(args.out) / summary['pattern']} (index: {Path(args.out) / 'index.json'})")
-    return 0
