@@ -173,7 +173,9 @@ def load_wan_vae(path: str | Path, dtype: torch.dtype = torch.float32) -> Any:
     with torch.device("meta"):
         vae = AutoencoderKLWan(**config)
     vae.load_state_dict(weights, strict=True, assign=True)
-    return vae.to(dtype).eval().requires_grad_(False)
+    if any(t.dtype != dtype for t in weights.values()):
+        vae = vae.to(dtype)
+    return vae.eval().requires_grad_(False)
 
 
 def _decoder_res_blocks(state: dict[str, Tensor]) -> int:
