@@ -129,15 +129,16 @@ def original_to_diffusers(state: dict[str, Tensor], config: dict[str, Any]) -> d
 
 # -- loading --------------------------------------------------------------------------------------------------------
 def _read_state_file(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:          # pickled code (weights_only refuses it), a truncated or foreign file
-        raise ValueError(f"codec wan: cannot read {path} as a weights-only torch checkpoint "
-                         f"({type(err).__name__}: {err}); {WAN_FILE_HINT}") from None
+        kind = "safetensors file" if path.suffix == ".safetensors" else "weights-only torch checkpoint"
+        raise ValueError(f"codec wan: cannot read {path} as a {kind} ({type(err).__name__}: {err}); "
+                         f"{WAN_FILE_HINT}") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"codec wan: {path} holds no flat state dict of tensors; {WAN_FILE_HINT}")
     return state
@@ -159,12 +160,17 @@ def load_wan_vae(path: str | Path, dtype: torch.dtype = torch.float32) -> Any:
         vae = AutoencoderKLWan.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
         return vae.eval().requires_grad_(False)
     state = _read_state_file(path)
-    if DIFFUSERS_PROBE in state:
-        state = {diffusers_to_original(k, _decoder_res_blocks(state) - 1): v for k, v in state.items()}
-    elif ORIGINAL_PROBE not in state:
+    if DIFFUSERS_PROBE not in state and ORIGINAL_PROBE not in state:
         raise ValueError(f"codec wan: {path} is not a Wan VAE checkpoint (neither {ORIGINAL_PROBE!r} nor "
                          f"{DIFFUSERS_PROBE!r} among its {len(state)} keys); {WAN_FILE_HINT}")
-    config = config_from_original(state)
+    try:
+        if DIFFUSERS_PROBE in state:
+            num_res_blocks = _decoder_res_blocks(state) - 1
+            state = {diffusers_to_original(k, num_res_blocks): v for k, v in state.items()}
+        config = config_from_original(state)
+    except KeyError as err:           # a key that is not Wan2.1's, or one the architecture needs and lacks
+        detail = err.args[0] if " " in str(err.args[0]) else f"it has no {err.args[0]!r}"
+        raise ValueError(f"codec wan: {path} does not hold Wan2.1's VAE: {detail}; {WAN_FILE_HINT}") from None
     if config["z_dim"] != 16:
         raise ValueError(f"codec wan: {path} has z_dim={config['z_dim']}, but a single file carries no latent mean "
                          f"and std and Wan2.1's are for 16 channels; use a diffusers folder whose config.json has "

@@ -102,7 +102,18 @@ def test_bad_paths_and_files_say_what_to_pass(tmp_path, tiny_wan_vae_dir):
     (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04 not really a checkpoint")
     with pytest.raises(ValueError, match="cannot read .*cut.pth as a weights-only torch checkpoint"):
         WanCodec(str(tmp_path / "cut.pth"))
-    state = _original_state(CODECS.build("wan", path=str(tiny_wan_vae_dir)).vae)
+    vae = CODECS.build("wan", path=str(tiny_wan_vae_dir)).vae
+    save_file(vae.state_dict(), tmp_path / "whole.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "whole.safetensors").read_bytes()[:5000])
+    with pytest.raises(ValueError, match="cannot read .*cut.safetensors as a safetensors file"):
+        WanCodec(str(tmp_path / "cut.safetensors"))
+    save_file({**vae.state_dict(), "decoder.extra.weight": torch.zeros(1)}, tmp_path / "extra.safetensors")
+    with pytest.raises(ValueError, match="does not hold Wan2.1's VAE: 'decoder.extra.weight' is not a key"):
+        WanCodec(str(tmp_path / "extra.safetensors"))
+    state = _original_state(vae)
+    torch.save({k: v for k, v in state.items() if not k.startswith("decoder.head.2")}, tmp_path / "no_head.pth")
+    with pytest.raises(ValueError, match="does not hold Wan2.1's VAE: it has no 'decoder.head.2.weight'"):
+        WanCodec(str(tmp_path / "no_head.pth"))
     state["decoder.head.0.gamma"] = torch.ones(5, 1, 1)
     torch.save(state, tmp_path / "bad_shape.pth")
     with pytest.raises(ValueError, match=r"decoder.head.0.gamma: shape \(5, 1, 1\), the architecture needs"):
