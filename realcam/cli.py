@@ -29,7 +29,7 @@ SUMMARIES = {
     "validate": "run the validation loop of a config on a checkpoint",
     "test": "evaluate a checkpoint (PSNR/SSIM/LPIPS, loop closure, pose error) and write a report",
     "predict": "run a config's predict loop on a checkpoint",
-    "data": "make-shards | check | bench | make-ode-pairs: training data and its checks",
+    "data": "make-shards | check | bench | encode | make-ode-pairs: training data and its checks",
     "bench": "streaming FPS and latency, teacher vs student, attention backends, FLOP/s (table + JSON)",
     "stream": "re-render a video (or a synthetic scene) along a camera trajectory, frame by frame",
     "demo": "stream a held-out scene with the bundled tiny student (--from-scratch: the whole pipeline)",
@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         from realcam.systems.ode_cli import main as make_ode_pairs
 
         return int(make_ode_pairs(argv[2:]) or 0)
+    if argv[:2] == ["data", "encode"]:
+        # Runs the VAE and the text encoder (model code), so it lives outside data/ too.
+        from realcam.encode_cli import main as encode
+
+        return int(encode(argv[2:]) or 0)
     if command in LIGHTNING_COMMANDS:
         from realcam.lightning_cli import main as lightning_main
 

@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--codec-size", type=_size, default=None, help="HxW to resize it to, e.g. 480x832")
     bn.add_argument("--codec-frames", type=at_least(1), default=81, help="its first N frames (default 81)")
 
+    # Listed here for --help only: realcam.cli sends `data encode` to realcam.encode_cli (it runs the VAE and umT5).
+    sub.add_parser("encode", add_help=False, help="VAE latents and umT5 text embeddings of shards, into new shards "
+                   "(realcam data encode --help)")
     # Listed here for --help only: realcam.cli sends `data make-ode-pairs` to realcam.systems.ode_cli, which has
     # the options (it needs a teacher, so model code, which realcam.data does not import).
     sub.add_parser("make-ode-pairs", add_help=False,
@@ -287,6 +290,9 @@ def _check(directory: str, frame_tol: float, lossy_frame_tol: float, workers: in
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["encode"]:
+        print("realcam data encode: run it as `realcam data encode ...` (or realcam.encode_cli.main)", file=sys.stderr)
+        return 2
     if argv[:1] == ["make-ode-pairs"]:
         # Needs a teacher, so model code: realcam.cli dispatches it to realcam.systems.ode_cli (data/ imports no
         # model). Reaching it here means this function was called directly.

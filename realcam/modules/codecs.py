@@ -1,7 +1,8 @@
 """Latent codecs: video [B, T, 3, H, W] in [-1, 1] <-> latents [B, F, C, h, w].
 
 The backbone only sees latents, so a VAE (Wan's, a tiny decoder, ...) drops in as another registry
-entry without touching it. Every codec states its channel count and compression factors.
+entry without touching it. Every codec states its channel count and compression factors, and hands out a
+:class:`CodecStream` that encodes and decodes chunk by chunk with the same result as the offline calls.
 """
 from __future__ import annotations
 
@@ -13,12 +14,31 @@ from torch import Tensor, nn
 from realcam.registry import CODECS
 
 
+class CodecStream(ABC):
+    """One video stream, chunk by chunk: the concatenated results equal the codec's offline ``encode`` /
+    ``decode`` of the concatenated inputs. Encoding and decoding keep separate state, so one stream can encode
+    a source while it decodes a target."""
+
+    @abstractmethod
+    def encode_chunk(self, video: Tensor) -> Tensor:
+        """The next frames [B, n, 3, H, W] -> their latent frames [B, m, C, h, w]."""
+
+    @abstractmethod
+    def decode_chunk(self, latents: Tensor) -> Tensor:
+        """The next latent frames [B, m, C, h, w] -> their video frames [B, n, 3, H, W]."""
+
+
 class LatentCodec(nn.Module, ABC):
-    """Base class: subclasses set the three attributes and implement encode/decode."""
+    """Base class: subclasses set the three attributes and implement encode/decode.
+
+    ``first_frame_alone``: a causal video VAE (Wan's) codes the first frame into a latent frame of its own and
+    then ``temporal_factor`` frames per latent frame, so a clip has ``1 + temporal_factor * k`` frames.
+    """
 
     latent_channels: int
     spatial_factor: int
     temporal_factor: int
+    first_frame_alone: bool = False
 
     @abstractmethod
     def encode(self, video: Tensor) -> Tensor:
@@ -28,6 +48,32 @@ class LatentCodec(nn.Module, ABC):
     def decode(self, latents: Tensor) -> Tensor:
         """[B, F, C, h, w] -> [B, T, 3, H, W] in [-1, 1] (approximately, for lossy codecs)."""
 
+    def stream(self) -> CodecStream:
+        """A fresh chunk-by-chunk state. Frame-wise codecs (temporal_factor 1) have nothing to carry."""
+        if self.temporal_factor != 1:
+            raise NotImplementedError(f"{type(self).__name__} compresses time (temporal_factor="
+                                      f"{self.temporal_factor}) and must implement stream() itself")
+        return FramewiseStream(self)
+
+    def latent_frames(self, frames: int) -> int:
+        """F latent frames for T video frames, or a ValueError naming the rule T must follow."""
+        tf = self.temporal_factor
+        if self.first_frame_alone:
+            if frames < 1 or (frames - 1) % tf:
+                below = 1 + tf * max(0, (frames - 1) // tf)
+                raise ValueError(f"frames={frames} does not fit the 1 + {tf}k rule of {type(self).__name__} (a first "
+                                 f"frame alone, then {tf} frames per latent frame): use {below} or {below + tf} "
+                                 f"frames")
+            return 1 + (frames - 1) // tf
+        if frames < 1 or (frames - 1) % tf and frames % tf:
+            raise ValueError(f"frames={frames} does not fit temporal factor {tf}")
+        return -(-frames // tf)
+
+    def video_frames(self, latent_frames: int) -> int:
+        """T video frames decoded from F latent frames."""
+        tf = self.temporal_factor
+        return 1 + tf * (latent_frames - 1) if self.first_frame_alone else tf * latent_frames
+
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(F, C, h, w) for a video of the given size; checks divisibility with a clear error."""
         f = self.spatial_factor
@@ -36,9 +82,20 @@ class LatentCodec(nn.Module, ABC):
                 f"video size {height}x{width} is not divisible by the codec's spatial factor {f}; "
                 f"resize or crop to a multiple of {f}"
             )
-        if (frames - 1) % self.temporal_factor and frames % self.temporal_factor:
-            raise ValueError(f"frames={frames} does not fit temporal factor {self.temporal_factor}")
-        return (-(-frames // self.temporal_factor), self.latent_channels, height // f, width // f)
+        return (self.latent_frames(frames), self.latent_channels, height // f, width // f)
+
+
+class FramewiseStream(CodecStream):
+    """The stream of a codec that codes each frame on its own: chunks go straight through encode / decode."""
+
+    def __init__(self, codec: LatentCodec):
+        self.codec = codec
+
+    def encode_chunk(self, video: Tensor) -> Tensor:
+        return self.codec.encode(video)
+
+    def decode_chunk(self, latents: Tensor) -> Tensor:
+        return self.codec.decode(latents)
 
 
 @CODECS.register("pixel")
