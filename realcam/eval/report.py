@@ -98,8 +98,8 @@ def plot_camera(path: str | os.PathLike, result: dict[str, Any], title: str = ""
         twin.plot(frames, result["curves"]["trans_err"], "-x", ms=3, color="tab:orange", label="TransErr per frame")
         twin.set_ylabel("TransErr (unitless)")
         curves.set(xlabel="frame", ylabel="degrees", title="errors per frame")
-        curves.legend(loc="upper left")
-        twin.legend(loc="upper right")
+        lines = curves.get_lines() + twin.get_lines()
+        curves.legend(lines, [line.get_label() for line in lines], loc="upper left")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
