@@ -2,7 +2,9 @@
 
 ``CameraAccuracy`` estimates the camera path of every generated video, of its ground truth (the estimator's own
 floor: what a perfect generator would score) and of its source video (the source-copy baseline), compares each
-with the requested target path, and averages the per-video sums over videos. States are plain sums
+with the requested target path, and averages the per-video sums over videos. With the source given it also
+counts matched pixels between each source frame and the generated (and ground-truth) frame of the same instant
+(ReCamMaster's view synchronisation; ``realcam.eval.features.matched_pixels``). States are plain sums
 (``dist_reduce_fx="sum"``), so it syncs across DDP ranks. Frames smaller than the estimator needs are counted,
 not scored: the report then says ``unavailable: frames smaller than N px``.
 """
@@ -16,7 +18,7 @@ from torchmetrics import Metric
 
 from realcam.eval.camera import camera_errors
 from realcam.eval.estimators import build_estimator
-from realcam.eval.features import MIN_FRAME_SIZE
+from realcam.eval.features import MIN_FRAME_SIZE, matched_pixels
 from realcam.metrics import BASELINE, to_uint8_frames
 
 SCORES = ("RotErr", "TransErr", "CamMC", "rot_err_deg_mean", "lost_frames")
@@ -33,7 +35,7 @@ def score_video(estimator: Any, frames: Tensor, K: Tensor, requested_c2w: Tensor
     (sums over frames), mean RotErr per frame in degrees and the frames the estimator lost."""
     path = estimator(to_uint8_frames(frames), K, seed=seed)
     summary = camera_errors(requested_c2w, path.c2w, scale).summary()
-    return {**{k: float(summary[k]) for k in SCORES[:-1]}, "lost_frames": float(len(path.lost))}
+    return {**{k: float(summary[k]) for k in SCORES[:4]}, "lost_frames": float(len(path.lost))}
 
 
 class CameraAccuracy(Metric):
@@ -56,7 +58,7 @@ class CameraAccuracy(Metric):
         self.min_size, self.scale = int(min_size), scale
         self.small_hw: tuple[int, int] | None = None
         for prefix in VARIANTS:
-            for key in SCORES:
+            for key in SCORES + (("matched_pixels", "matched_videos") if prefix != "base_" else ()):
                 self.add_state(prefix + key, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state(prefix + "videos", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("too_small", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
@@ -74,6 +76,9 @@ class CameraAccuracy(Metric):
                 if video is None:
                     continue
                 scores = score_video(self.estimator, video[b].detach().cpu(), K, requested, scale=self.scale)
+                if source is not None and prefix != "base_":     # the source against itself would be trivial
+                    pixels = matched_pixels(to_uint8_frames(source[b]), to_uint8_frames(video[b]))
+                    scores.update(matched_pixels=sum(pixels) / len(pixels), matched_videos=1.0)
                 for key, value in scores.items():
                     setattr(self, prefix + key, getattr(self, prefix + key) + value)
                 setattr(self, prefix + "videos", getattr(self, prefix + "videos") + 1)
@@ -83,8 +88,12 @@ class CameraAccuracy(Metric):
         out: dict[str, Any] = {}
         for state, key in VARIANTS.items():
             n = int(getattr(self, state + "videos"))
-            if n or not state:
-                out.update({key + s: (float(getattr(self, state + s)) / n if n else None) for s in SCORES})
+            if state and not n:                       # ground truth / source were never given
+                continue
+            out.update({key + s: (float(getattr(self, state + s)) / n if n else None) for s in SCORES})
+            if state != "base_":
+                m = int(getattr(self, state + "matched_videos"))
+                out[key + "matched_pixels"] = float(getattr(self, state + "matched_pixels")) / m if m else None
         out["camera_videos"] = int(self.videos)
         if int(self.too_small):
             out["camera_unavailable"] = unavailable(self.min_size, self.small_hw or (0, 0)) + \

@@ -2,6 +2,7 @@
 
     realcam eval camera --video gen.mp4 --trajectory arc:left:30 --fov 60
     realcam eval camera --video gen.mp4 --trajectory camera_extrinsics.json --camera cam09 --fov 60
+    realcam eval camera --video gen.mp4 --trajectory arc:left:30 --fov 60 --source src.mp4   # + matched pixels
     realcam eval camera --video clip.mp4 --estimate-only --fov 60          # the video's own camera path
 
 Writes ``OUT.json`` (RotErr, TransErr, CamMC, per-frame curves, both paths) and ``OUT.png`` (paths seen from above,
@@ -37,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
                    "RealEstate10K txt, nerfstudio transforms.json)")
     p.add_argument("--camera", help="camera of a MultiCamVideo JSON, e.g. cam01")
     p.add_argument("--estimate-only", action="store_true", help="only estimate and write the video's camera path")
+    p.add_argument("--source", help="the source video the generated one was made from: adds the matched pixels "
+                   "between each source and generated frame (ReCamMaster's view synchronisation)")
     k = p.add_mutually_exclusive_group()
     k.add_argument("--fov", type=float, help="the video's horizontal field of view, degrees")
     k.add_argument("--intrinsics", help="fx,fy,cx,cy in pixels of the video, or a JSON file with 'K' (3x3) and "
@@ -78,22 +81,36 @@ def parse_intrinsics(text: str) -> tuple[Tensor, tuple[int, int] | None]:
     return geometry.validate_intrinsics(K, name="--intrinsics"), None
 
 
-def read_frames(args: argparse.Namespace) -> tuple[Tensor, tuple[int, int], dict[str, Any]]:
-    """The evaluated frames uint8 [T, h, w, 3] (aspect kept, longer side <= --max-size) and the video's size."""
+def read_frames(args: argparse.Namespace, video: str, flag: str = "--video",
+                size: tuple[int, int] | None = None) -> tuple[Tensor, tuple[int, int], dict[str, Any]]:
+    """The evaluated frames uint8 [T, h, w, 3] (aspect kept, longer side <= --max-size, or ``size``) and the
+    video's own size."""
     from realcam.data.video import probe_video, read_video
 
-    if not Path(args.video).is_file():
-        raise FileNotFoundError(f"--video {args.video} does not exist")
-    info = probe_video(args.video)
+    if not Path(video).is_file():
+        raise FileNotFoundError(f"{flag} {video} does not exist")
+    info = probe_video(video)
     s = min(1.0, args.max_size / max(info.height, info.width))
-    size = (max(1, round(info.height * s)), max(1, round(info.width * s)))
+    size = size or (max(1, round(info.height * s)), max(1, round(info.width * s)))
     stop = None if args.frames is None else args.start + (args.frames - 1) * args.stride + 1
-    frames = read_video(args.video, args.start, stop, args.stride, size)
+    frames = read_video(video, args.start, stop, args.stride, size)
     if len(frames) < 2:
-        raise ValueError(f"--video {args.video}: {len(frames)} frame selected; a camera path needs at least 2")
-    return frames, (info.height, info.width), {"path": str(args.video), "video_size": [info.height, info.width],
+        raise ValueError(f"{flag} {video}: {len(frames)} frame selected; a camera path needs at least 2")
+    return frames, (info.height, info.width), {"path": str(video), "video_size": [info.height, info.width],
                                               "evaluated_size": list(size), "fps": info.fps, "start": args.start,
                                               "stride": args.stride, "frames": len(frames)}
+
+
+def source_matches(args: argparse.Namespace, generated: Tensor) -> dict[str, Any]:
+    """Matched pixels per frame between --source and the generated frames (read at the generated size)."""
+    from realcam.eval.features import matched_pixels
+
+    source = read_frames(args, args.source, "--source", tuple(generated.shape[1:3]))[0]
+    if len(source) != len(generated):
+        raise ValueError(f"mismatched frame counts: --source {args.source} gives {len(source)} frames but --video "
+                         f"gives {len(generated)}: trim one (--frames) so that frame t of each is the same instant")
+    pixels = matched_pixels(source, generated, args.max_features, seed=args.seed)
+    return {"matched_pixels": sum(pixels) / len(pixels), "matched_pixels_per_frame": pixels}
 
 
 def requested_path(args: argparse.Namespace, T: int, size: tuple[int, int]) -> tuple[Tensor, Tensor | None, dict]:
@@ -135,7 +152,8 @@ def intrinsics(args: argparse.Namespace, video_hw: tuple[int, int], size: tuple[
 
 def output_prefix(args: argparse.Namespace) -> Path:
     out = args.out or Path(args.video).with_name(Path(args.video).stem + "_camera")
-    inputs = {Path(p).resolve() for p in (args.video, args.trajectory, args.intrinsics) if p and Path(p).is_file()}
+    inputs = {Path(p).resolve() for p in (args.video, args.source, args.trajectory, args.intrinsics)
+              if p and Path(p).is_file()}
     for suffix in (".json", ".png"):
         if Path(f"{out}{suffix}").resolve() in inputs:
             raise ValueError(f"--out {out} would overwrite the input {out}{suffix}: pick another output prefix")
@@ -151,7 +169,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
         raise ValueError("--trajectory is required (the requested camera path), or pass --estimate-only")
     out = output_prefix(args)
     CAMERA_ESTIMATORS.get(args.estimator)                     # an unknown name fails before decoding
-    frames, video_hw, video_info = read_frames(args)
+    frames, video_hw, video_info = read_frames(args, args.video)
     size = tuple(frames.shape[1:3])
     check_size(*size, what=f"--video {args.video} (evaluated at {size[0]}x{size[1]}, --max-size {args.max_size})")
     requested, K_file, traj_info = (None, None, None) if args.estimate_only else \
@@ -159,6 +177,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
     K, K_from = intrinsics(args, video_hw, size, K_file)
     est_args = {"max_features": args.max_features} if args.estimator == "opencv" else {}
     result = evaluate_camera(frames, K, requested, args.estimator, est_args, args.runs, args.scale, args.seed)
+    if args.source is not None:
+        matches = source_matches(args, frames)
+        result["summary"]["matched_pixels"] = matches["matched_pixels"]
+        result["curves"]["matched_pixels"] = matches["matched_pixels_per_frame"]
     extra = {"command": "eval camera", "video": video_info, "trajectory": traj_info, "intrinsics": K.tolist(),
              "intrinsics_from": K_from, "estimator": args.estimator, "estimator_args": est_args,
              "lost_frames": result["lost_frames"], "curves": result["curves"],
@@ -186,5 +208,7 @@ def main(argv: list[str]) -> int:
     else:
         print(f"{result['frames']} frames: rotation from frame 0 up to {s['rotation_deg_max']:.2f} deg, "
               f"lost {s['lost_frames']} frame(s)")
+    if "matched_pixels" in s:
+        print(f"matched pixels with --source: {s['matched_pixels']:.1f} per frame")
     print("wrote " + ", ".join(paths.values()))
     return 0

@@ -45,9 +45,13 @@ def test_a_perfect_generator_scores_the_estimators_floor_and_copying_the_source_
     assert out["camera_videos"] == 1 and "camera_unavailable" not in out
     assert out["camera_RotErr"] == out["camera_gt_RotErr"] and out["camera_rot_err_deg_mean"] < 1.5
     assert out["baseline/source_copy/camera_RotErr"] > 5 * out["camera_RotErr"]
+    assert out["camera_matched_pixels"] == out["camera_gt_matched_pixels"] > 10
+    assert "baseline/source_copy/camera_matched_pixels" not in out        # the source against itself: trivial
     acc.reset()
     acc.update(batch["mirrored"], batch["target_c2w"], batch["target_K"])
-    assert acc.compute()["camera_RotErr"] > 5 * out["camera_gt_RotErr"]
+    mirrored = acc.compute()
+    assert mirrored["camera_RotErr"] > 5 * out["camera_gt_RotErr"]
+    assert mirrored["camera_matched_pixels"] is None and "camera_gt_RotErr" not in mirrored   # no source, no truth
 
 
 def test_small_frames_are_reported_unavailable_not_scored(batch):

@@ -43,10 +43,12 @@ def test_spec_request_writes_json_and_plot_and_scores_well(video, tmp_path, caps
     assert len(report["extra"]["curves"]["rot_err_deg"]) == T and len(report["extra"]["estimated_c2w"]) == T
     assert (tmp_path / "arc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "RotErr" in out and "wrote" in out
-    code, _, _ = run(["--video", str(path), "--trajectory", "arc:right:20", "--fov", f"{fov_of(K)}", "--runs", "1",
-                      "--max-features", "1000", "--out", str(tmp_path / "mirrored")], capsys)
+    code, out, _ = run(["--video", str(path), "--trajectory", "arc:right:20", "--fov", f"{fov_of(K)}", "--runs", "1",
+                        "--max-features", "1000", "--out", str(tmp_path / "mirrored"), "--source", str(path)], capsys)
+    assert "matched pixels with --source" in out
     mirrored = json.loads((tmp_path / "mirrored.json").read_text())["metrics"]
     assert mirrored["RotErr"] >= 5 * m["RotErr"]
+    assert mirrored["matched_pixels"] > 50 and "matched_pixels" not in m      # the video against itself
 
 
 @pytest.mark.parametrize("fmt", ["realcam", "multicam", "realestate10k"])
@@ -99,6 +101,9 @@ def test_bad_input_gets_a_clear_error(video, tmp_path, capsys):
     code, _, err = run(["--video", str(path), "--trajectory", str(longer), "--fov", "60", "--out", str(longer)[:-5]],
                        capsys)
     assert code == 2 and "would overwrite the input" in err
+
+    code, _, err = run(["--video", str(path), "--trajectory", SPEC, "--fov", "60", "--source", str(small)], capsys)
+    assert code == 2 and f"mismatched frame counts: --source {small} gives 3 frames but --video gives {T}" in err
 
     code, _, err = run(["--video", str(path), "--fov", "60"], capsys)
     assert code == 2 and "--trajectory is required" in err

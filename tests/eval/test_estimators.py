@@ -134,3 +134,17 @@ def test_colmap_model_without_frame_0_is_an_error(tmp_path):
     (tmp_path / "images.txt").write_text("1 1 0 0 0 0 0 0 1 00001.png\n\n")
     with pytest.raises(ValueError, match="frame 0 was not registered"):
         path_from_model(read_images_txt(tmp_path / "images.txt"), 2, "glomap")
+
+
+def test_matched_pixels_count_views_of_one_scene_not_unrelated_frames():
+    from realcam.eval.features import matched_pixels
+
+    frames, _ = render("arc:left:20", size=128, frames=3)
+    noise = torch.randint(0, 256, frames.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    source = frames[:1].expand(3, -1, -1, -1)
+    same, views, unrelated = (matched_pixels(source, x, max_features=500) for x in (source, frames, noise))
+    assert same[0] == views[0] > 50                    # frame 0 against itself
+    assert views[0] > views[2] > 10                    # fewer matches as the view moves away, but many
+    assert max(unrelated) < 10
+    with pytest.raises(ValueError, match="source has 3 frames but generated has 2"):
+        matched_pixels(source, frames[:2])
