@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from realcam import metrics
 from realcam.atomic import write_atomic
 from realcam.eval.accuracy import CameraAccuracy, score_video, unavailable
+from realcam.eval.fidelity import FidelityScores
 
 
 def safe_name(raw: Any, fallback: str) -> str:
@@ -121,18 +122,21 @@ class PredictionWriter(Callback):
     frames as uint8 [T, H, W, 3] (``save_frames``, lossless, for your own metrics). ``index.json`` lists every
     video with its PSNR against the ground truth and the source-copy PSNR (``index.rank<r>.json`` per rank under
     DDP) and, with ``camera_metrics``, its camera accuracy (RotErr, TransErr, CamMC of the generated video against
-    the target path, docs/metrics.md) or why there is none. ``realcam predict`` adds one with the defaults when the
-    config names none.
+    the target path, docs/metrics.md) or why there is none. The summary adds FID and FVD against the ground truth
+    when ``fid_inception_weights`` / ``fvd_i3d_weights`` name local files (else why not). ``realcam predict`` adds
+    one with the defaults when the config names none.
     """
 
     def __init__(self, output_dir: str | None = None, side_by_side: bool = True, save_frames: bool = False,
-                 fps: float = 8.0, camera_metrics: bool = True):
+                 fps: float = 8.0, camera_metrics: bool = True, fid_inception_weights: str | None = None,
+                 fvd_i3d_weights: str | None = None):
         super().__init__()
         if not fps > 0:
             raise ValueError(f"PredictionWriter fps={fps}: must be > 0")
         self.output_dir, self.side_by_side, self.save_frames, self.fps = output_dir, side_by_side, save_frames, fps
         self.camera_metrics = camera_metrics
         self._camera: CameraAccuracy | None = None
+        self.fidelity = FidelityScores(fid_inception_weights, fvd_i3d_weights)
         self.rows: list[dict] = []
         self.meta: dict = {}
         self._names: set[str] = set()
@@ -144,6 +148,7 @@ class PredictionWriter(Callback):
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
         self.rows, self.meta, self._names = [], {}, set()
+        self.fidelity.reset()
 
     def _unique(self, name: str) -> str:
         """A file stem no earlier video used: the same key in two shards keeps both videos, and a key ending in
@@ -161,6 +166,7 @@ class PredictionWriter(Callback):
         generated = prediction["generated"].detach().float().cpu()
         self.meta = prediction.get("meta") or self.meta
         source, target = batch["source"].detach().float().cpu(), batch["target"].detach().float().cpu()
+        self.fidelity.update(generated, target)
         folder = self.folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         for b in range(generated.shape[0]):
@@ -210,6 +216,7 @@ class PredictionWriter(Callback):
             summary.update({f"camera_{k}": float(np.mean([c[k] for c in scored])) for k in scored[0]})
         elif self.camera_metrics:
             summary["camera_unavailable"] = self.rows[0].get("camera_unavailable")
+        summary.update(self.fidelity.compute())
         metrics.write_report(self.folder(trainer) / name, summary,
                              {"stage": "predict", "global_step": pl_module.global_step, "fps": self.fps,
                               **self.meta, "videos": self.rows})
