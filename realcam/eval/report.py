@@ -78,6 +78,9 @@ def plot_camera(path: str | os.PathLike, result: dict[str, Any], title: str = ""
         if c2w is None:
             continue
         pos = relative_to_first(torch.as_tensor(c2w))[:, :3, 3]
+        if not pos.abs().amax() > 0:
+            top.text(0.5, 0.6, f"{name}: no measurable translation\n(rotation only)", ha="center",
+                     transform=top.transAxes)
         pos = pos / (pos.norm(dim=-1).amax() + 1e-9)
         top.plot(pos[:, 0].tolist(), pos[:, 2].tolist(), style, ms=3, label=name)
         top.plot([float(pos[0, 0])], [float(pos[0, 2])], "ks", ms=5)
@@ -88,8 +91,8 @@ def plot_camera(path: str | os.PathLike, result: dict[str, Any], title: str = ""
     curves = axes[1]
     frames = range(result["frames"])
     if requested is None:
-        for key in ("pan_deg", "tilt_deg", "roll_deg"):
-            curves.plot(frames, result["curves"][key], "-", label=key[:-4] + " (+ right / up / clockwise)")
+        for key, sign in (("pan_deg", "right"), ("tilt_deg", "up"), ("roll_deg", "clockwise")):
+            curves.plot(frames, result["curves"][key], "-", label=f"{key[:-4]} (+ = {sign})")
         curves.set(xlabel="frame", ylabel="degrees", title="rotation from frame 0")
         curves.legend()
     else:
