@@ -25,13 +25,14 @@ MIRROR = {"arc:left:20": "arc:right:20", "pan:right:15": "pan:left:15", "dolly:f
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="96,128,256")
+    p.add_argument("--sizes", default="64,96,128,256")
     p.add_argument("--scenes", type=int, default=3)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--out", type=Path, default=Path("docs/results/camera_estimator.json"))
     args = p.parse_args()
     T, rows = args.frames, []
     est = build_estimator("opencv")
+    est_small = build_estimator("opencv", min_size=1)       # below the 96 px floor, to show why it is there
     for size in (int(s) for s in args.sizes.split(",")):
         src = SyntheticSource(num_cameras=1, num_frames=T, height=size, width=size, seed=0, split="test")
         for moving in (False, True):
@@ -44,7 +45,7 @@ def main() -> None:
                     rel = geometry.parse_trajectory_spec(spec, T)
                     frames = src.scene(index).render(c2w[0, 0][None] @ rel, K[0, 0].expand(T, 3, 3), times, size, size)
                     t0 = time.perf_counter()
-                    path = est(frames, K[0, 0])
+                    path = est_small(frames, K[0, 0]) if size < 96 else est(frames, K[0, 0])
                     seconds = time.perf_counter() - t0
                     e = camera_errors(rel, path.c2w).summary()
                     wrong = camera_errors(geometry.parse_trajectory_spec(MIRROR[spec], T), path.c2w).summary()
