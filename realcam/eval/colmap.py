@@ -103,9 +103,9 @@ class PycolmapEstimator:
             F.check_size(H, W)
             db = root / "database.db"
             reader = pycolmap.ImageReaderOptions()
-            reader.camera_params = _camera_params(K)
+            reader.camera_model, reader.camera_params = "PINHOLE", _camera_params(K)
             pycolmap.extract_features(db, root / "images", camera_mode=pycolmap.CameraMode.SINGLE,
-                                      camera_model="PINHOLE", reader_options=reader)
+                                      reader_options=reader)
             pairing = pycolmap.SequentialPairingOptions()
             pairing.overlap = self.overlap
             pycolmap.match_sequential(db, pairing_options=pairing)

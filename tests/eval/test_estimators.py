@@ -87,6 +87,15 @@ def test_unknown_estimator_lists_the_registered_ones():
         build_estimator("colmapp")
 
 
+def test_pycolmap_recovers_an_arc_when_installed():
+    """Runs where pycolmap is installed (checked with pycolmap 4.2.1); skipped elsewhere."""
+    pytest.importorskip("pycolmap")
+    frames, K = render("arc:left:20")
+    path = CAMERA_ESTIMATORS.build("pycolmap")(frames, K)
+    e = camera_errors(geometry.parse_trajectory_spec("arc:left:20", T), path.c2w)
+    assert path.lost == [] and float(e.rot_err_deg.mean()) < ROT_BOUND_DEG and e.direction_cos > 0.95
+
+
 def test_pycolmap_not_installed_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pycolmap", None)       # import pycolmap raises ImportError
     frames, K = render("pan:right:10", size=96, frames=2)
