@@ -8,14 +8,13 @@ from realcam import geometry
 from realcam.cli import main as realcam_main
 from realcam.data.video import write_video
 from realcam.geometry_io import Trajectory, save_multicam_json, save_realestate10k, save_trajectory
-from tests.eval.test_estimators import render
 
 T = 5
 SPEC = "arc:left:20"
 
 
 @pytest.fixture(scope="module")
-def video(tmp_path_factory):
+def video(tmp_path_factory, render):
     """A rendered arc at 256x256 as a near-lossless mp4, with its camera's K."""
     folder = tmp_path_factory.mktemp("camera_cli")
     frames, K = render(SPEC, frames=T)

@@ -7,26 +7,15 @@ import pytest
 import torch
 
 from realcam import geometry
-from realcam.data.synthetic import SyntheticSource
 from realcam.eval import CAMERA_ESTIMATORS, build_estimator, camera_errors, evaluate_camera
 from realcam.eval.colmap import path_from_model, read_images_txt
 
-SIZE, T = 256, 6
+T = 6
 ROT_BOUND_DEG = 1.0       # mean rotation error per frame (measured <= 0.45 over 12 scene/path pairs, docs/metrics.md)
 
 
-def render(spec: str, index: int = 0, size: int = SIZE, frames: int = T) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 [T, size, size, 3] of a held-out scene seen along ``spec`` from one of its rig cameras, the scene
-    frozen at t = 0 (so every correspondence is due to the camera), and that camera's K."""
-    src = SyntheticSource(num_cameras=1, num_frames=frames, height=size, width=size, seed=0, split="test")
-    c2w, K, _ = src.cameras(index)
-    rel = geometry.parse_trajectory_spec(spec, frames)
-    return src.scene(index).render(c2w[0, 0][None] @ rel, K[0, 0].expand(frames, 3, 3), torch.zeros(frames),
-                                   size, size), K[0, 0]
-
-
 @pytest.fixture(scope="module")
-def estimates():
+def estimates(render):
     est = build_estimator("opencv", max_features=1000)
     out = {}
     for spec in ("arc:left:20", "pan:right:15", "dolly:forward:1.0"):
@@ -58,7 +47,7 @@ def test_a_mirrored_arc_scores_at_least_5x_worse(estimates):
     assert wrong["direction_cos"] < 0
 
 
-def test_estimates_are_deterministic_per_seed_and_runs_are_averaged():
+def test_estimates_are_deterministic_per_seed_and_runs_are_averaged(render):
     frames, K = render("arc:left:20", frames=4)
     requested = geometry.parse_trajectory_spec("arc:left:20", 4)
     a = evaluate_camera(frames, K, requested, estimator_args={"max_features": 500}, runs=2)
@@ -68,7 +57,7 @@ def test_estimates_are_deterministic_per_seed_and_runs_are_averaged():
     assert a["summary"]["RotErr"] == pytest.approx(np.mean([r["RotErr"] for r in a["per_run"]]))
 
 
-def test_estimate_only_reports_pan_and_tilt_with_their_signs():
+def test_estimate_only_reports_pan_and_tilt_with_their_signs(render):
     for spec, key in (("pan:right:10", "pan_deg"), ("tilt:up:8", "tilt_deg")):
         frames, K = render(spec, frames=3)
         curves = evaluate_camera(frames, K, estimator_args={"max_features": 500})["curves"]
@@ -76,7 +65,7 @@ def test_estimate_only_reports_pan_and_tilt_with_their_signs():
         assert curves[key][-1] == pytest.approx(expected, abs=0.5), (spec, curves)
 
 
-def test_frames_too_small_for_features_are_refused():
+def test_frames_too_small_for_features_are_refused(render):
     frames, K = render("pan:right:10", size=64, frames=2)
     with pytest.raises(ValueError, match="64x64 px: camera estimation needs frames of at least 96 px"):
         build_estimator("opencv")(frames, K)
@@ -87,7 +76,7 @@ def test_unknown_estimator_lists_the_registered_ones():
         build_estimator("colmapp")
 
 
-def test_pycolmap_recovers_an_arc_when_installed():
+def test_pycolmap_recovers_an_arc_when_installed(render):
     """Runs where pycolmap is installed (checked with pycolmap 4.2.1); skipped elsewhere."""
     pytest.importorskip("pycolmap")
     frames, K = render("arc:left:20")
@@ -96,14 +85,14 @@ def test_pycolmap_recovers_an_arc_when_installed():
     assert path.lost == [] and float(e.rot_err_deg.mean()) < ROT_BOUND_DEG and e.direction_cos > 0.95
 
 
-def test_pycolmap_not_installed_says_what_to_install(monkeypatch):
+def test_pycolmap_not_installed_says_what_to_install(monkeypatch, render):
     monkeypatch.setitem(sys.modules, "pycolmap", None)       # import pycolmap raises ImportError
     frames, K = render("pan:right:10", size=96, frames=2)
     with pytest.raises(ImportError, match="needs the pycolmap package .*pip install pycolmap, or use --estimator opencv"):
         CAMERA_ESTIMATORS.build("pycolmap")(frames, K)
 
 
-def test_glomap_not_installed_says_what_to_install(monkeypatch, tmp_path):
+def test_glomap_not_installed_says_what_to_install(monkeypatch, tmp_path, render):
     monkeypatch.setenv("PATH", str(tmp_path))                # no colmap, no glomap
     frames, K = render("pan:right:10", size=96, frames=2)
     with pytest.raises(ImportError, match="needs the 'colmap' executable on PATH .*install COLMAP and GLOMAP"):
@@ -145,7 +134,7 @@ def test_colmap_model_without_frame_0_is_an_error(tmp_path):
         path_from_model(read_images_txt(tmp_path / "images.txt"), 2, "glomap")
 
 
-def test_matched_pixels_count_views_of_one_scene_not_unrelated_frames():
+def test_matched_pixels_count_views_of_one_scene_not_unrelated_frames(render):
     from realcam.eval.features import matched_pixels
 
     frames, _ = render("arc:left:20", size=128, frames=3)
