@@ -71,7 +71,7 @@ def build_inception(weights: str | os.PathLike | None) -> tuple[nn.Module | None
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as err:
-        return None, f"unavailable: FID needs torch-fidelity ({err}): pip install torch-fidelity"
+        return None, f"unavailable: FID needs torch-fidelity ({err}): pip install 'torch-fidelity>=0.3,<0.4'"
     state = torch.load(path, map_location="cpu", weights_only=True)   # tensors only; raises on anything else
     if not isinstance(state, dict) or "fc.weight" not in state:
         raise ValueError(f"{FID_OPTION} {path} is not an InceptionV3 state_dict of torch-fidelity's layout (no "
