@@ -1,7 +1,7 @@
 """The ``realcam`` command: parses and dispatches, nothing more.
 
 ``realcam fit|validate|test|predict`` go to LightningCLI (realcam/lightning_cli.py); ``realcam data``,
-``bench``, ``stream``, ``demo`` and ``export`` are tool commands with their own argparse parsers.
+``bench``, ``stream``, ``demo``, ``export`` and ``eval`` are tool commands with their own argparse parsers.
 Plugins (entry-point group ``realcam.plugins``) are imported before any parsing, so a third-party
 camera encoder is a valid registry name and ``class_path`` in every command.
 """
@@ -19,6 +19,7 @@ TOOL_COMMANDS = {
     "stream": "realcam.stream_cli:stream_main",
     "demo": "realcam.demo_cli:demo_main",
     "export": "realcam.stream_cli:export_main",
+    "eval": "realcam.eval.cli:main",
 }
 
 
@@ -34,6 +35,7 @@ SUMMARIES = {
     "stream": "re-render a video (or a synthetic scene) along a camera trajectory, frame by frame",
     "demo": "stream a held-out scene with the bundled tiny student (--from-scratch: the whole pipeline)",
     "export": "write a checkpoint as a streaming bundle (config.yaml + model.safetensors)",
+    "eval": "evaluation tools: camera (RotErr, TransErr, CamMC of a generated video by pose estimation)",
 }
 
 

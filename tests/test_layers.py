@@ -31,6 +31,8 @@ FORBIDDEN = {
     "data": ("realcam.modules", "realcam.systems", "realcam.losses", "realcam.streaming", "realcam.bench",
              "realcam.metrics",
              "realcam.stream_cli", "realcam.demo_cli", "realcam.lightning_cli"),
+    "eval": ("lightning", "realcam.systems", "realcam.modules", "realcam.losses", "realcam.streaming",
+             "realcam.bench", "realcam.lightning_cli", "realcam.demo_cli"),
 }
 
 

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 
 from realcam import metrics
 from realcam.atomic import write_atomic
+from realcam.eval.accuracy import CameraAccuracy, score_video, unavailable
+from realcam.eval.fidelity import FidelityScores
 
 
 def safe_name(raw: Any, fallback: str) -> str:
@@ -21,24 +23,30 @@ def safe_name(raw: Any, fallback: str) -> str:
 
 
 class VideoEvaluator(nn.Module):
-    """Accumulates :class:`realcam.metrics.VideoMetrics` over generated batches and saves sample videos."""
+    """Accumulates :class:`realcam.metrics.VideoMetrics` over generated batches and saves sample videos; with
+    ``camera=True`` (the test stage) also :class:`realcam.eval.accuracy.CameraAccuracy`."""
 
     def __init__(self, lpips_backbone_weights: str | None = None, fps: float = 8.0):
         super().__init__()
         self.metrics = metrics.VideoMetrics(lpips_backbone_weights=lpips_backbone_weights)
+        self.camera = CameraAccuracy()
         self.fps = fps
         self.videos_saved = 0
 
     def reset(self) -> None:
         self.metrics.reset()
+        self.camera.reset()
         self.videos_saved = 0
 
-    def update(self, generated: Tensor, batch: dict) -> None:
+    def update(self, generated: Tensor, batch: dict, camera: bool = False) -> None:
         self.metrics.update(generated.float(), batch["target"].float(), batch["source"].float(),
                             revisit=batch.get("revisit"))
+        if camera:
+            self.camera.update(generated.float(), batch["target_c2w"], batch["target_K"], batch["target"].float(),
+                               batch["source"].float())
 
     def compute(self) -> dict:
-        return self.metrics.compute()
+        return {**self.metrics.compute(), **(self.camera.compute() if self.camera.update_called else {})}
 
     scalars = staticmethod(metrics.scalars)
     write_report = staticmethod(metrics.write_report)
@@ -66,7 +74,7 @@ class EvaluatesVideos:
 
     def _evaluate(self, batch: dict, stage: str) -> None:
         generated = self.generate(batch)
-        self.evaluator.update(generated, batch)
+        self.evaluator.update(generated, batch, camera=stage == "test")
         if self.evaluator.videos_saved < self.hparams.save_videos and self.trainer.log_dir:
             out = Path(self.trainer.log_dir) / "videos" / f"{stage}_step{self.global_step:07d}"
             self.evaluator.save_videos(out, generated, batch, self.hparams.save_videos)
@@ -113,15 +121,22 @@ class PredictionWriter(Callback):
     video; ``<key>_sbs.mp4``, source | generated | ground truth (``side_by_side``); ``<key>.npy``, the generated
     frames as uint8 [T, H, W, 3] (``save_frames``, lossless, for your own metrics). ``index.json`` lists every
     video with its PSNR against the ground truth and the source-copy PSNR (``index.rank<r>.json`` per rank under
-    DDP). ``realcam predict`` adds one with the defaults when the config names none.
+    DDP) and, with ``camera_metrics``, its camera accuracy (RotErr, TransErr, CamMC of the generated video against
+    the target path, docs/metrics.md) or why there is none. The summary adds FID and FVD against the ground truth
+    when ``fid_inception_weights`` / ``fvd_i3d_weights`` name local files (else why not). ``realcam predict`` adds
+    one with the defaults when the config names none.
     """
 
     def __init__(self, output_dir: str | None = None, side_by_side: bool = True, save_frames: bool = False,
-                 fps: float = 8.0):
+                 fps: float = 8.0, camera_metrics: bool = True, fid_inception_weights: str | None = None,
+                 fvd_i3d_weights: str | None = None):
         super().__init__()
         if not fps > 0:
             raise ValueError(f"PredictionWriter fps={fps}: must be > 0")
         self.output_dir, self.side_by_side, self.save_frames, self.fps = output_dir, side_by_side, save_frames, fps
+        self.camera_metrics = camera_metrics
+        self._camera: CameraAccuracy | None = None
+        self.fidelity = FidelityScores(fid_inception_weights, fvd_i3d_weights)
         self.rows: list[dict] = []
         self.meta: dict = {}
         self._names: set[str] = set()
@@ -133,6 +148,7 @@ class PredictionWriter(Callback):
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
         self.rows, self.meta, self._names = [], {}, set()
+        self.fidelity.reset()
 
     def _unique(self, name: str) -> str:
         """A file stem no earlier video used: the same key in two shards keeps both videos, and a key ending in
@@ -150,6 +166,7 @@ class PredictionWriter(Callback):
         generated = prediction["generated"].detach().float().cpu()
         self.meta = prediction.get("meta") or self.meta
         source, target = batch["source"].detach().float().cpu(), batch["target"].detach().float().cpu()
+        self.fidelity.update(generated, target)
         folder = self.folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         for b in range(generated.shape[0]):
@@ -172,8 +189,20 @@ class PredictionWriter(Callback):
                 "width": int(generated.shape[4]),
                 "psnr": float(metrics.frame_psnr(unit(generated[b]), unit(target[b])).mean()),
                 "source_copy_psnr": float(metrics.frame_psnr(unit(source[b]), unit(target[b])).mean()),
+                **self._camera_scores(generated[b], batch, b),
                 "files": files,
             })
+
+    def _camera_scores(self, generated: Tensor, batch: dict, b: int) -> dict:
+        """{"camera": {RotErr, TransErr, CamMC, ...}} for one video [T, 3, H, W], or {"camera_unavailable": why}."""
+        if not self.camera_metrics:
+            return {}
+        self._camera = self._camera or CameraAccuracy()
+        hw = tuple(generated.shape[-2:])
+        if min(hw) < self._camera.min_size:
+            return {"camera_unavailable": unavailable(self._camera.min_size, hw)}
+        K, c2w = batch["target_K"][b, 0].detach().double().cpu(), batch["target_c2w"][b].detach().double().cpu()
+        return {"camera": score_video(self._camera.estimator, generated, K, c2w)}
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         if not self.rows:
@@ -182,6 +211,12 @@ class PredictionWriter(Callback):
         summary = {"videos": len(self.rows),
                    "psnr": float(np.mean([r["psnr"] for r in self.rows])),
                    "source_copy_psnr": float(np.mean([r["source_copy_psnr"] for r in self.rows]))}
+        scored = [r["camera"] for r in self.rows if "camera" in r]
+        if scored:
+            summary.update({f"camera_{k}": float(np.mean([c[k] for c in scored])) for k in scored[0]})
+        elif self.camera_metrics:
+            summary["camera_unavailable"] = self.rows[0].get("camera_unavailable")
+        summary.update(self.fidelity.compute())
         metrics.write_report(self.folder(trainer) / name, summary,
                              {"stage": "predict", "global_step": pl_module.global_step, "fps": self.fps,
                               **self.meta, "videos": self.rows})

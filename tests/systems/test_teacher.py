@@ -49,6 +49,7 @@ def test_fit_two_steps_then_test_writes_a_report(tiny_shards, tmp_path):
     assert metrics["num_frames"] == 16 and metrics["psnr"] is not None
     assert metrics["baseline/source_copy/psnr"] is not None
     assert "lpips_unavailable" in metrics, "without local LPIPS weights the report must say why LPIPS is missing"
+    assert metrics["camera_unavailable"].startswith("unavailable: frames smaller than 96 px (got 16x16)")
     assert list(tmp_path.rglob("*.mp4")), "side-by-side sample videos are written to the log directory"
     assert report["extra"]["sample_steps"] == 2
 
@@ -70,6 +71,8 @@ def test_predict_writes_every_video_and_an_index(tiny_shards, tmp_path):
     rows = index["extra"]["videos"]
     assert [r["key"] for r in rows] == [f"val{i:04d}" for i in range(4)] and index["metrics"]["videos"] == 4
     assert index["extra"]["sample_steps"] == 2 and index["extra"]["stage"] == "predict"
+    assert index["metrics"]["camera_unavailable"] == rows[0]["camera_unavailable"] == \
+        "unavailable: frames smaller than 96 px (got 16x16)"
     for row in rows:
         assert read_video(folder / row["files"]["video"]).shape == (4, 16, 16, 3)
         assert read_video(folder / row["files"]["side_by_side"]).shape == (4, 16, 3 * 16 + 4, 3)
