@@ -18,6 +18,7 @@ from realcam.registry import (  # noqa: E402
 )
 from realcam import modules as _modules  # noqa: E402,F401  (registers built-ins)
 from realcam import data as _data  # noqa: E402,F401
+from realcam.pretrained import load_pretrained, save_pretrained  # noqa: E402
 
 list_camera_encoders = CAMERA_ENCODERS.list
 list_attention_backends = ATTENTION_BACKENDS.list
@@ -30,5 +31,5 @@ __all__ = [
     "__version__", "Registry", "load_plugins", "ALL_REGISTRIES",
     "CAMERA_ENCODERS", "ATTENTION_BACKENDS", "BACKBONES", "CODECS", "LOOPAUG_STRATEGIES", "MULTIVIEW_SOURCES",
     "list_camera_encoders", "list_attention_backends", "list_backbones", "list_codecs",
-    "list_loopaug_strategies", "list_multiview_sources",
+    "list_loopaug_strategies", "list_multiview_sources", "load_pretrained", "save_pretrained",
 ]

@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from realcam import geometry
 from realcam.atomic import write_atomic
 from realcam.data.cli import at_least, crf_value
 from realcam.stream_sources import TRAINING_SOURCE_ARGS, SourceClip, open_synthetic, open_video, target_trajectory

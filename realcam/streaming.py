@@ -109,7 +109,8 @@ class StreamingGenerator:
                  shift: float = 3.0, denoising_steps: Sequence[int] = (1000, 750, 500, 250),
                  pose_reference: str = "current_source", fps: float = 8.0, steps: int | Sequence[int] | None = None,
                  sink: int | None = None, window: int | None | str = "default", dtype: str = "fp32",
-                 device: str | torch.device = "cpu", seed: int = 0, fuse_cache_pass: bool | None = None):
+                 device: str | torch.device = "cpu", seed: int = 0, fuse_cache_pass: bool | None = None,
+                 text: Tensor | None = None):
         check_causal(network, "network")
         if getattr(codec, "temporal_factor", 1) != 1:
             raise ValueError(f"codec {type(codec).__name__} compresses time (temporal_factor="
@@ -135,6 +136,8 @@ class StreamingGenerator:
         self.fuse_cache_pass = supported if fuse_cache_pass is None else bool(fuse_cache_pass)
         self.image_size = tuple(int(v) for v in image_size)
         self.config: dict[str, Any] = {}
+        self.text: Tensor | None = None
+        self.set_prompt(text)
         self.reset()
 
     @classmethod
@@ -168,6 +171,26 @@ class StreamingGenerator:
         return gen
 
     # ---- stream state ----------------------------------------------------------------------------
+    def set_prompt(self, text: Tensor | None) -> None:
+        """The prompt of the chunks pushed from now on: text embeddings ``[L, text_dim]`` (or ``[1, L, text_dim]``,
+        umT5 outputs) for a network that reads text (``text_dim`` set; Wan). Its K/V are computed once and reused
+        by every pass and chunk until the prompt changes."""
+        text_dim = self.network.text_dim
+        if text is None:
+            if text_dim is not None:
+                raise ValueError(f"this network reads text (text_dim={text_dim}): pass text= (the prompt's umT5 "
+                                 f"embeddings [L, {text_dim}]) or call set_prompt(text)")
+            self.text = None
+            return
+        if text_dim is None:
+            raise ValueError("this network takes no text (text_dim is None): leave text unset")
+        text = torch.as_tensor(text, dtype=torch.float32)
+        text = text[None] if text.ndim == 2 else text
+        if text.ndim != 3 or text.shape[0] != 1 or text.shape[-1] != text_dim:
+            raise ValueError(f"text has shape {tuple(text.shape)}: expected [L, {text_dim}] (the prompt's umT5 "
+                             f"embeddings)")
+        self.text = text.to(self.device)
+
     def reset(self, K: Tensor | np.ndarray | None = None, *, fov_deg: float | None = None,
               image_size: Sequence[int] | None = None, pose_reference: str | None = None,
               target_K: Tensor | np.ndarray | None = None, seed: int | None = None) -> None:
@@ -252,7 +275,8 @@ class StreamingGenerator:
             raise TypeError(f"{name} has dtype {x.dtype}: expected uint8 [H, W, 3] or float [3, H, W]")
         if hw != (H, W):
             raise ValueError(f"{name} is {hw[0]}x{hw[1]} but the stream runs at {H}x{W}: resize/crop the frame "
-                             f"first (realcam.stream_sources.fit_frames, as `realcam stream` does) or reset(image_size=)")
+                             f"first (realcam.stream_sources.fit_frames, as `realcam stream` does) or "
+                             f"reset(image_size=)")
         return x
 
     def _pose(self, c2w: Any, name: str, n: int | None) -> Tensor:
@@ -352,7 +376,7 @@ class StreamingGenerator:
             with self._autocast():
                 latents = self.codec.encode(frames[None])
                 cond = Cond(source=latents, target_c2w=rel[None], target_K=self.target_K.expand(1, c, 3, 3),
-                            source_K=self.K.expand(1, c, 3, 3), image_size=self.image_size)
+                            source_K=self.K.expand(1, c, 3, 3), image_size=self.image_size, text=self.text)
                 x0, _, _ = rollout_chunk(self.network, cond, self.sigmas, self.cache, self.noise, latents,
                                          previous=self._uncommitted, defer_cache_pass=self.fuse_cache_pass)
                 out = self.codec.decode(x0)[0].float().clamp_(-1.0, 1.0)

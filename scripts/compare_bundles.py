@@ -9,13 +9,12 @@ JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import torch
 
-from realcam.bench._common import machine_info, push_in_turn
+from realcam.bench._common import machine_info, markdown_table, push_in_turn, write_json
 from realcam.streaming import StreamingGenerator
 
 
@@ -50,16 +49,13 @@ def main() -> None:
         gen = gens[(bundle, steps, fuse)]
         rows.append({"bundle": bundle, "steps": steps, "fuse": fuse, "fused_cache_pass": gen.fuse_cache_pass,
                      "ms_p50": 1e3 * med, "fps": 1 / med, "speedup": ref / med})
-    print("| bundle | steps | fused cache pass | ms per frame (p50) | FPS | speed-up vs first |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['bundle']} | {r['steps']} | {r['fused_cache_pass']} | {r['ms_p50']:.2f} | "
-              f"{r['fps']:.1f} | {r['speedup']:.3f}x |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine_info(), "threads": args.threads, "dtype": args.dtype,
-                                    "frames": args.frames, "warmup": args.warmup, "rows": rows,
-                                    "method": "StreamingGenerator.push end to end, one frame per bundle and step "
-                                              "count in turn, medians"}, indent=2))
+    print(markdown_table(["bundle", "steps", "fused cache pass", "ms per frame (p50)", "FPS", "speed-up vs first"],
+                         [[r["bundle"], r["steps"], r["fused_cache_pass"], f"{r['ms_p50']:.2f}", f"{r['fps']:.1f}",
+                           f"{r['speedup']:.3f}x"] for r in rows]))
+    write_json({"machine": machine_info(), "threads": args.threads, "dtype": args.dtype, "frames": args.frames,
+                "warmup": args.warmup, "rows": rows,
+                "method": "StreamingGenerator.push end to end, one frame per bundle and step count in turn, medians"},
+               args.out)
     print(f"wrote {args.out}")
 
 

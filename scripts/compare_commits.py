@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import re
 import shutil
 import statistics
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from realcam.bench._common import machine_info, push_in_turn
+from realcam.bench._common import machine_info, markdown_table, push_in_turn, write_json
 from realcam.streaming import StreamingGenerator
 
 
@@ -83,16 +82,13 @@ def main() -> None:
         diff = max(float((a - b).abs().max()) for a, b in zip(outs[(code, steps)], outs[("old", steps)]))
         rows.append({"code": code, "steps": steps, "ms_p50": 1e3 * med, "fps": 1 / med, "speed_vs_old": ref / med,
                      "max_abs_diff_vs_old": diff})
-    print("| code | steps | ms per frame (p50) | FPS | speed vs old | max abs diff of the warm-up frames vs old |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['code']} | {r['steps']} | {r['ms_p50']:.2f} | {r['fps']:.1f} | {r['speed_vs_old']:.3f}x | "
-              f"{r['max_abs_diff_vs_old']:.2e} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine_info(), "old": str(args.old), "threads": args.threads,
-                                    "dtype": args.dtype, "frames": args.frames, "warmup": args.warmup, "rows": rows,
-                                    "method": "StreamingGenerator.push end to end, old and new in turn, medians"},
-                                   indent=2))
+    print(markdown_table(["code", "steps", "ms per frame (p50)", "FPS", "speed vs old",
+                          "max abs diff of the warm-up frames vs old"],
+                         [[r["code"], r["steps"], f"{r['ms_p50']:.2f}", f"{r['fps']:.1f}", f"{r['speed_vs_old']:.3f}x",
+                           f"{r['max_abs_diff_vs_old']:.2e}"] for r in rows]))
+    write_json({"machine": machine_info(), "old": str(args.old), "threads": args.threads, "dtype": args.dtype,
+                "frames": args.frames, "warmup": args.warmup, "rows": rows,
+                "method": "StreamingGenerator.push end to end, old and new in turn, medians"}, args.out)
     print(f"wrote {args.out}")
 
 

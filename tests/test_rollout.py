@@ -36,6 +36,8 @@ def test_rollout_states_equal_block_causal_forward(name, chunk_frames, window, r
     _, _, cond = make_inputs(B=2, F=6)
     model = randomize(BACKBONES.build(name, **CONTRACT_SIZE, attention_mode="causal", chunk_frames=chunk_frames,
                                       sink_chunks=1, window_chunks=window, rope_policy=rope), seed=3)
+    if model.text_dim is not None:          # Wan: the rollout with a prompt
+        cond.text = torch.randn(2, 5, model.text_dim, generator=torch.Generator().manual_seed(4))
     sigmas = FlowSchedule(shift=3.0).student_sigmas()
     with torch.no_grad():
         roll = causal_rollout(model, cond, sigmas, torch.Generator().manual_seed(0), record=True)

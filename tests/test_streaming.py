@@ -66,7 +66,7 @@ def offline(gen: StreamingGenerator, frames: torch.Tensor, rel: torch.Tensor, se
     video = frames.permute(0, 3, 1, 2).float() / 127.5 - 1
     K = gen.K.expand(1, T, 3, 3)
     cond = Cond(source=gen.codec.encode(video[None]), target_c2w=rel[None], target_K=K, source_K=K,
-                image_size=(SIZE, SIZE))
+                image_size=(SIZE, SIZE), text=gen.text)
     with torch.no_grad():
         roll = causal_rollout(gen.network, cond, gen.sigmas, torch.Generator().manual_seed(seed))
     return gen.codec.decode(roll.x0)[0].clamp(-1, 1)
@@ -93,8 +93,9 @@ def test_stream_equals_offline_causal_rollout(name, chunk_frames, reproject, fus
     With the cache pass fused into the next chunk's first pass: equal to float rounding, and the cache commits
     one chunk behind."""
     frames, poses = inputs(T=6)
-    gen = StreamingGenerator(tiny_network(chunk_frames, name=name, **reproject), PixelCodec(2),
-                             image_size=(SIZE, SIZE), seed=7, fuse_cache_pass=fuse)
+    network = tiny_network(chunk_frames, name=name, **reproject)
+    text = None if network.text_dim is None else torch.randn(5, network.text_dim)      # Wan: with a prompt
+    gen = StreamingGenerator(network, PixelCodec(2), image_size=(SIZE, SIZE), seed=7, fuse_cache_pass=fuse, text=text)
     outs = [gen.push(f, c2w) for f, c2w in zip(frames, poses)]
     if chunk_frames == 1:
         assert all(o.shape == (3, SIZE, SIZE) and o.dtype == torch.float32 for o in outs)
@@ -417,3 +418,27 @@ def test_missing_bundled_asset_names_folder_and_command(monkeypatch, tmp_path):
         bundled_model("tiny_student")
     msg = str(err.value)
     assert str(tmp_path / "assets" / "tiny_student") in msg and "realcam export" in msg and "tiny_dmd.yaml" in msg
+
+
+def test_prompt_is_required_by_a_text_backbone_and_a_change_applies_from_the_next_chunk():
+    """A Wan-style network needs a prompt; its text K/V are computed once (one text-embedder call for a whole
+    stream) and a new prompt mid-stream changes the frames from the next push on, as a fresh stream with that
+    prompt would (the fused pass falls back to a separate cache pass across the change)."""
+    network = tiny_network(name="tiny-wan")
+    with pytest.raises(ValueError, match="reads text"):
+        StreamingGenerator(network, PixelCodec(2), image_size=(SIZE, SIZE))
+    a, b = torch.randn(5, network.text_dim), torch.randn(3, network.text_dim)
+    frames, poses = inputs(T=4)
+    calls = []
+    network.text_embed.register_forward_hook(lambda *args: calls.append(1))
+    gen = StreamingGenerator(network, PixelCodec(2), image_size=(SIZE, SIZE), seed=7, text=a)
+    first = [gen.push(f, p) for f, p in zip(frames[:2], poses[:2])]
+    assert len(calls) == 1, "one text embedding for every pass and chunk of one prompt"
+    gen.set_prompt(b)
+    changed = [gen.push(f, p) for f, p in zip(frames[2:], poses[2:])]
+    assert len(calls) == 2
+    same = StreamingGenerator(network, PixelCodec(2), image_size=(SIZE, SIZE), seed=7, text=a)
+    kept = [same.push(f, p) for f, p in zip(frames, poses)]
+    assert all(torch.equal(x, y) for x, y in zip(first, kept[:2]))
+    assert not torch.allclose(changed[0], kept[2], atol=1e-3)
+

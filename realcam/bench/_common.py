@@ -152,3 +152,10 @@ def push_in_turn(gens: dict, image_size: tuple[int, int], frames: int, warmup: i
             gen.push(frame, pose)
             times[key].append(time.perf_counter() - t0)
     return times, outs
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A markdown table of already formatted cells."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+

@@ -73,6 +73,10 @@ class CrossFrameDiT(nn.Module):
         reproject_blend: the head also emits per-pixel logits over (each depth, generated) and the x0 estimate is
             that softmax mix of the warped source and the generated x0 (:meth:`SourceReprojection.blend`): the
             network can copy texture it sees in the source instead of regenerating it. Needs ``prediction: x0``.
+        text_dim: the width of the text embeddings in ``Cond.text`` (umT5: 4096): adds Wan's text embedder and a
+            text cross-attention to every block; then every call needs ``cond.text``. None: no text.
+        fp32_modulation: compute the time path (sinusoid, MLP, projection), the modulation and the residual stream
+            in float32 under bf16 autocast, as Wan does (the linears and attention still run in bf16).
         prediction: what the head predicts. ``flow`` (Wan) outputs v directly. ``x0`` predicts the clean
             latents and returns v = (x - x0) / max(sigma, min_sigma): the right choice when a patch has more
             features than the width (pixel codecs), since a narrow network cannot carry the noise through to v.
@@ -104,6 +108,8 @@ class CrossFrameDiT(nn.Module):
         reproject_blend: bool = False,
         min_sigma: float = 0.05,
         eps: float = 1e-6,
+        text_dim: int | None = None,
+        fp32_modulation: bool = False,
     ):
         super().__init__()
         if dim % heads:
@@ -129,7 +135,11 @@ class CrossFrameDiT(nn.Module):
         self.time_proj = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         nn.init.zeros_(self.time_proj[1].weight)
         nn.init.zeros_(self.time_proj[1].bias)
-        self.blocks = nn.ModuleList(DiTBlock(dim, heads, ffn_dim, eps) for _ in range(depth))
+        self.text_dim, self.fp32_modulation = text_dim, bool(fp32_modulation)
+        self.text_embed = None if text_dim is None else nn.Sequential(
+            nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.blocks = nn.ModuleList(DiTBlock(dim, heads, ffn_dim, eps, cross_attention=text_dim is not None)
+                                    for _ in range(depth))
         self.head_norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
         self.head_modulation = nn.Parameter(torch.zeros(1, 1, 2, dim))
         self.head = nn.Linear(dim, patch_feats)
@@ -233,7 +243,7 @@ class CrossFrameDiT(nn.Module):
         # Only the target groups reach the head, so the last block skips the source groups' queries and FFN
         # (where the mask allows a query subset, i.e. kind "full").
         rows = seq.targets if mask.kind == "full" else None
-        out, e = self._blocks(seq.tokens, seq.sigma, seq.times, seq.grid, attn, cache, rows)
+        out, e = self._blocks(seq.tokens, seq.sigma, seq.times, seq.grid, attn, self._text_kv(cond, cache), rows)
         n = out.shape[1] // (len(seq.times) if rows is None else len(rows))
         out = out.view(x.shape[0], -1, n, self.dim)
         out = out if rows is not None else out[:, seq.targets]
@@ -250,7 +260,7 @@ class CrossFrameDiT(nn.Module):
         seq = self._sequence(x, sigma, cond, cache)
         cache.stage_chunk(len(seq.times) // 2, seq.tokens.shape[1])
         attn = self._cached_attention(cache, seq.grid, x.device)
-        self._blocks(seq.tokens, seq.sigma, seq.times, seq.grid, attn, cache, stage_last=True)
+        self._blocks(seq.tokens, seq.sigma, seq.times, seq.grid, attn, self._text_kv(cond, cache), stage_last=True)
 
     @torch.no_grad()
     def commit_and_forward(self, prev_x0: Tensor, prev_cond: Cond, x: Tensor, sigma: Tensor, cond: Cond,
@@ -271,13 +281,17 @@ class CrossFrameDiT(nn.Module):
                              f"{tuple(prev_x0.shape)}, x {tuple(x.shape)}, prev_cond.source "
                              f"{tuple(prev_cond.source.shape)}")
         sigma = self._check(x, sigma, cond, cache)
+        if not _same_text(prev_cond.text, cond.text):    # a new prompt: the two chunks cannot share a pass
+            self.write_cache(prev_x0, prev_cond, cache)
+            cache.commit()
+            return self(x, sigma, cond, cache=cache)
         prev = self._sequence(prev_x0, torch.zeros_like(sigma), prev_cond, cache)
         plan = cache.plan_commit(ChunkInfo(len(prev.times) // 2, prev.tokens.shape[1], cache.next_t))
         nxt = self._sequence(x, sigma, cond, cache, plan.query_t_start, memo=False)
         attn = CommitAndAttend(self.attention, cache, self._rotator(prev.grid), self._attention_cast(x.device),
                                prev.tokens.shape[1], plan)
         out, e = self._blocks(torch.cat([prev.tokens, nxt.tokens], dim=1), torch.cat([prev.sigma, nxt.sigma], 1),
-                              torch.cat([prev.times, nxt.times]), prev.grid, attn, cache,
+                              torch.cat([prev.times, nxt.times]), prev.grid, attn, self._text_kv(cond, cache),
                               len(prev.times) + nxt.targets)
         attn.install()
         self._remember_conditioning(cache, nxt.conditioning)   # the next chunk's later passes reuse it
@@ -317,9 +331,9 @@ class CrossFrameDiT(nn.Module):
         return Sequence_(seq, group_sigma, times, targets, grid, warp, conditioning)
 
     def _blocks(self, seq: Tensor, group_sigma: Tensor, times: Tensor, grid: tuple[int, int], attn,
-                cache: KVCache | None, rows: Tensor | None = None, stage_last: bool = False) -> tuple[Tensor, Tensor]:
+                text: list | None, rows: Tensor | None = None, stage_last: bool = False) -> tuple[Tensor, Tensor]:
         """Run every block (the last on the groups ``rows`` alone; with ``stage_last`` it only stages its K/V)
-        -> (tokens, e [B, G, D] for the head)."""
+        -> (tokens, e [B, G, D] for the head). text: every block's prompt (k, v), or None."""
         e, mods = self._time_conditioning(group_sigma, seq.dtype)
         rope = self.rope.tables(times, grid)
         last = len(self.blocks) - 1
@@ -327,7 +341,8 @@ class CrossFrameDiT(nn.Module):
             if i == last and stage_last:
                 attn.stage(i, *block.keys_values(seq, mods[i]))
                 break
-            seq = block(seq, mods[i], rope, attn.layer(i), rows if i == last else None)
+            seq = block(seq, mods[i], rope, attn.layer(i), rows if i == last else None,
+                        None if text is None else text[i])
         return seq, e
 
     def _head(self, out: Tensor, e: Tensor, x: Tensor, sigma: Tensor, warp) -> Tensor:
@@ -372,7 +387,14 @@ class CrossFrameDiT(nn.Module):
         return both, warp
 
     def _time_conditioning(self, group_sigma: Tensor, dtype: torch.dtype) -> tuple[Tensor, list]:
-        """(e [B, G, D] for the head, every block's modulations) for per-group sigmas [B, G]."""
+        """(e [B, G, D] for the head, every block's modulations) for per-group sigmas [B, G]; in float32 (the
+        time MLP's own dtype) outside autocast with ``fp32_modulation``."""
+        dev = group_sigma.device.type
+        if self.fp32_modulation and dev != "meta" and torch.is_autocast_enabled(dev):
+            with torch.autocast(dev, enabled=False):
+                return self._time_conditioning(group_sigma, self.time_embed[0].weight.dtype)
+        if self.fp32_modulation:
+            dtype = self.time_embed[0].weight.dtype
         e = self.time_embed(sinusoidal_embedding(group_sigma * 1000.0, self.freq_dim).to(dtype))   # [B, G, D]
         e6 = self.time_proj(e).unflatten(-1, (6, self.dim))
         return e, [block.modulations(e6) for block in self.blocks]
@@ -397,6 +419,32 @@ class CrossFrameDiT(nn.Module):
             cache.scratch[key] = value
         return value
 
+    def _text_kv(self, cond: Cond, cache: KVCache | None) -> list | None:
+        """Every block's (k, v) of ``cond.text`` (None without text). In no-grad cached passes they are kept in
+        ``cache.memo`` and reused while the prompt's values and the autocast state stay the same: computed once
+        per prompt, recomputed at the first pass after a prompt change."""
+        if self.text_dim is None:
+            return None
+        text = cond.text
+        if text is None:
+            raise ValueError(f"this backbone has text_dim={self.text_dim}: cond.text must hold the prompt's text "
+                             f"embeddings [B, L, {self.text_dim}] (umT5 outputs; the empty prompt is umT5's output "
+                             f"for \"\", not zeros)")
+        if text.shape[-1] != self.text_dim or text.shape[0] != cond.source.shape[0]:
+            raise ValueError(f"cond.text has shape {tuple(text.shape)}, expected [B={cond.source.shape[0]}, L, "
+                             f"{self.text_dim}] (text_dim of this backbone)")
+        dev = text.device.type
+        state = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)) if dev != "meta" else ()
+        memo = cache is not None and not torch.is_grad_enabled()
+        hit = cache.memo.get("text") if memo else None
+        if hit is not None and hit[1] == state and _same_text(hit[0], text):
+            return hit[2]
+        context = self.text_embed(text)
+        value = [block.cross_attn.keys_values(context) for block in self.blocks]
+        if memo:
+            cache.memo["text"] = (text.detach().clone(), state, value)
+        return value
+
     @staticmethod
     def _remember_conditioning(cache: KVCache, value: tuple) -> None:
         if not torch.is_grad_enabled():
@@ -407,6 +455,13 @@ class CrossFrameDiT(nn.Module):
         if device.type == "meta" or not torch.is_autocast_enabled(device.type):
             return None
         return torch.get_autocast_dtype(device.type) if isinstance(self.attention, SDPAAttention) else None
+
+
+def _same_text(a: Tensor | None, b: Tensor | None) -> bool:
+    """Whether two prompts (text embeddings, or None) are the same, by value."""
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b))
 
 
 class Sequence_(NamedTuple):
@@ -432,6 +487,15 @@ PRESETS: dict[str, dict] = {
     # Wan2.1-T2V-1.3B's transformer shape (no text cross-attention): shape only, random weights.
     "wan1.3b": dict(in_channels=16, dim=1536, depth=30, heads=12, ffn_dim=8960, patch=(1, 2, 2), freq_dim=256,
                     chunk_frames=3),
+    # Wan2.1's transformers with their text cross-attention and float32 modulation, plus realcam's parts; the
+    # weights load with realcam.load_pretrained (docs/wan.md). 14B builds on the meta device.
+    "wan2.1-t2v-1.3b": dict(in_channels=16, dim=1536, depth=30, heads=12, ffn_dim=8960, patch=(1, 2, 2),
+                            freq_dim=256, text_dim=4096, chunk_frames=3, fp32_modulation=True),
+    "wan2.1-t2v-14b": dict(in_channels=16, dim=5120, depth=40, heads=40, ffn_dim=13824, patch=(1, 2, 2),
+                           freq_dim=256, text_dim=4096, chunk_frames=3, fp32_modulation=True),
+    # The same code path at CPU-test size.
+    "tiny-wan": dict(in_channels=16, dim=48, depth=2, heads=4, ffn_dim=96, patch=(1, 2, 2), freq_dim=32,
+                     text_dim=32, chunk_frames=1, fp32_modulation=True),
 }
 
 
@@ -439,7 +503,7 @@ def _preset_factory(name: str):
     def build(**overrides) -> CrossFrameDiT:
         return CrossFrameDiT(**{**PRESETS[name], **overrides})
 
-    build.__name__ = f"dit_{name}"
+    build.__name__ = f"dit_{name}".replace("-", "_").replace(".", "_")
     build.__doc__ = f"CrossFrameDiT with the {name!r} preset: {PRESETS[name]}; keyword overrides win."
     return build
 

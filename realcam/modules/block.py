@@ -1,13 +1,15 @@
 """The transformer block of :class:`realcam.modules.backbone.CrossFrameDiT`.
 
-:class:`DiTBlock` is Wan's block without text cross-attention: per-token time modulation, RoPE self-attention
-with q/k RMSNorm, a gated GELU FFN. It computes q, k and v and hands them to an *attention processor*
+:class:`DiTBlock` is Wan's block: per-token time modulation, RoPE self-attention with q/k RMSNorm, optionally
+text cross-attention (:class:`TextCrossAttention`, when the backbone has ``text_dim``), a gated GELU FFN. It
+computes q, k and v and hands them to an *attention processor*
 (:mod:`realcam.modules.processors`), which owns how attention is done: masked over the whole sequence, against
 a KV cache, or committing one chunk while starting the next. The block itself has no modes.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from realcam.modules.processors import AttentionProcessor
@@ -36,15 +38,43 @@ def select_groups(t: Tensor, groups: int, rows: Tensor) -> Tensor:
     return t.view(*lead, groups, -1, t.shape[-1])[..., rows, :, :].reshape(*lead, -1, t.shape[-1])
 
 
+class TextCrossAttention(nn.Module):
+    """Wan's cross-attention to the text: q from the (affine-normed) tokens, k and v from the embedded prompt,
+    RMSNorm over the full width on q and k, no RoPE, no mask. The prompt's k and v are computed apart
+    (:meth:`keys_values`), so a stream computes them once per prompt."""
+
+    def __init__(self, dim: int, heads: int, eps: float = 1e-6):
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
+
+    def _heads(self, t: Tensor) -> Tensor:
+        return t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)
+
+    def keys_values(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Embedded text [B, L, D] -> (k, v) [B, H, L, D/H]."""
+        return self._heads(self.norm_k(self.k(context))), self._heads(self.v(context))
+
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor]) -> Tensor:
+        """x [B, N, D] (normed) attends to the text's (k, v) -> [B, N, D]."""
+        q = self._heads(self.norm_q(self.q(x)))
+        k, v = kv
+        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))
+        return self.o(out.transpose(1, 2).flatten(2))
+
+
 # ---------------------------------------------------------------------------------------------
 # Block
 # ---------------------------------------------------------------------------------------------
 
 
 class DiTBlock(nn.Module):
-    """Per-token time modulation -> RoPE self-attention (q/k RMSNorm) -> modulation -> GELU FFN."""
+    """Per-token time modulation -> RoPE self-attention (q/k RMSNorm) -> [text cross-attention] -> modulation ->
+    GELU FFN. ``cross_attention``: add Wan's text cross-attention (affine LayerNorm ``norm3``, then
+    :class:`TextCrossAttention`)."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, eps: float = 1e-6, cross_attention: bool = False):
         super().__init__()
         self.heads, self.eps = heads, eps
         self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
@@ -53,6 +83,8 @@ class DiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.zeros(1, 1, 6, dim))
+        self.norm3 = nn.LayerNorm(dim, eps=eps) if cross_attention else None
+        self.cross_attn = TextCrossAttention(dim, heads, eps) if cross_attention else None
 
     def modulations(self, e6: Tensor) -> list[Tensor]:
         """[B, G, 6, D] time embedding -> shift1, 1 + scale1, gate1, shift2, 1 + scale2, gate2 (each [B, G, 1, D],
@@ -62,12 +94,13 @@ class DiTBlock(nn.Module):
         return mods
 
     def forward(self, x: Tensor, mods: list[Tensor], rope: tuple[Tensor, Tensor], attn: AttentionProcessor,
-                rows: Tensor | None = None) -> Tensor:
+                rows: Tensor | None = None, text: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """x [B, G*n, D] -> [B, G*n, D], or [B, len(rows)*n, D] for the groups ``rows`` alone (keys and values
         still cover every group: the head reads only target groups, so the last block skips the rest).
 
         mods: per-group modulation from :meth:`modulations`; rope: (cos2, sin2) tables of :meth:`Rope3D.tables`
-        for every token; attn: the processor, ``attn(q, k, v, raw_k)`` with q and k rotated, raw_k before RoPE.
+        for every token; attn: the processor, ``attn(q, k, v, raw_k)`` with q and k rotated, raw_k before RoPE;
+        text: this block's (k, v) of the prompt (:meth:`TextCrossAttention.keys_values`), with cross-attention.
         """
         h = self._modulated(self.norm1(x), mods[0], mods[1])
         q, k, raw_k, v = self.qkv(h, rope, rows, mods[0].shape[1])
@@ -76,6 +109,8 @@ class DiTBlock(nn.Module):
             x, mods = select_groups(x, mods[0].shape[1], rows), [m[:, rows] for m in mods]
         o = self.o(out.transpose(1, 2).flatten(2))
         x = x + self._gated(o, mods[2])
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.norm3(x), text)
         return x + self._gated(self.ffn(self._modulated(self.norm2(x), mods[3], mods[4])), mods[5])
 
     def keys_values(self, x: Tensor, mods: list[Tensor]) -> tuple[Tensor, Tensor]:

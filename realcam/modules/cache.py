@@ -68,6 +68,9 @@ class KVCache:
         self.v: list[Tensor | None] = [None] * self.num_layers
         self.chunks: list[ChunkInfo] = []
         self.num_committed = 0      # chunks ever committed (the absolute index of the next chunk)
+        # A model's memo for the whole stream, keyed by values it checks (e.g. the text K/V of a prompt,
+        # compared by value); unlike ``scratch`` it survives commits.
+        self.memo: dict = {}
         self.next_t = 0             # absolute time index of the next chunk's first frame
         self._staged: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
         self._staged_info: ChunkInfo | None = None

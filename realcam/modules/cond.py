@@ -16,6 +16,7 @@ class Cond:
     target_K    [B, F, 3, 3]     target intrinsics in pixels of an ``image_size`` image
     source_K    [B, F, 3, 3]     source intrinsics (defaults to target_K)
     camera_keep [B]              1 keeps the target camera, 0 drops it (classifier-free guidance)
+    text        [B, L, text_dim] the prompt's text embeddings (umT5 outputs, L <= 512), for backbones with text
     """
 
     source: Tensor
@@ -24,6 +25,7 @@ class Cond:
     image_size: tuple[int, int]
     source_K: Tensor | None = None
     camera_keep: Tensor | None = None
+    text: Tensor | None = None
 
     def __post_init__(self) -> None:
         B, F = self.source.shape[:2]
@@ -34,6 +36,9 @@ class Cond:
             want = (B, F, 4, 4) if name == "target_c2w" else (B, F, 3, 3)
             if tuple(value.shape) != want:
                 raise ValueError(f"cond.{name} has shape {tuple(value.shape)}, expected {want} to match source")
+        if self.text is not None and (self.text.ndim != 3 or self.text.shape[0] != B):
+            raise ValueError(f"cond.text has shape {tuple(self.text.shape)}, expected [B={B}, L, text_dim] "
+                             f"(the prompt's text embeddings)")
 
     @property
     def num_frames(self) -> int:
@@ -58,4 +63,4 @@ class Cond:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, source=move(self.source), target_c2w=move(self.target_c2w),
                        target_K=move(self.target_K), source_K=move(self.source_K),
-                       camera_keep=move(self.camera_keep))
+                       camera_keep=move(self.camera_keep), text=move(self.text))

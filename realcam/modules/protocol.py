@@ -38,6 +38,7 @@ class CausalDenoiser(Denoiser, Protocol):
     attention_mode: Literal["bidirectional", "causal"]
     sink_chunks: int                    # the causal visibility and the default cache's
     window_chunks: int | None
+    text_dim: int | None                # the width of cond.text it reads (then required), None without text
 
     def new_cache(self) -> KVCache:
         """A KV cache with this model's depth, sink, window and RoPE policy."""
@@ -60,8 +61,8 @@ class FusedCachePass(Protocol):
 def check_causal(network: object, field: str = "network") -> CausalDenoiser:
     """``network`` if it can stream; else an error naming ``field`` and the fix."""
     if not isinstance(network, CausalDenoiser):
-        missing = [name for name in ("chunk_frames", "attention_mode", "sink_chunks", "window_chunks", "new_cache",
-                                     "write_cache") if not hasattr(network, name)]
+        missing = [name for name in ("chunk_frames", "attention_mode", "sink_chunks", "window_chunks", "text_dim",
+                                     "new_cache", "write_cache") if not hasattr(network, name)]
         raise TypeError(f"{field} ({type(network).__name__}) does not follow the CausalDenoiser protocol (missing "
                         f"{', '.join(missing)}): see docs/extending.md, 'Write your own backbone'")
     if network.attention_mode != "causal":

@@ -5,6 +5,8 @@ and must give the equivalences streaming relies on: cached chunk-by-chunk output
 forward; the rolling sink + window cache equals a recompute; every attention backend equals ``math``; the clean
 cache pass stages the K/V of a sigma = 0 pass; the fused cache pass equals the cache pass, commit and forward.
 """
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -20,13 +22,23 @@ def build(name: str, **overrides) -> torch.nn.Module:
     return randomize(BACKBONES.build(name, **{**CONTRACT_SIZE, **overrides})).eval()
 
 
+def with_text(model, cond: Cond) -> Cond:
+    """``cond`` plus a random prompt when the backbone reads text (Wan), so the contract runs with text on."""
+    if model.text_dim is None:
+        return cond
+    g = torch.Generator().manual_seed(9)
+    return replace(cond, text=torch.randn(cond.source.shape[0], 5, model.text_dim, generator=g))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_follows_the_protocol_and_trains(name):
     x, sigma, cond = make_inputs(F=2)
     causal = build(name, attention_mode="causal", chunk_frames=1)
+    cond = with_text(causal, cond)
     assert isinstance(causal, CausalDenoiser) and causal.chunk_frames == 1
     assert causal.new_cache().num_layers > 0
     teacher = build(name, attention_mode="bidirectional", chunk_frames=1).train()
+    cond = with_text(teacher, cond)
     out = teacher(x, sigma, cond)
     assert out.shape == x.shape and torch.isfinite(out).all()
     out.square().mean().backward()
@@ -38,6 +50,7 @@ def test_follows_the_protocol_and_trains(name):
 def test_cached_chunks_equal_block_causal_forward(name, chunk_frames):
     x, sigma, cond = make_inputs(F=6)
     model = build(name, attention_mode="causal", chunk_frames=chunk_frames)
+    cond = with_text(model, cond)
     with torch.no_grad():
         full = model(x, sigma, cond)
         cached = stream(model, x, sigma, cond, model.new_cache())
@@ -50,6 +63,7 @@ def test_rolling_cache_equals_sink_window_forward_with_absolute_rope(name):
     x, sigma, cond = make_inputs(F=8)
     model = build(name, attention_mode="causal", chunk_frames=1, sink_chunks=1, window_chunks=2,
                   rope_policy="absolute")
+    cond = with_text(model, cond)
     with torch.no_grad():
         full = model(x, sigma, cond)
         cache = model.new_cache()
@@ -68,6 +82,7 @@ def test_rolling_window_cache_equals_recompute_over_visible_chunks(name, sink, w
     only on its own input, so the recompute is an exact reference."""
     x, sigma, cond = make_inputs(F=6)
     model = build(name, depth=1, attention_mode="causal", chunk_frames=1, sink_chunks=sink, window_chunks=window)
+    cond = with_text(model, cond)
     reference = build(name, depth=1, attention_mode="causal", chunk_frames=1, window_chunks=None)   # same weights
     with torch.no_grad():
         cached = stream(model, x, sigma, cond, model.new_cache())
@@ -75,7 +90,7 @@ def test_rolling_window_cache_equals_recompute_over_visible_chunks(name, sink, w
             visible = [j for j in range(i) if j < sink or i - j <= window] + [i]
             sub = reference(x[:, visible], sigma[:, visible],
                             Cond(cond.source[:, visible], cond.target_c2w[:, visible], cond.target_K[:, visible],
-                                 cond.image_size))
+                                 cond.image_size, text=cond.text))
             torch.testing.assert_close(cached[:, i], sub[:, -1], atol=2e-5, rtol=1e-4, msg=f"chunk {i}")
 
 
@@ -86,6 +101,7 @@ def test_every_attention_backend_equals_math(name, backend):
     x, sigma, cond = make_inputs(F=4)
     ref = build(name, attention_mode="causal", chunk_frames=1, attention="math")
     model = build(name, attention_mode="causal", chunk_frames=1, attention=backend)
+    cond = with_text(model, cond)
     with torch.no_grad():
         torch.testing.assert_close(model(x, sigma, cond), ref(x, sigma, cond), atol=2e-5, rtol=1e-4)
         torch.testing.assert_close(stream(model, x, sigma, cond, model.new_cache()),
@@ -96,6 +112,7 @@ def test_every_attention_backend_equals_math(name, backend):
 def test_write_cache_stages_the_clean_pass(name):
     x, sigma, cond = make_inputs(F=3)
     model = build(name, attention_mode="causal", chunk_frames=1)
+    cond = with_text(model, cond)
     full, light = model.new_cache(), model.new_cache()
     with torch.no_grad():
         for i in range(3):
@@ -118,6 +135,7 @@ def test_fused_cache_pass_equals_cache_pass_commit_then_forward(name, chunk_fram
     if not isinstance(model, FusedCachePass):
         pytest.skip(f"{name} has no fused cache pass (optional)")
     x, sigma, cond = make_inputs(B=2, F=8)
+    cond = with_text(model, cond)
     c = chunk_frames
     chunks = [(x[:, s:s + c], sigma[:, s:s + c], cond.frames(s, s + c)) for s in range(0, 8, c)]
     ref, fused = model.new_cache(), model.new_cache()

@@ -1,0 +1,197 @@
+"""Wan2.1 weights: realcam.load_pretrained against diffusers' WanTransformer3DModel on tiny random models
+(every parameter randomized), the original key layout, saving back, the real size on meta, bad inputs."""
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from realcam import load_pretrained, save_pretrained
+from realcam.modules.cond import Cond
+from realcam.pretrained import ORIGINAL_PREFIX, key_table
+from realcam.registry import BACKBONES
+
+diffusers = pytest.importorskip("diffusers")
+WAN_CFG = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+               text_dim=16, freq_dim=32, ffn_dim=48, num_layers=2, cross_attn_norm=True,
+               qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64)
+B, F, C, H, W = 1, 2, 4, 4, 6
+
+
+@pytest.fixture(scope="module")
+def wan(tmp_path_factory):
+    """A tiny diffusers Wan with every parameter random (norms and modulation tables too), saved as a folder."""
+    torch.manual_seed(0)
+    model = diffusers.WanTransformer3DModel(**WAN_CFG).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    folder = tmp_path_factory.mktemp("wan") / "transformer"
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    source, x = torch.randn(2, B, F, C, H, W, generator=g)
+    sigma = torch.rand(B, F, generator=g)
+    text = torch.randn(B, 7, WAN_CFG["text_dim"], generator=g)
+    cond = Cond(source, torch.eye(4).expand(B, F, 4, 4), torch.eye(3).expand(B, F, 3, 3), (8 * H, 8 * W), text=text)
+    return x, sigma, cond
+
+
+def float64_sinusoid(module, t):
+    """diffusers' timestep sinusoid computed in float64, as the original Wan code (and realcam) compute it;
+    diffusers computes it in float32, which alone moves these outputs by up to ~7e-5."""
+    half = module.num_channels // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / (half - module.downscale_freq_shift))
+    angles = t.double()[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1).float()     # flip_sin_to_cos: cos first
+
+
+def diffusers_flow(model, frames, sigma_per_frame, text, times=None, wan_sinusoid=True):
+    """diffusers on frames [B, T, C, H, W] with one timestep per frame (per token), optionally the RoPE time index
+    of every frame (default 0..T-1), the timestep sinusoid in float64 as Wan computes it (default)."""
+    T, n = frames.shape[1], (H // 2) * (W // 2)
+    timesteps = model.condition_embedder.timesteps_proj
+    if wan_sinusoid:
+        timesteps.forward = lambda t: float64_sinusoid(timesteps, t)
+    if times is not None:
+        rope = model.rope
+        split = [rope.t_dim, rope.h_dim, rope.w_dim]
+
+        def tables(freqs):
+            f, h, w = freqs.split(split, dim=1)
+            idx = torch.tensor(times)
+            parts = [f[idx].view(T, 1, 1, -1).expand(T, H // 2, W // 2, -1),
+                     h[:H // 2].view(1, H // 2, 1, -1).expand(T, H // 2, W // 2, -1),
+                     w[:W // 2].view(1, 1, W // 2, -1).expand(T, H // 2, W // 2, -1)]
+            return torch.cat(parts, dim=-1).reshape(1, T * n, 1, -1)
+
+        rope.forward = lambda hidden: (tables(rope.freqs_cos), tables(rope.freqs_sin))
+    try:
+        timestep = (1000 * sigma_per_frame).repeat_interleave(n, dim=1)
+        out = model(frames.permute(0, 2, 1, 3, 4), timestep, text, return_dict=False)[0]
+    finally:
+        model.rope.__dict__.pop("forward", None)
+        timesteps.__dict__.pop("forward", None)
+    return out.permute(0, 2, 1, 3, 4)
+
+
+def test_prefix_layout_equals_diffusers(wan):
+    dm, folder = wan
+    model = load_pretrained(folder, layout="prefix").eval()
+    x, sigma, cond = inputs()
+    with torch.no_grad():
+        ours = model(x, sigma, cond)
+        theirs = diffusers_flow(dm, torch.cat([cond.source, x], 1), torch.cat([torch.zeros_like(sigma), sigma], 1),
+                                cond.text)[:, F:]
+        other = model(x, sigma, Cond(**{**cond.__dict__, "text": torch.randn_like(cond.text)}))
+        float32_sinusoid = diffusers_flow(dm, torch.cat([cond.source, x], 1),
+                                          torch.cat([torch.zeros_like(sigma), sigma], 1), cond.text,
+                                          wan_sinusoid=False)[:, F:]
+    assert (ours - theirs).abs().max() <= 1e-5
+    assert (ours - float32_sinusoid).abs().max() <= 2e-4        # diffusers as shipped: its float32 sinusoid
+    assert (other - ours).abs().max() > 1e-2, "the text must change the output"
+
+
+def test_interleaved_layout_equals_diffusers_with_shared_times(wan):
+    dm, folder = wan
+    model = load_pretrained(folder, layout="interleaved", chunk_frames=1).eval()
+    x, sigma, cond = inputs(1)
+    frames = torch.stack([cond.source, x], dim=2).flatten(1, 2)                 # [S0, Y0, S1, Y1]
+    per_frame = torch.stack([torch.zeros_like(sigma), sigma], dim=2).flatten(1)
+    with torch.no_grad():
+        ours = model(x, sigma, cond)
+        theirs = diffusers_flow(dm, frames, per_frame, cond.text, times=[0, 0, 1, 1])[:, 1::2]
+    assert (ours - theirs).abs().max() <= 1e-5
+
+
+def test_original_layout_loads_the_same_tensors_and_saves_back(wan, tmp_path):
+    dm, folder = wan
+    ref = load_pretrained(folder)
+    diffusers_state = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    to_diff, to_orig = key_table(2, "diffusers"), key_table(2, "original")
+    original = {ORIGINAL_PREFIX + to_orig[k]: diffusers_state[to_diff[k]] for k in to_diff}
+    (tmp_path / "orig").mkdir()
+    save_file(original, str(tmp_path / "orig" / "wan.safetensors"))
+    torch.save({k[len(ORIGINAL_PREFIX):]: v for k, v in original.items()}, tmp_path / "orig" / "wan.pth")
+    (tmp_path / "orig" / "config.json").write_text(json.dumps({"dim": 24, "num_heads": 2, "eps": 1e-6}))
+    for file in ("wan.safetensors", "wan.pth"):
+        loaded = load_pretrained(tmp_path / "orig" / file)
+        assert loaded.pretrained_report["layout"] == "original"
+        for key in to_diff:                     # every Wan tensor (realcam's own parts start fresh)
+            assert torch.equal(loaded.state_dict()[key], ref.state_dict()[key]), (file, key)
+    out = save_pretrained(ref, tmp_path / "back")
+    saved = load_file(str(out / "diffusion_pytorch_model.safetensors"))
+    assert saved.keys() == diffusers_state.keys()
+    assert all(torch.equal(saved[k], diffusers_state[k]) for k in saved)
+    config = {k: v for k, v in json.loads((out / "config.json").read_text()).items() if not k.startswith("_")}
+    again = diffusers.WanTransformer3DModel(**config)                     # diffusers takes the config and,
+    again.load_state_dict(saved, strict=True)                             # strictly, every tensor
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), dm.state_dict().values()))
+
+
+def test_real_size_on_meta_counts_wan_parameters_plus_realcams():
+    with torch.device("meta"):
+        model = BACKBONES.build("wan2.1-t2v-1.3b")
+        big = BACKBONES.build("wan2.1-t2v-14b")
+    parts: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        part = name.split(".")[0]
+        parts[part] = parts.get(part, 0) + p.numel()
+    realcam_only = parts.pop("stream_embed") + parts.pop("camera_encoder")
+    assert sum(parts.values()) == 1_418_996_800, parts
+    assert 0 < realcam_only < 3_000_000
+    assert sum(p.numel() for p in big.parameters()) > 14e9
+    assert model.text_dim == 4096 and model.fp32_modulation and model.chunk_frames == 3
+
+
+def test_bf16_autocast_keeps_modulation_and_time_path_in_float32():
+    model = BACKBONES.build("tiny-wan").eval()
+    x = torch.randn(1, 1, 16, 4, 4)
+    cond = Cond(torch.randn_like(x), torch.eye(4).expand(1, 1, 4, 4), torch.eye(3).expand(1, 1, 3, 3), (32, 32),
+                text=torch.randn(1, 5, 32))
+    seen = []
+    model.blocks[0].register_forward_hook(lambda m, args, out: seen.append((args[1][0].dtype, out.dtype)))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x, torch.rand(1, 1), cond)
+    assert seen == [(torch.float32, torch.float32)], "modulation and the residual stream stay float32 under bf16"
+
+
+def test_bad_inputs_name_the_file_or_key_and_the_fix(wan, tmp_path):
+    _, folder = wan
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a Wan checkpoint"):
+        load_pretrained(tmp_path / "empty")
+    save_file({"encoder.weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="holds no Wan transformer weights"):
+        load_pretrained(tmp_path / "other.safetensors")
+    data = (folder / "diffusion_pytorch_model.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        load_pretrained(tmp_path / "cut.safetensors")
+    state = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    state["blocks.1.attn2.to_k.weight"] = torch.zeros(24, 20)
+    (tmp_path / "bad").mkdir()
+    save_file(state, str(tmp_path / "bad" / "diffusion_pytorch_model.safetensors"))
+    (tmp_path / "bad" / "config.json").write_text((folder / "config.json").read_text())
+    with pytest.raises(ValueError, match=r"blocks.1.attn2.to_k.weight.*\(24, 20\).*\(24, 24\)"):
+        load_pretrained(tmp_path / "bad")
+    with pytest.raises(ValueError, match="architecture comes from the checkpoint"):
+        load_pretrained(folder, dim=32)
+    model = load_pretrained(folder, chunk_frames=1)
+    x, sigma, cond = inputs()
+    with pytest.raises(ValueError, match="text_dim=16: cond.text must hold"):
+        model(x, sigma, Cond(cond.source, cond.target_c2w, cond.target_K, cond.image_size))
+
+
+def test_a_wan_preset_loads_pretrained_weights_by_name(wan):
+    """The registry route YAML takes (``generator: tiny-wan``, ``generator_args: {pretrained: PATH}``): the
+    architecture comes from the checkpoint, the preset's realcam options stay."""
+    _, folder = wan
+    model = BACKBONES.build("tiny-wan", pretrained=str(folder), attention_mode="causal")
+    ref = load_pretrained(folder)
+    assert model.attention_mode == "causal" and model.chunk_frames == 1 and model.dim == 24
+    assert all(torch.equal(model.state_dict()[k], ref.state_dict()[k]) for k in key_table(2, "diffusers"))
