@@ -100,7 +100,7 @@ def from_scratch_plan(workdir: Path, args: argparse.Namespace) -> list[list[str]
     shards = ["data", "make-shards", "--source", "synthetic", "--source-args", src, "--loopaug",
               "pingpong,orbit_return,none", "--height", "32", "--width", "32", "--seed", "0", "--overwrite",
               "--workers", str(shard_workers())]
-    ckpt = lambda run: f"{W}/{run}/lightning_logs/version_*/checkpoints/last.ckpt"  # noqa: E731
+    ckpt = lambda run: f"{W}/{run}/checkpoints/last.ckpt"  # noqa: E731
     data = lambda train: ["--data.init_args.train_shards", train, "--data.init_args.val_shards",  # noqa: E731
                           f"{W}/data/val", "--data.init_args.test_shards", f"{W}/data/val"]
     fit = lambda cfg, run, n: ["fit", "--config", cfg, "--trainer.max_steps", str(n),  # noqa: E731

@@ -336,8 +336,6 @@ def load_generator(args: argparse.Namespace):
     opts = dict(steps=args.steps, sink=args.sink, window=args.window, dtype=args.dtype, device=args.device,
                 seed=args.seed, fuse_cache_pass=None if getattr(args, "fuse", True) else False)
     if args.ckpt is not None:
-        if args.config is None:
-            raise ValueError("--ckpt needs --config (the run's training YAML)")
         return StreamingGenerator.from_checkpoint(args.ckpt, args.config, **opts), str(args.ckpt)
     path = Path(args.bundle) if args.bundle else bundled_model("tiny_student")
     return StreamingGenerator.from_checkpoint(path, **opts), str(path)
@@ -380,8 +378,9 @@ def _window(text: str) -> int | None | str:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--bundle", help="bundle folder (default: the bundled realcam/assets/tiny_student)")
-    g.add_argument("--ckpt", help="a Lightning .ckpt instead of a bundle (needs --config)")
-    g.add_argument("--config", help="the training YAML of --ckpt")
+    g.add_argument("--ckpt", help="a Lightning .ckpt of `realcam fit` instead of a bundle (it describes its run)")
+    g.add_argument("--config", help="the training YAML of --ckpt: only for what the checkpoint lacks (a bare "
+                   ".safetensors, an old checkpoint); a value contradicting the checkpoint is an error")
     g.add_argument("--steps", type=at_least(1), default=None, help="denoising steps per chunk (default: the bundle's list)")
     g.add_argument("--sink", type=at_least(0), default=None, help="sink chunks of the KV cache (default: the model's)")
     g.add_argument("--window", type=_window, default="default", help="rolling window chunks, or 'none' for unbounded "
@@ -464,8 +463,10 @@ def stream_main(argv: list[str]) -> int:
 def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="realcam export", description="Write a bundle folder (model.safetensors + "
                                 "config.yaml) from a training run, for `realcam stream` and StreamingGenerator.")
-    p.add_argument("--config", required=True, help="the run's training YAML")
-    p.add_argument("--ckpt", required=True, help="its Lightning .ckpt (or a bare .safetensors)")
+    p.add_argument("--ckpt", required=True, help="a Lightning .ckpt of `realcam fit` (it carries the run's config), "
+                   "or a bare .safetensors")
+    p.add_argument("--config", default=None, help="the run's training YAML: only for what the checkpoint lacks "
+                   "(needed with a .safetensors); a value that contradicts the checkpoint is an error naming the key")
     p.add_argument("--out", required=True, help="bundle folder")
     p.add_argument("--role", choices=("student", "teacher"), default=None, help="default: from the config")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")

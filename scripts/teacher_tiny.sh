@@ -24,7 +24,7 @@ if [[ $STAGES == *fit* ]]; then
 fi
 if [[ $STAGES == *test* ]]; then
   for layout in tiny tiny_prefix; do
-    ckpt=$(ls -t runs/teacher_$layout/lightning_logs/version_*/checkpoints/last.ckpt | head -1)
+    ckpt=$(ls -t runs/teacher_$layout/checkpoints/last.ckpt | head -1)
     for T in 4 8 16; do
       realcam test --config configs/teacher/$layout.yaml --ckpt_path "$ckpt" \
         --data.init_args.test_shards data/tiny/test_T$T --data.init_args.length_buckets null \

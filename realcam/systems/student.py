@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from realcam.losses import critic_loss, dmd_generator_loss, ode_regression_loss
 from realcam.modules.codecs import LatentCodec
-from realcam.modules.flow import FlowSchedule
-from realcam.systems.common import EMA, ClipAndEMA, adamw_with_warmup, build_codec, prepare_batch, step_generator
+from realcam.modules.flow import FlowSchedule, draw
+from realcam.systems.common import (EMA, ClipAndEMA, adamw_with_warmup, build_codec, prepare_batch,
+                                    clip_gradients, sample_generators, save_config, step_generator)
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
 from realcam.systems.networks import build_network, load_network_weights
 from realcam.systems.rollout import causal_rollout
@@ -121,7 +122,7 @@ class OdeInitModule(ClipAndEMA, StudentModule):
         super().__init__(generator, generator_args, generator_init, generator_init_weights, codec, shift,
                          denoising_steps, pose_reference, ema_decay, ema_start, eval_videos, save_videos,
                          lpips_backbone_weights, seed)
-        self.save_hyperparameters(ignore=["generator", "codec"])
+        save_config(self, ("generator", "codec"))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         states, sigmas, x0, cond = batch["states"], batch["sigmas"], batch["x0"], batch["cond"]
@@ -131,8 +132,9 @@ class OdeInitModule(ClipAndEMA, StudentModule):
                              f"{self.sigmas.tolist()}: use one shift and one step list for pairs and student")
         B, S, Fr = states.shape[:3]
         c = self.generator.chunk_frames
-        g = step_generator(self.hparams.seed, self.global_step, self.global_rank, "ode")
-        step = torch.randint(S, (B, -(-Fr // c)), generator=g).repeat_interleave(c, dim=1)[:, :Fr].to(states.device)
+        g = sample_generators(batch, B, self.hparams.seed, self.global_step, "ode", self.global_rank)
+        step = (draw(torch.rand, (B, -(-Fr // c)), g) * S).long().clamp_max(S - 1)     # a random step per chunk
+        step = step.repeat_interleave(c, dim=1)[:, :Fr].to(states.device)
         index = step.view(B, 1, Fr, 1, 1, 1).expand(B, 1, Fr, *states.shape[3:])
         x_t = states.gather(1, index).squeeze(1)
         sigma = sigmas.to(states.device, torch.float32)[step]
@@ -176,7 +178,7 @@ class SelfForcingDMDModule(StudentModule):
         super().__init__(generator, generator_args, generator_init, generator_init_weights, codec, shift,
                          denoising_steps, pose_reference, ema_decay, ema_start, eval_videos, save_videos,
                          lpips_backbone_weights, seed)
-        self.save_hyperparameters(ignore=["generator", "real_score", "critic", "codec"])
+        save_config(self, ("generator", "real_score", "critic", "codec"))
         if critic_ratio < 1:
             raise ValueError(f"critic_ratio={critic_ratio} must be >= 1 (critic updates per generator update)")
         if loop_weight < 0:
@@ -210,12 +212,40 @@ class SelfForcingDMDModule(StudentModule):
                                                      hp.weight_decay, max(1, hp.warmup_steps))
         return [gen_opt, critic_opt], [gen_sched, critic_sched]
 
+    def on_train_start(self) -> None:
+        """Under DDP, synchronize gradients network by network (:meth:`_update`).
+
+        DDP keeps one reducer over every trainable parameter of the LightningModule (generator and critic) and
+        expects each backward to reach all of them; a DMD backward reaches only the network it updates (the
+        generator step's scores run without gradients, the critic step's rollout is detached), and 4 iterations
+        in 5 update only the critic. That is the "parameters that were not used in producing the loss" crash.
+        So the reducer stays off for the whole fit (what ``DistributedDataParallel.no_sync`` does), and
+        :meth:`_update` averages exactly the stepped network's gradients over the ranks through the strategy,
+        before clipping, as DDP would have. FSDP reduces each network's gradients itself."""
+        super().on_train_start()
+        wrapped = self.trainer.strategy.model
+        self._sync_grads = isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
+        if self._sync_grads:
+            wrapped.require_backward_grad_sync = False
+
+    def _average_gradients(self, net: nn.Module) -> None:
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = self.trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+
     def _update(self, loss: Tensor, net: nn.Module, opt, sched, counts: bool) -> Tensor:
-        """Backward, clip, step. Only the critic's step ``counts`` towards ``trainer.global_step``, so that
-        global_step (max_steps, checkpoint names, the data draw) counts DMD iterations."""
-        opt.zero_grad(set_to_none=True)
+        """Backward, synchronize (under DDP), clip through Lightning, step. Only the critic's step ``counts``
+        towards ``trainer.global_step``, so that global_step (max_steps, checkpoint names, the data draw) counts
+        DMD iterations."""
+        for optimizer in self.optimizers():      # only the stepped network holds gradients (FSDP clips them all)
+            optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.hparams.grad_clip)
+        if getattr(self, "_sync_grads", False):
+            self._average_gradients(net)
+        norm = clip_gradients(self, opt, self.hparams.grad_clip)
         if counts:
             opt.step()
         else:
@@ -230,12 +260,13 @@ class SelfForcingDMDModule(StudentModule):
         gen_sched, critic_sched = self.lr_schedulers()
         _, cond = prepare_batch(batch, self.codec, hp.pose_reference)
         B = cond.source.shape[0]
-        g = step_generator(hp.seed, it, self.global_rank, "dmd")
+        g = sample_generators(batch, B, hp.seed, it, "dmd", self.global_rank)
+        shared = step_generator(hp.seed, it, 0, "dmd/exit")        # the exit steps: the same on every rank
         S = len(self.sigmas)
         logs: dict[str, Tensor] = {}
 
         if it % hp.critic_ratio == 0:                  # generator step
-            exit_step = int(torch.randint(S, (1,), generator=g))
+            exit_step = int(torch.randint(S, (1,), generator=shared))
             x = causal_rollout(self.generator, cond, self.sigmas, g, exit_step=exit_step).x0
             uncond = cond.without_camera() if hp.guidance != 1.0 else None
             loss, dmd_logs = dmd_generator_loss(x, self.real_score, self.critic, cond, uncond, self.schedule,
@@ -250,7 +281,7 @@ class SelfForcingDMDModule(StudentModule):
             self.ema.update(self.generator, it // hp.critic_ratio)
 
         with torch.no_grad():                          # critic step on a fresh, detached rollout
-            exit_step = int(torch.randint(S, (1,), generator=g))
+            exit_step = int(torch.randint(S, (1,), generator=shared))
             x = causal_rollout(self.generator, cond, self.sigmas, g, exit_step=exit_step).x0
         closs, critic_logs = critic_loss(self.critic, x, cond, self.schedule, g, sigma_range=tuple(hp.sigma_range))
         logs["train/critic_loss"] = closs.detach()

@@ -23,8 +23,7 @@ def net_args(prefix: str) -> list[str]:
 
 def common(root: Path, shards: Path) -> list[str]:
     return ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.class_path", "lightning.pytorch.loggers.CSVLogger",
-            "--trainer.logger.init_args.save_dir", str(root), "--trainer.precision", "32-true",
+            "--trainer.precision", "32-true",
             "--data.init_args.val_shards", str(shards / "val-000000.tar"),
             "--data.init_args.test_shards", str(shards / "val-000000.tar"),
             "--data.init_args.image_size", "[16, 16]", "--data.init_args.batch_size", "2",

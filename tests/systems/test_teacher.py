@@ -17,8 +17,6 @@ def tiny_args(shards: Path, root: Path, *extra: str) -> list[str]:
     return [
         "--config", str(CONFIG),
         "--trainer.default_root_dir", str(root),
-        "--trainer.logger.class_path", "lightning.pytorch.loggers.CSVLogger",
-        "--trainer.logger.init_args.save_dir", str(root),
         "--trainer.enable_progress_bar", "false",
         "--trainer.precision", "32-true",
         "--model.init_args.denoiser.init_args.dim", "16",
@@ -154,8 +152,12 @@ def test_killed_run_resumes_to_the_same_weights(tiny_shards, tmp_path):
      "blend_supervision"),
 ])
 def test_bad_configs_fail_before_training_and_name_the_key(tiny_shards, tmp_path, override, needle, capsys):
-    with pytest.raises((SystemExit, ValueError, KeyError, FileNotFoundError)) as err:
-        realcam(["fit", *tiny_args(tiny_shards, tmp_path, "--trainer.max_steps", "1"), *override])
+    try:
+        code = realcam(["fit", *tiny_args(tiny_shards, tmp_path, "--trainer.max_steps", "1"), *override])
+    except SystemExit as err:           # jsonargparse's own errors (an unknown key) exit 2 after printing usage
+        code = err.code
     captured = capsys.readouterr()
-    assert needle in str(err.value) + captured.err + captured.out
+    assert code not in (0, None)
+    assert needle in captured.err + captured.out
+    assert "Traceback" not in captured.err + captured.out
     assert not list(tmp_path.rglob("*.ckpt")), "nothing trained"
