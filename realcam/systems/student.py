@@ -212,21 +212,22 @@ class SelfForcingDMDModule(StudentModule):
                                                      hp.weight_decay, max(1, hp.warmup_steps))
         return [gen_opt, critic_opt], [gen_sched, critic_sched]
 
-    def on_train_start(self) -> None:
-        """Under DDP, synchronize gradients network by network (:meth:`_update`).
+    def _own_gradient_sync(self) -> bool:
+        """Under DDP, turn the reducer off for this step; :meth:`_update` then synchronizes network by network.
 
         DDP keeps one reducer over every trainable parameter of the LightningModule (generator and critic) and
         expects each backward to reach all of them; a DMD backward reaches only the network it updates (the
         generator step's scores run without gradients, the critic step's rollout is detached), and 4 iterations
         in 5 update only the critic. That is the "parameters that were not used in producing the loss" crash.
-        So the reducer stays off for the whole fit (what ``DistributedDataParallel.no_sync`` does), and
-        :meth:`_update` averages exactly the stepped network's gradients over the ranks through the strategy,
-        before clipping, as DDP would have. FSDP reduces each network's gradients itself."""
-        super().on_train_start()
+        So the reducer stays off during the step (what ``DistributedDataParallel.no_sync`` does; Lightning turns
+        it back on after each step) and :meth:`_update` averages exactly the stepped network's gradients over
+        the ranks through the strategy, before clipping, as DDP would have. FSDP reduces each network's
+        gradients itself."""
         wrapped = self.trainer.strategy.model
-        self._sync_grads = isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
-        if self._sync_grads:
+        if isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
             wrapped.require_backward_grad_sync = False
+            return True
+        return False
 
     def _average_gradients(self, net: nn.Module) -> None:
         grads = [p.grad for p in net.parameters() if p.grad is not None]
@@ -243,7 +244,7 @@ class SelfForcingDMDModule(StudentModule):
         for optimizer in self.optimizers():      # only the stepped network holds gradients (FSDP clips them all)
             optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        if getattr(self, "_sync_grads", False):
+        if self._sync_grads:
             self._average_gradients(net)
         norm = clip_gradients(self, opt, self.hparams.grad_clip)
         if counts:
@@ -256,6 +257,7 @@ class SelfForcingDMDModule(StudentModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         hp = self.hparams
         it = int(self.iteration)
+        self._sync_grads = self._own_gradient_sync()
         gen_opt, critic_opt = self.optimizers()
         gen_sched, critic_sched = self.lr_schedulers()
         _, cond = prepare_batch(batch, self.codec, hp.pose_reference)
