@@ -18,6 +18,7 @@ import lightning as L
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
+from realcam.atomic import check_outputs
 from realcam.run_layout import (ConfigError, check_registry_names, config_error, default_loggers, place_run,
                                 run_record_callback)
 
@@ -101,6 +102,15 @@ class RealcamCLI(LightningCLI):
 
         if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(PredictionWriter())
+        inputs = {"--ckpt_path": self.config[self.subcommand].get("ckpt_path")}
+        urls = (getattr(self.datamodule, "urls", None) or {}).get("predict") or []
+        inputs.update({f"predict shard {url}": url for url in urls if Path(url).exists()})
+        for writer in (cb for cb in self.trainer.callbacks if isinstance(cb, PredictionWriter)):
+            try:        # before any video is generated
+                check_outputs({"PredictionWriter output_dir": writer.folder(self.trainer)}, inputs,
+                              folders=("PredictionWriter output_dir",))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
 
 
 def _model_overrides(argv: list[str]) -> dict:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from realcam import geometry
-from realcam.atomic import write_atomic
+from realcam.atomic import check_outputs, write_atomic
 from realcam.data.cli import at_least, crf_value
 
 # The synthetic source arguments the tiny models were trained with (scripts/teacher_tiny.sh).
@@ -424,9 +424,20 @@ def stream_parser() -> argparse.ArgumentParser:
     return p
 
 
+def stream_outputs_ok(args: argparse.Namespace) -> None:
+    """The outputs of a stream (its mp4s and the JSON report, which defaults to OUT with .json) must not be any of
+    its inputs or each other: checked before the model loads, so a mistake costs nothing."""
+    args.json = args.json or args.out.with_suffix(".json")
+    trajectory = args.trajectory if Path(args.trajectory).is_file() else None
+    check_outputs({"--out": args.out, "--side-by-side": args.side_by_side, "--json": args.json},
+                  {"--video": args.video, "--trajectory": trajectory, "--ckpt": args.ckpt, "--config": args.config,
+                   "--bundle": args.bundle})
+
+
 def stream_main(argv: list[str]) -> int:
     args = stream_parser().parse_args(argv)
     try:
+        stream_outputs_ok(args)
         gen, model_path = load_generator(args)
         size = gen.image_size
         if args.video:
@@ -438,7 +449,7 @@ def stream_main(argv: list[str]) -> int:
         result, paths = run_stream(gen, clip, rel, writers, progress=not args.quiet)
         extra = {"command": "stream", "argv": argv, "model": model_path, "source": clip.info,
                  "trajectory": traj_info, "frames": result["frames"], "image_size": list(size)}
-        paths["report"] = write_report(args.json or args.out.with_suffix(".json"), result, clip.fps, paths, extra)
+        paths["report"] = write_report(args.json, result, clip.fps, paths, extra)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"realcam stream: error: {err}", file=sys.stderr)
         return 2
@@ -483,6 +494,8 @@ def export_main(argv: list[str]) -> int:
 
     args = export_parser().parse_args(argv)
     try:
+        check_outputs({"--out": args.out}, {"--ckpt": args.ckpt, "--config": args.config,
+                                             "--commands-file": args.commands_file}, folders=("--out",))
         size = None if args.image_size is None else [int(v) for v in args.image_size.split(",")]
         commands = [] if args.commands_file is None else Path(args.commands_file).read_text().splitlines()
         commands = [c for c in commands if c.strip()] + [shlex.join(["realcam", "export", *argv])]
