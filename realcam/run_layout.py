@@ -115,7 +115,7 @@ def default_loggers(root: str | Path) -> list:
     """TensorBoard (first, so ``trainer.log_dir`` is the run folder itself) and CSV (a version per segment)."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    return [TensorBoardLogger(save_dir=str(root), name="", version="", default_hp_metric=False),
+    return [TensorBoardLogger(save_dir=str(root), name="", version=""),
             CSVLogger(save_dir=str(root), name="csv")]
 
 
