@@ -135,6 +135,10 @@ def run_from_scratch(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--from-scratch needs a realcam repository checkout for its configs, but {repo} has "
                                 f"no {', '.join(missing)}: run it from the repository root or pass --repo PATH")
     plan = from_scratch_plan(Path(args.workdir), args)
+    held = sorted((repo / args.workdir).glob("*/checkpoints/*.ckpt"))
+    if held and not args.dry_run:       # `realcam fit` would refuse to mix a new run into an old one
+        raise FileExistsError(f"--workdir {args.workdir} holds a previous pipeline ({held[0].relative_to(repo)}): "
+                              f"remove it or pass --workdir NEW_FOLDER")
     if not args.dry_run:      # the bundle's provenance records the whole pipeline
         record = repo / args.workdir / "commands.txt"
         record.parent.mkdir(parents=True, exist_ok=True)

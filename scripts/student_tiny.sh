@@ -50,17 +50,15 @@ if [[ $STAGES == *test* ]]; then
     for set in test_T4 test_T8 test_T16 test_loop_T16; do
       realcam test --config $cfg --ckpt_path "$(last $run)" --model.init_args.generator_init null \
         $( [[ $cfg == *dmd* ]] && echo --model.init_args.real_score_init null ) \
-        --data.init_args.test_shards data/tiny/$set --data.init_args.length_buckets null \
-        --trainer.default_root_dir runs/eval/${run}_${set#test_}
+        --data.init_args.test_shards data/tiny/$set --data.init_args.length_buckets null --eval_name ${set#test_}
     done
   done
-  python scripts/collect_results.py runs/eval > runs/eval/table.md
-  cat runs/eval/table.md
+  python scripts/collect_results.py runs --runs 'student_*' | tee runs/student_table.md
 fi
 if [[ $STAGES == *export* ]]; then
   printf '%s\n' "bash scripts/teacher_tiny.sh" "bash scripts/student_tiny.sh" > runs/commands.txt
-  realcam export --config configs/student/tiny_dmd.yaml --ckpt "$(last student_dmd)" --out realcam/assets/tiny_student \
+  realcam export --ckpt "$(last student_dmd)" --out realcam/assets/tiny_student \
     --role student --overwrite --commands-file runs/commands.txt
-  realcam export --config configs/teacher/tiny.yaml --ckpt $TEACHER --out realcam/assets/tiny_teacher \
+  realcam export --ckpt $TEACHER --out realcam/assets/tiny_teacher \
     --role teacher --overwrite --commands-file runs/commands.txt
 fi

@@ -55,6 +55,7 @@ def test_a_run_is_a_named_folder_with_tensorboard_videos_and_eval_under_it(tiny_
     rows = list(csv.DictReader(next(run.rglob("metrics.csv")).open()))
     frames = [float(r["val/num_frames"]) for r in rows if r.get("val/num_frames")]
     assert frames == [8.0], "limit_val_batches: 1 means one batch"
+    assert [float(r["val/num_loop_pairs"]) for r in rows if r.get("val/num_loop_pairs")][0] > 0
     videos, hparams = [], False
     for events in run.glob("events.out.tfevents.*"):
         for event in LegacyEventFileLoader(str(events)).Load():   # as written, no data migration
@@ -83,5 +84,24 @@ def test_a_run_is_a_named_folder_with_tensorboard_videos_and_eval_under_it(tiny_
 
 def test_configs_name_runs_never_versions():
     for path in [*(REPO / "configs").rglob("*.yaml"), REPO / "README.md", *(REPO / "docs").glob("*.md"),
-                 *(REPO / "scripts").glob("*")]:
+                 *(p for p in (REPO / "scripts").rglob("*") if p.is_file() and p.suffix in (".sh", ".py"))]:
         assert "version_0" not in path.read_text() and "lightning_logs" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs" / "teacher").glob("*.yaml")), ids=lambda p: p.name)
+def test_teacher_validation_keeps_revisits(config, tmp_path):
+    """The teacher's length buckets crop every sample to at most 4 steps: its validation shards are made 4 steps
+    long (scripts/teacher_tiny.sh), so the LoopAug revisits survive and val/loop_psnr is tracked in training."""
+    import yaml
+    from realcam.data.datamodule import RealcamDataModule
+    from tests.systems.conftest import make_shards
+
+    data = yaml.safe_load(config.read_text())["data"]["init_args"]
+    assert data["val_shards"] == "data/tiny/val_T4"
+    script = (REPO / "scripts" / "teacher_tiny.sh").read_text()
+    assert '"--length 4" data/tiny/val_T4' in script and max(data["length_buckets"]) >= 4
+    make_shards(tmp_path, "val", 4, length=4)
+    dm = RealcamDataModule(val_shards=str(tmp_path), batch_size=4, num_workers=0, image_size=(16, 16),
+                           length_buckets=data["length_buckets"], log_corrupt=False)
+    batch = next(iter(dm.val_dataloader()))
+    assert (batch["revisit"] >= 0).any()
