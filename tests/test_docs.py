@@ -87,3 +87,13 @@ def test_data_format_reader_reads_our_shards_with_plain_tar_and_numpy(tmp_path, 
         np.testing.assert_array_equal(sample["source"], ours[key].source_frames.numpy())
         np.testing.assert_array_equal(sample["target"], ours[key].target_frames.numpy())
         assert {n: int(m) for n, m in enumerate(sample["revisit"]) if m >= 0} == ours[key].revisit
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    """README's set-up is two commands (env + install + demo; test extras + tests); .ci/run runs the second."""
+    repo = Path(__file__).resolve().parents[1]
+    setup = (repo / "README.md").read_text().split("## Setup (two commands)")[1].split("```bash")[1].split("```")[0]
+    commands = [line.split("#")[0].strip() for line in setup.strip().splitlines()]
+    assert len(commands) == 2 and commands[0].endswith("realcam demo") and "pip install -e ." in commands[0]
+    assert commands[1] in (repo / ".ci" / "run").read_text().splitlines()
+    assert "tensorboard" in (repo / "setup.cfg").read_text().split("install_requires")[1].split("[")[0]
