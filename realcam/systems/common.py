@@ -116,6 +116,19 @@ def clip_gradients(module, optimizer, max_norm: float) -> Tensor:
     return norm
 
 
+def update_ema(system, network: nn.Module, step: int) -> None:
+    """``system.ema.update(network, step)``; under FSDP inside ``summon_full_params(writeback=True)``, since a rank
+    holds different shards of the network and of its EMA copy (both whole there, the EMA written back after)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    root = system.trainer.strategy.model
+    if isinstance(root, FullyShardedDataParallel):
+        with FullyShardedDataParallel.summon_full_params(root, writeback=True):
+            system.ema.update(network, step)
+    else:
+        system.ema.update(network, step)
+
+
 class ClipAndEMA:
     """Hooks for automatically optimized systems: AdamW with warm-up (and optional cosine) on the trained network
     (hparams lr, betas, weight_decay, warmup_steps, total_steps, min_lr_ratio), its gradients clipped through
@@ -136,7 +149,7 @@ class ClipAndEMA:
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        self.ema.update(getattr(self, self.trained_attr), self.global_step)
+        update_ema(self, getattr(self, self.trained_attr), self.global_step)
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -23,7 +23,8 @@ from realcam.losses import critic_loss, dmd_generator_loss, ode_regression_loss
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule, draw
 from realcam.systems.common import (EMA, ClipAndEMA, adamw_with_warmup, build_codec, prepare_batch,
-                                    clip_gradients, sample_generators, save_config, step_generator)
+                                    clip_gradients, sample_generators, save_config, step_generator,
+                                    update_ema)
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
 from realcam.systems.networks import build_network, load_network_weights
 from realcam.systems.rollout import causal_rollout
@@ -280,7 +281,7 @@ class SelfForcingDMDModule(StudentModule):
                 loss = loss + hp.loop_weight * loop
                 logs["train/loop_loss"] = loop.detach()
             logs["train/generator_grad_norm"] = self._update(loss, self.generator, gen_opt, gen_sched, False)
-            self.ema.update(self.generator, it // hp.critic_ratio)
+            update_ema(self, self.generator, it // hp.critic_ratio)
 
         with torch.no_grad():                          # critic step on a fresh, detached rollout
             exit_step = int(torch.randint(S, (1,), generator=shared))
