@@ -22,7 +22,7 @@ import torch
 from realcam import geometry
 from realcam.data.cli import at_least
 from realcam.stream_cli import (TRAINING_SOURCE_ARGS, SourceClip, StreamWriters, add_model_args, load_generator,
-                                mean_or_none, positive_float, psnr_u8, run_stream, write_report)
+                                mean_or_none, model_info, positive_float, psnr_u8, run_stream, write_report)
 
 
 def demo_sequence(size: tuple[int, int], fps: float, index: int, seed: int, length: int, loop: str,
@@ -75,7 +75,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     result["metrics"].update(loop_psnr_mean=mean_or_none(loop_psnr), loop_psnr=loop_psnr,
                              revisit_pairs=[[n, m] for n, m in pairs],
                              closure_psnr=loop_psnr[-1] if pairs and pairs[-1] == (len(rel) - 1, 0) else None)
-    extra = {"command": "demo", "model": model_path, "scene_id": seq.scene_id, "strategy": "orbit_return",
+    extra = {"command": "demo", **model_info(gen, model_path), "scene_id": seq.scene_id, "strategy": "orbit_return",
              "trajectory": {"loop": args.loop, "degrees": args.degrees, "distance": args.distance, "laps": args.laps,
                             "length": args.length, "start": "the source camera's pose at the frozen time"}}
     s = result["stats"]

@@ -341,6 +341,14 @@ def load_generator(args: argparse.Namespace):
     return StreamingGenerator.from_checkpoint(path, **opts), str(path)
 
 
+def model_info(gen, model_path: str) -> dict[str, Any]:
+    """What a report records about the weights: the bundle or checkpoint streamed, and the training checkpoint
+    and global step they come from (a bundle's provenance; None for bundles exported before it was recorded)."""
+    provenance = (getattr(gen, "config", None) or {}).get("provenance") or {}
+    return {"model": model_path, "checkpoint": provenance.get("source_ckpt"),
+            "global_step": provenance.get("global_step")}
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -447,7 +455,7 @@ def stream_main(argv: list[str]) -> int:
         rel, traj_info = target_trajectory(args.trajectory, clip, args.camera)
         writers = StreamWriters(clip.fps, args.out, args.side_by_side, args.scale, args.crf)
         result, paths = run_stream(gen, clip, rel, writers, progress=not args.quiet)
-        extra = {"command": "stream", "argv": argv, "model": model_path, "source": clip.info,
+        extra = {"command": "stream", "argv": argv, **model_info(gen, model_path), "source": clip.info,
                  "trajectory": traj_info, "frames": result["frames"], "image_size": list(size)}
         paths["report"] = write_report(args.json, result, clip.fps, paths, extra)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

@@ -394,7 +394,7 @@ class StreamingGenerator:
             bundle = load_bundle(path)
         else:
             cfg = run_bundle_config(path, config, role)
-            cfg.pop("global_step", None)
+            cfg["provenance"] = {"source_ckpt": str(path), "global_step": cfg.pop("global_step", None)}
             if cfg["image_size"] is None:
                 if "image_size" not in options:
                     raise ValueError(f"{config} has no data.init_args.image_size: pass image_size=(H, W)")

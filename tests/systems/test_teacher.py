@@ -63,7 +63,7 @@ def test_predict_writes_every_video_and_an_index(tiny_shards, tmp_path):
                                "--trainer.limit_val_batches", "0")])
     ckpt = str(next((tmp_path / "fit").rglob("last.ckpt")))
     realcam(["predict", *tiny_args(tiny_shards, tmp_path / "default"), "--ckpt_path", ckpt])
-    folder = next((tmp_path / "default").rglob("predictions"))
+    folder = tmp_path / "fit" / "predict" / "last" / "predictions"       # under the run it evaluates
     index = json.loads((folder / "index.json").read_text())
     rows = index["extra"]["videos"]
     assert [r["key"] for r in rows] == [f"val{i:04d}" for i in range(4)] and index["metrics"]["videos"] == 4
@@ -73,7 +73,7 @@ def test_predict_writes_every_video_and_an_index(tiny_shards, tmp_path):
         assert read_video(folder / row["files"]["side_by_side"]).shape == (4, 16, 3 * 16 + 4, 3)
     writer = [{"class_path": "realcam.systems.evaluation.PredictionWriter",
                "init_args": {"output_dir": str(tmp_path / "out"), "side_by_side": False, "save_frames": True}}]
-    realcam(["predict", *tiny_args(tiny_shards, tmp_path / "custom"), "--ckpt_path", ckpt,
+    realcam(["predict", *tiny_args(tiny_shards, tmp_path / "custom"), "--ckpt_path", ckpt, "--eval_name", "custom",
              "--data.init_args.predict_shards", str(tiny_shards / "train-000000.tar"),
              "--trainer.callbacks", json.dumps(writer)])
     index = json.loads((tmp_path / "out" / "index.json").read_text())
@@ -87,7 +87,7 @@ def test_predict_writes_every_video_and_an_index(tiny_shards, tmp_path):
         generated = frames.permute(0, 3, 1, 2).float() / 127.5 - 1
         psnr = metrics.frame_psnr(metrics.to_unit(generated), metrics.to_unit(batch["target"][b])).mean()
         assert abs(float(psnr) - rows[key]["psnr"]) < 0.05      # the index scores the frames it wrote (uint8)
-    assert not list(tmp_path.joinpath("custom").rglob("predictions")), "a configured writer replaces the default"
+    assert not (tmp_path / "fit" / "predict" / "custom" / "predictions").exists(), "a configured writer replaces the default"
 
 
 def test_prediction_file_names_never_collide():
@@ -107,7 +107,7 @@ def test_command_line_model_overrides_beat_the_checkpoint_hyperparameters(tiny_s
     ckpt = next((tmp_path / "fit").rglob("last.ckpt"))
     realcam(["test", *tiny_args(tiny_shards, tmp_path / "test"), "--ckpt_path", str(ckpt),
              "--model.init_args.sample_steps=3", "--model.init_args.guidance", "1.5"])
-    report = json.loads(next((tmp_path / "test").rglob("test_report.json")).read_text())
+    report = json.loads((tmp_path / "fit" / "test" / "last" / "test_report.json").read_text())
     assert (report["extra"]["sample_steps"], report["extra"]["guidance"]) == (3, 1.5)
 
 
