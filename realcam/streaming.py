@@ -196,9 +196,10 @@ def run_bundle_config(ckpt: str | Path, config: str | Path | None = None, role: 
             raise ValueError(f"{ckpt} holds bare weights, no run config: pass the training YAML (--config)")
         return read_training_config(config, role)
     run = merged_run_config(ckpt, config)
-    if run["model"] is None:
-        raise ValueError(f"{ckpt} records no model config (written before realcam saved it): pass the run's "
-                         f"training YAML with --config")
+    init = (run["model"] or {}).get("init_args") or {}
+    if not {"generator", "denoiser"} & set(init):
+        raise ValueError(f"{ckpt} records no model config with its network (an older run, or a system built in "
+                         f"Python): pass the run's training YAML (--config; config= in Python)")
     out = bundle_config_of(run, str(ckpt), role)
     out["global_step"] = run["global_step"]
     return out

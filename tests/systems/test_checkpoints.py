@@ -77,5 +77,5 @@ def test_the_yaml_fills_what_a_checkpoint_lacks_and_must_agree(tmp_path):
     agreeing.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="model.init_args.shift"):
         run_bundle_config(ckpt, agreeing)                   # the run was 5.0 and overrode nothing on a command line
-    with pytest.raises(ValueError, match="records no model config|no network|denoiser"):
+    with pytest.raises(ValueError, match="records no model config"):
         run_bundle_config(ckpt)
