@@ -6,6 +6,9 @@ Resuming (``--ckpt_path``) loads checkpoints with ``weights_only=True`` by defau
 model's settings come from the checkpoint's hyper-parameters (as Lightning does), except the ``--model.*`` values
 given explicitly on the command line, which win: ``realcam test --ckpt_path X --model.init_args.sample_steps 10``
 samples with 10 steps.
+
+Where a run writes (``runs/NAME``, no ``version_N``; evaluations under the run they evaluate) and how a config
+mistake reads (one line, exit 2) is :mod:`realcam.run_layout`; docs/cli.md and docs/training.md describe both.
 """
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ class StudentModule(EvaluatesVideos, L.LightningModule):
         codec / shift / denoising_steps / pose_reference: must match the teacher and the ODE pairs.
         ema_decay / ema_start: generator EMA (evaluation and export use it).
         eval_videos / save_videos / lpips_backbone_weights: evaluation, as the teacher's.
-        seed: all noise comes from (seed, step): resume is exact.
+        seed: all noise comes from (seed, step, sample key): resume is exact, and data-parallel runs draw what
+            one process draws at the same global batch (docs/training.md).
     """
 
     def __init__(self, generator: nn.Module | str = "tiny", generator_args: dict | None = None,

@@ -40,7 +40,8 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
             of a pixel that still counts.
         sample_steps / guidance: the Euler sampler used in validation and test.
         ema_decay / ema_start: generator EMA; evaluation uses the EMA weights.
-        seed: noise, sigmas and dropout are drawn from (seed, global step), so resume is exact.
+        seed: noise, sigmas and dropout are drawn from (seed, global step, sample key), so resume is exact and
+            N processes at batch B train as one at batch N x B (docs/training.md).
     """
 
     def __init__(
