@@ -161,7 +161,33 @@ def read_training_config(path: str | Path, role: str | None = None) -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path} does not exist: give the training YAML of the run")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    return bundle_config_of(yaml.safe_load(path.read_text()) or {}, str(path), role)
+
+
+def run_bundle_config(ckpt: str | Path, config: str | Path | None = None, role: str | None = None) -> dict[str, Any]:
+    """The bundle config of a training run: a Lightning ``.ckpt`` describes its run itself (the YAML ``config``
+    fills only what it lacks, and a contradicting value is an error naming the key:
+    :func:`realcam.run_config.merged_run_config`); a bare ``.safetensors`` needs the YAML."""
+    from realcam.run_config import merged_run_config
+
+    if Path(ckpt).suffix == ".safetensors":
+        if config is None:
+            raise ValueError(f"{ckpt} holds bare weights, no run config: pass the training YAML (--config)")
+        return read_training_config(config, role)
+    run = merged_run_config(ckpt, config)
+    init = (run["model"] or {}).get("init_args") or {}
+    if not {"generator", "denoiser"} & set(init):
+        raise ValueError(f"{ckpt} records no model config with its network (an older run, or a system built in "
+                         f"Python): pass the run's training YAML (--config; config= in Python)")
+    out = bundle_config_of(run, str(ckpt), role)
+    out["global_step"] = run["global_step"]
+    return out
+
+
+def bundle_config_of(cfg: dict[str, Any], where: str, role: str | None = None) -> dict[str, Any]:
+    """A run config ``{"model": {class_path, init_args}, "data": ...}`` -> the bundle config (see
+    :func:`read_training_config`)."""
+    path = where
     model = cfg.get("model") or {}
     init = dict(model.get("init_args") or {})
     key = "generator" if "generator" in init else "denoiser" if "denoiser" in init else None
@@ -209,18 +235,21 @@ def export_bundle(network: nn.Module, out: str | Path, config: dict[str, Any], o
     return out
 
 
-def export_checkpoint(config: str | Path, ckpt: str | Path, out: str | Path, role: str | None = None,
+def export_checkpoint(config: str | Path | None, ckpt: str | Path, out: str | Path, role: str | None = None,
                       prefer: str = "ema", fps: float | None = None, image_size: Sequence[int] | None = None,
                       provenance: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
-    """A training run (YAML + Lightning ``.ckpt``, EMA weights by default) -> a bundle folder."""
-    bundle_cfg = read_training_config(config, role)
+    """A training run (Lightning ``.ckpt``, EMA weights by default; the YAML only for what it lacks) -> a bundle
+    folder."""
+    bundle_cfg = run_bundle_config(ckpt, config, role)
+    trained_steps = bundle_cfg.pop("global_step", None)
     if image_size is not None:
         bundle_cfg["image_size"] = [int(v) for v in image_size]
     if bundle_cfg["image_size"] is None:
         raise ValueError(f"{config} has no data.init_args.image_size: pass --image-size H,W")
     if fps is not None:
         bundle_cfg["fps"] = float(fps)
-    bundle_cfg["provenance"] = {"source_ckpt": str(ckpt), "config": str(config), "weights": prefer,
+    bundle_cfg["provenance"] = {"source_ckpt": str(ckpt), "global_step": trained_steps,
+                                "config": None if config is None else str(config), "weights": prefer,
                                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                 **(provenance or {})}
     bundle = build_bundle(bundle_cfg, ckpt, str(ckpt), prefer)

@@ -21,8 +21,8 @@ import torch
 
 from realcam import geometry
 from realcam.data.cli import at_least
-from realcam.stream_cli import (StreamWriters, add_model_args, load_generator, mean_or_none, positive_float, psnr_u8,
-                                run_stream, write_report)
+from realcam.stream_cli import (StreamWriters, add_model_args, load_generator, mean_or_none, model_info, positive_float,
+                                psnr_u8, run_stream, write_report)
 from realcam.stream_sources import TRAINING_SOURCE_ARGS, SourceClip
 
 
@@ -76,7 +76,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     result["metrics"].update(loop_psnr_mean=mean_or_none(loop_psnr), loop_psnr=loop_psnr,
                              revisit_pairs=[[n, m] for n, m in pairs],
                              closure_psnr=loop_psnr[-1] if pairs and pairs[-1] == (len(rel) - 1, 0) else None)
-    extra = {"command": "demo", "model": model_path, "scene_id": seq.scene_id, "strategy": "orbit_return",
+    extra = {"command": "demo", **model_info(gen, model_path), "scene_id": seq.scene_id, "strategy": "orbit_return",
              "trajectory": {"loop": args.loop, "degrees": args.degrees, "distance": args.distance, "laps": args.laps,
                             "length": args.length, "start": "the source camera's pose at the frozen time"}}
     s = result["stats"]
@@ -101,7 +101,7 @@ def from_scratch_plan(workdir: Path, args: argparse.Namespace) -> list[list[str]
     shards = ["data", "make-shards", "--source", "synthetic", "--source-args", src, "--loopaug",
               "pingpong,orbit_return,none", "--height", "32", "--width", "32", "--seed", "0", "--overwrite",
               "--workers", str(shard_workers())]
-    ckpt = lambda run: f"{W}/{run}/lightning_logs/version_*/checkpoints/last.ckpt"  # noqa: E731
+    ckpt = lambda run: f"{W}/{run}/checkpoints/last.ckpt"  # noqa: E731
     data = lambda train: ["--data.init_args.train_shards", train, "--data.init_args.val_shards",  # noqa: E731
                           f"{W}/data/val", "--data.init_args.test_shards", f"{W}/data/val"]
     fit = lambda cfg, run, n: ["fit", "--config", cfg, "--trainer.max_steps", str(n),  # noqa: E731
@@ -136,6 +136,10 @@ def run_from_scratch(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--from-scratch needs a realcam repository checkout for its configs, but {repo} has "
                                 f"no {', '.join(missing)}: run it from the repository root or pass --repo PATH")
     plan = from_scratch_plan(Path(args.workdir), args)
+    held = sorted((repo / args.workdir).glob("*/checkpoints/*.ckpt"))
+    if held and not args.dry_run:       # `realcam fit` would refuse to mix a new run into an old one
+        raise FileExistsError(f"--workdir {args.workdir} holds a previous pipeline ({held[0].relative_to(repo)}): "
+                              f"remove it or pass --workdir NEW_FOLDER")
     if not args.dry_run:      # the bundle's provenance records the whole pipeline
         record = repo / args.workdir / "commands.txt"
         record.parent.mkdir(parents=True, exist_ok=True)

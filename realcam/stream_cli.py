@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from realcam.atomic import write_atomic
+from realcam.atomic import check_outputs, write_atomic
 from realcam.data.cli import at_least, crf_value
 from realcam.stream_sources import TRAINING_SOURCE_ARGS, SourceClip, open_synthetic, open_video, target_trajectory
 
@@ -179,11 +179,17 @@ def load_generator(args: argparse.Namespace):
     opts = dict(steps=args.steps, sink=args.sink, window=args.window, dtype=args.dtype, device=args.device,
                 seed=args.seed, fuse_cache_pass=None if getattr(args, "fuse", True) else False)
     if args.ckpt is not None:
-        if args.config is None:
-            raise ValueError("--ckpt needs --config (the run's training YAML)")
         return StreamingGenerator.from_checkpoint(args.ckpt, args.config, **opts), str(args.ckpt)
     path = Path(args.bundle) if args.bundle else bundled_model("tiny_student")
     return StreamingGenerator.from_checkpoint(path, **opts), str(path)
+
+
+def model_info(gen, model_path: str) -> dict[str, Any]:
+    """What a report records about the weights: the bundle or checkpoint streamed, and the training checkpoint
+    and global step they come from (a bundle's provenance; None for bundles exported before it was recorded)."""
+    provenance = (getattr(gen, "config", None) or {}).get("provenance") or {}
+    return {"model": model_path, "checkpoint": provenance.get("source_ckpt"),
+            "global_step": provenance.get("global_step")}
 
 
 def positive_float(text: str) -> float:
@@ -223,8 +229,9 @@ def _window(text: str) -> int | None | str:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--bundle", help="bundle folder (default: the bundled realcam/assets/tiny_student)")
-    g.add_argument("--ckpt", help="a Lightning .ckpt instead of a bundle (needs --config)")
-    g.add_argument("--config", help="the training YAML of --ckpt")
+    g.add_argument("--ckpt", help="a Lightning .ckpt of `realcam fit` instead of a bundle (it describes its run)")
+    g.add_argument("--config", help="the training YAML of --ckpt: only for what the checkpoint lacks (a bare "
+                   ".safetensors, an old checkpoint); a value contradicting the checkpoint is an error")
     g.add_argument("--steps", type=at_least(1), default=None, help="denoising steps per chunk (default: the bundle's list)")
     g.add_argument("--sink", type=at_least(0), default=None, help="sink chunks of the KV cache (default: the model's)")
     g.add_argument("--window", type=_window, default="default", help="rolling window chunks, or 'none' for unbounded "
@@ -268,9 +275,20 @@ def stream_parser() -> argparse.ArgumentParser:
     return p
 
 
+def stream_outputs_ok(args: argparse.Namespace) -> None:
+    """The outputs of a stream (its mp4s and the JSON report, which defaults to OUT with .json) must not be any of
+    its inputs or each other: checked before the model loads, so a mistake costs nothing."""
+    args.json = args.json or args.out.with_suffix(".json")
+    trajectory = args.trajectory if Path(args.trajectory).is_file() else None
+    check_outputs({"--out": args.out, "--side-by-side": args.side_by_side, "--json": args.json},
+                  {"--video": args.video, "--trajectory": trajectory, "--ckpt": args.ckpt, "--config": args.config,
+                   "--bundle": args.bundle})
+
+
 def stream_main(argv: list[str]) -> int:
     args = stream_parser().parse_args(argv)
     try:
+        stream_outputs_ok(args)
         gen, model_path = load_generator(args)
         size = gen.image_size
         if args.video:
@@ -280,9 +298,9 @@ def stream_main(argv: list[str]) -> int:
         rel, traj_info = target_trajectory(args.trajectory, clip, args.camera)
         writers = StreamWriters(clip.fps, args.out, args.side_by_side, args.scale, args.crf)
         result, paths = run_stream(gen, clip, rel, writers, progress=not args.quiet)
-        extra = {"command": "stream", "argv": argv, "model": model_path, "source": clip.info,
+        extra = {"command": "stream", "argv": argv, **model_info(gen, model_path), "source": clip.info,
                  "trajectory": traj_info, "frames": result["frames"], "image_size": list(size)}
-        paths["report"] = write_report(args.json or args.out.with_suffix(".json"), result, clip.fps, paths, extra)
+        paths["report"] = write_report(args.json, result, clip.fps, paths, extra)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"realcam stream: error: {err}", file=sys.stderr)
         return 2
@@ -307,8 +325,10 @@ def stream_main(argv: list[str]) -> int:
 def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="realcam export", description="Write a bundle folder (model.safetensors + "
                                 "config.yaml) from a training run, for `realcam stream` and StreamingGenerator.")
-    p.add_argument("--config", required=True, help="the run's training YAML")
-    p.add_argument("--ckpt", required=True, help="its Lightning .ckpt (or a bare .safetensors)")
+    p.add_argument("--ckpt", required=True, help="a Lightning .ckpt of `realcam fit` (it carries the run's config), "
+                   "or a bare .safetensors")
+    p.add_argument("--config", default=None, help="the run's training YAML: only for what the checkpoint lacks "
+                   "(needed with a .safetensors); a value that contradicts the checkpoint is an error naming the key")
     p.add_argument("--out", required=True, help="bundle folder")
     p.add_argument("--role", choices=("student", "teacher"), default=None, help="default: from the config")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
@@ -325,6 +345,8 @@ def export_main(argv: list[str]) -> int:
 
     args = export_parser().parse_args(argv)
     try:
+        check_outputs({"--out": args.out}, {"--ckpt": args.ckpt, "--config": args.config,
+                                             "--commands-file": args.commands_file}, folders=("--out",))
         size = None if args.image_size is None else [int(v) for v in args.image_size.split(",")]
         commands = [] if args.commands_file is None else Path(args.commands_file).read_text().splitlines()
         commands = [c for c in commands if c.strip()] + [shlex.join(["realcam", "export", *argv])]

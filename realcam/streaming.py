@@ -30,7 +30,7 @@ from realcam import geometry
 from realcam.device import checked_device
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.cond import Cond
-from realcam.bundle import build_bundle, evenly_spaced_steps, load_bundle, read_training_config
+from realcam.bundle import build_bundle, evenly_spaced_steps, load_bundle, run_bundle_config
 from realcam.modules.flow import FlowSchedule
 from realcam.modules.protocol import check_causal
 from realcam.rollout import rollout_chunk, supports_fused_cache_pass
@@ -157,10 +157,8 @@ class StreamingGenerator:
                 raise ValueError(f"{path} is a bundle folder, which holds its own config: drop config=")
             bundle = load_bundle(path)
         else:
-            if config is None:
-                raise ValueError(f"{path} is a checkpoint file: pass config= (its training YAML), or export a "
-                                 f"bundle folder with `realcam export`")
-            cfg = read_training_config(config, role)
+            cfg = run_bundle_config(path, config, role)
+            cfg["provenance"] = {"source_ckpt": str(path), "global_step": cfg.pop("global_step", None)}
             if cfg["image_size"] is None:
                 if "image_size" not in options:
                     raise ValueError(f"{config} has no data.init_args.image_size: pass image_size=(H, W)")

@@ -1,10 +1,10 @@
-"""Collect ``test_report.json`` files under a folder into the markdown table of docs/results.md.
+"""Collect the ``test_report.json`` of runs (``RUNS/NAME/test/EVAL/``) into the markdown table of docs/results.md.
 
-    python scripts/collect_results.py runs/eval                       # prints the table
-    python scripts/collect_results.py runs/eval docs/results/x.json   # also writes every report into one JSON
+    python scripts/collect_results.py runs --runs 'teacher_*'                  # prints the table
+    python scripts/collect_results.py runs --json docs/results/x.json         # also every report in one JSON
 """
+import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -12,10 +12,10 @@ def fmt(x, digits=2):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def main(root: str, out: str | None = None) -> None:
+def main(root: str, runs: str = "*", out: str | None = None) -> None:
     rows, reports = [], {}
-    for report in sorted(Path(root).glob("*/lightning_logs/version_*/test_report.json")):
-        run = report.parts[-4]
+    for report in sorted(Path(root).glob(f"{runs}/test/*/test_report.json")):
+        run = f"{report.parts[-4]}_{report.parts[-2]}"       # e.g. student_dmd_T8
         reports[run] = json.loads(report.read_text())
         rows.append((run, reports[run]["metrics"]))
     if out:
@@ -32,4 +32,9 @@ def main(root: str, out: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/eval", sys.argv[2] if len(sys.argv) > 2 else None)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", nargs="?", default="runs")
+    ap.add_argument("--runs", default="*", help="glob of run names, e.g. 'student_*'")
+    ap.add_argument("--json", default=None, help="also write every report into this JSON")
+    args = ap.parse_args()
+    main(args.root, args.runs, args.json)

@@ -4,7 +4,7 @@ Reads the side-by-side test videos (source | generated | ground truth) that ``re
 models on the same shards, and writes one PNG whose rows are (clip, frame) and whose columns are
 source | teacher | student | ground truth, upscaled without smoothing.
 
-    python scripts/stills.py runs/eval/tiny_T8 runs/eval/student_dmd_T8 docs/images/teacher_student_T8.png
+    python scripts/stills.py runs/teacher_tiny/test/T8 runs/student_dmd/test/T8 docs/images/teacher_student_T8.png
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=2)
     ap.add_argument("--scale", type=int, default=4)
     args = ap.parse_args()
-    find = lambda run: sorted(run.glob("lightning_logs/version_*/videos/test_step*/test-*.mp4"))  # noqa: E731
+    find = lambda run: sorted(run.glob("videos/test_step*/test-*.mp4"))  # noqa: E731  (RUN/test/EVAL/videos/...)
     teacher, student = find(args.teacher_run), find(args.student_run)
     if len(teacher) < args.clips or len(student) < args.clips:
         raise SystemExit(f"need {args.clips} test videos in each run; found {len(teacher)} and {len(student)}")

@@ -6,13 +6,13 @@
 #   STAGES="test" bash scripts/student_tiny.sh   # only re-evaluate
 set -euo pipefail
 STAGES=${STAGES:-"data ode dmd ablation test export"}
-TEACHER=runs/teacher_tiny/lightning_logs/version_0/checkpoints/last.ckpt
+TEACHER=runs/teacher_tiny/checkpoints/last.ckpt
 SRC='{"rig_mode": "offset", "novel_spread_deg": 25, "texture_scale": 2.0}'
 shards() {  # split loopaug out length-args...
   realcam data make-shards --source synthetic --source-args "$SRC" --loopaug "$2" \
     --height 32 --width 32 --seed 0 --split "$1" --out "$3" --overwrite "${@:4}"
 }
-last() { ls -t runs/$1/lightning_logs/version_*/checkpoints/last.ckpt | head -1; }
+last() { ls -t runs/$1/checkpoints/last.ckpt | head -1; }
 timed() {  # name command... : runs it and appends the wall time to runs/train_times.txt
   local name=$1 start; shift; start=$(date +%s)
   "$@"
@@ -45,22 +45,20 @@ if [[ $STAGES == *ablation* ]]; then   # LoopAug ablation: no loop term; then no
 fi
 if [[ $STAGES == *test* ]]; then
   for run in student_ode student_dmd student_dmd_noterm student_dmd_noloop; do
-    ls runs/$run/lightning_logs/version_*/checkpoints/last.ckpt > /dev/null 2>&1 || continue   # ablation not run
+    ls runs/$run/checkpoints/last.ckpt > /dev/null 2>&1 || continue   # ablation not run
     cfg=configs/student/tiny_dmd.yaml; [[ $run == student_ode ]] && cfg=configs/student/tiny_ode.yaml
     for set in test_T4 test_T8 test_T16 test_loop_T16; do
       realcam test --config $cfg --ckpt_path "$(last $run)" --model.init_args.generator_init null \
         $( [[ $cfg == *dmd* ]] && echo --model.init_args.real_score_init null ) \
-        --data.init_args.test_shards data/tiny/$set --data.init_args.length_buckets null \
-        --trainer.default_root_dir runs/eval/${run}_${set#test_}
+        --data.init_args.test_shards data/tiny/$set --data.init_args.length_buckets null --eval_name ${set#test_}
     done
   done
-  python scripts/collect_results.py runs/eval > runs/eval/table.md
-  cat runs/eval/table.md
+  python scripts/collect_results.py runs --runs 'student_*' | tee runs/student_table.md
 fi
 if [[ $STAGES == *export* ]]; then
   printf '%s\n' "bash scripts/teacher_tiny.sh" "bash scripts/student_tiny.sh" > runs/commands.txt
-  realcam export --config configs/student/tiny_dmd.yaml --ckpt "$(last student_dmd)" --out realcam/assets/tiny_student \
+  realcam export --ckpt "$(last student_dmd)" --out realcam/assets/tiny_student \
     --role student --overwrite --commands-file runs/commands.txt
-  realcam export --config configs/teacher/tiny.yaml --ckpt $TEACHER --out realcam/assets/tiny_teacher \
+  realcam export --ckpt $TEACHER --out realcam/assets/tiny_teacher \
     --role teacher --overwrite --commands-file runs/commands.txt
 fi

@@ -13,6 +13,7 @@ shards() {  # split length-args out
 if [[ $STAGES == *data* ]]; then
   shards train "--lengths 4,8" data/tiny/train --num-sequences 4096 --samples-per-shard 256
   shards val "--length 8" data/tiny/val --num-sequences 16
+  shards val "--length 4" data/tiny/val_T4 --num-sequences 16   # the teacher's: its buckets keep all 4 steps, revisits too
   for T in 4 8 16; do shards test "--length $T" data/tiny/test_T$T --num-sequences 24; done
 fi
 if [[ $STAGES == *fit* ]]; then
@@ -24,13 +25,10 @@ if [[ $STAGES == *fit* ]]; then
 fi
 if [[ $STAGES == *test* ]]; then
   for layout in tiny tiny_prefix; do
-    ckpt=$(ls -t runs/teacher_$layout/lightning_logs/version_*/checkpoints/last.ckpt | head -1)
-    for T in 4 8 16; do
-      realcam test --config configs/teacher/$layout.yaml --ckpt_path "$ckpt" \
-        --data.init_args.test_shards data/tiny/test_T$T --data.init_args.length_buckets null \
-        --trainer.default_root_dir runs/eval/${layout}_T$T
+    for T in 4 8 16; do     # reports in runs/teacher_$layout/test/T$T/
+      realcam test --config configs/teacher/$layout.yaml --ckpt_path runs/teacher_$layout/checkpoints/last.ckpt \
+        --data.init_args.test_shards data/tiny/test_T$T --data.init_args.length_buckets null --eval_name T$T
     done
   done
-  python scripts/collect_results.py runs/eval > runs/eval/table.md
-  cat runs/eval/table.md
+  python scripts/collect_results.py runs --runs 'teacher_*' | tee runs/teacher_table.md
 fi

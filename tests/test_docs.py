@@ -105,3 +105,17 @@ def test_extending_backbone_from_the_docs_passes_the_backbone_contract(monkeypat
     contract.test_rolling_cache_equals_sink_window_forward_with_absolute_rope("dit_swiglu")
     contract.test_every_attention_backend_equals_math("dit_swiglu", "sdpa")
     contract.test_fused_cache_pass_equals_cache_pass_commit_then_forward("dit_swiglu", 1, 2, "window")
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    """README's set-up is two commands (env + install + demo; test extras + tests); .ci/run runs the second."""
+    repo = Path(__file__).resolve().parents[1]
+    setup = (repo / "README.md").read_text().split("## Setup (two commands)")[1].split("```bash")[1].split("```")[0]
+    commands = [line.split("#")[0].strip() for line in setup.strip().splitlines()]
+    assert len(commands) == 2 and commands[0].endswith("realcam demo") and "pip install -e ." in commands[0]
+    assert commands[1] in (repo / ".ci" / "run").read_text().splitlines()
+    import configparser
+    setup_cfg = configparser.ConfigParser()
+    setup_cfg.read(repo / "setup.cfg")
+    assert any(r.startswith("tensorboard") for r in setup_cfg["options"]["install_requires"].split()), \
+        "TensorBoard is installed by README's command 1, not only the test extras"

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from realcam.bench import cache, suite, transformer
+from realcam.atomic import check_outputs
 from realcam.bench._common import write_json
 
 COMMANDS = {
@@ -36,6 +37,9 @@ def main(argv: list[str]) -> int:
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     try:
+        # before any timing: a bad --out must not cost a run of minutes
+        check_outputs({"--out": getattr(args, "out", None)}, {"--student": getattr(args, "student", None)},
+                      suffixes={"--out": ".json"})
         if args.which == "cache":
             result = cache.bench_cache(args)
             write_json(result, args.out)

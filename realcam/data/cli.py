@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
+from realcam.atomic import check_outputs
 from realcam.data.shards import (DEFAULT_FRAME_CRF, FRAME_FORMATS, ShardWriter, check_frame_format, check_name,
                                  check_shards, encode_sample, worker_pool, write_index)
 from realcam.registry import LOOPAUG_STRATEGIES, MULTIVIEW_SOURCES
@@ -302,6 +303,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "make-shards":
+            root = args.source_args.get("root") if isinstance(args.source_args, dict) else None
+            check_outputs({"--out": args.out}, {"--source-args root": root}, folders=("--out",))
             summary = make_shards(args.out, args.num_sequences, source=args.source, source_args=args.source_args,
                                   strategies=[s.strip() for s in args.loopaug.split(",") if s.strip()],
                                   strategy_args=args.loopaug_args,
@@ -317,6 +320,7 @@ def main(argv: list[str]) -> int:
             return _check(args.dir, args.frame_tol, args.lossy_frame_tol, args.workers)
         from realcam.data.bench import run_bench
 
+        check_outputs({"--out": args.out}, {"--codec-video": args.codec_video}, suffixes={"--out": ".json"})
         run_bench(out=args.out, height=args.height, width=args.width, length=args.length,
                   num_samples=args.num_samples, batch_size=args.batch_size, workers=args.workers,
                   render_repeats=args.render_repeats, codec_video=args.codec_video,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -41,11 +42,29 @@ def flow_matching_target(x0: Tensor, noise: Tensor) -> Tensor:
     return noise - x0
 
 
-def sample_noise(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def draw(fn, shape, generator: Generators, **kw) -> Tensor:
+    """``fn(shape, generator=generator, **kw)`` (torch.randn / torch.rand), on the generator's device; given one
+    generator per row (a sequence as long as ``shape[0]``), row b is drawn from generator b alone, so a sample's
+    draw does not depend on the batch it shares (data-parallel runs draw what one process draws)."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if generator is None or isinstance(generator, torch.Generator):
+        device = kw.pop("device", None) or (None if generator is None else generator.device)
+        return fn(shape, generator=generator, device=device, **kw)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a draw of shape {shape}: give one per row")
+    kw.pop("device", None)
+    return torch.stack([fn(shape[1:], generator=g, device=g.device, **kw) for g in generator])
+
+
+def sample_noise(shape, generator: Generators, like: Tensor) -> Tensor:
     """Standard normal noise of ``shape`` drawn from ``generator`` (on its device, in float32, so the draw does
-    not depend on the target device or dtype), returned on ``like``'s device and dtype."""
-    device = like.device if generator is None else generator.device
-    eps = torch.randn(tuple(shape), generator=generator, device=device, dtype=torch.float32)
+    not depend on the target device or dtype), returned on ``like``'s device and dtype. One generator per row
+    is allowed (:func:`draw`)."""
+    device = like.device if generator is None else None
+    eps = draw(torch.randn, shape, generator, device=device, dtype=torch.float32)
     return eps.to(device=like.device, dtype=like.dtype)
 
 
@@ -141,14 +160,12 @@ class FlowSchedule:
             raise ValueError(f"sample_training_sigma(clamp={clamp}): expected 0 <= min <= max <= 1")
         if std <= 0:
             raise ValueError(f"sample_training_sigma(std={std}): std must be > 0")
-        if device is None and generator is not None:
-            device = generator.device  # draw on the generator's device, as torch requires
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        # drawn on the generator's device, as torch requires (one generator per row allowed: see `draw`)
         if mode == "logit_normal":
-            u = torch.randn(shape, generator=generator, device=device, dtype=torch.float64)
+            u = draw(torch.randn, shape, generator, device=device, dtype=torch.float64)
             sigma = torch.sigmoid(u * std + mean)
         else:
-            sigma = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+            sigma = draw(torch.rand, shape, generator, device=device, dtype=torch.float64)
         if shifted:
             sigma = self.warp(sigma)
         return sigma.clamp(lo, hi).to(dtype)

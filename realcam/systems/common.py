@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import math
 
 import torch
@@ -35,10 +36,43 @@ def prepare_batch(batch: dict, codec: LatentCodec, pose_reference: str) -> tuple
     return x0, cond
 
 
+def save_config(module, networks: tuple[str, ...]) -> None:
+    """``save_hyperparameters`` for a system whose ``__init__`` calls this, so its checkpoints describe it whole.
+
+    Built by ``realcam fit`` (LightningCLI), the system receives its parsed config, where each network and the
+    codec are ``class_path``/``init_args`` mappings: they are kept, so ``System.load_from_checkpoint(ckpt)``
+    rebuilds every network and ``realcam export`` reads the run's settings from the checkpoint alone. Built in
+    Python, the ``networks`` given as nn.Module instances are left out as Lightning recommends; pass them again to
+    ``load_from_checkpoint``."""
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    frame = inspect.currentframe().f_back
+    ignore = []
+    if _given_hyperparameters.get() is None:     # built in Python: look through every __init__ up the class chain
+        f = frame
+        while f is not None and f.f_code.co_name == "__init__":
+            ignore += [name for name in networks if isinstance(f.f_locals.get(name), nn.Module)]
+            f = f.f_back
+    module.save_hyperparameters(ignore=sorted(set(ignore)), frame=frame)
+
+
 def step_generator(seed: int, step: int, rank: int = 0, stream: str = "") -> torch.Generator:
     """A generator determined by (seed, step, rank, stream): noise survives kill-and-resume exactly."""
     digest = hashlib.blake2b(f"{seed}/{step}/{rank}/{stream}".encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+
+
+def sample_generators(batch: dict, B: int, seed: int, step: int, stream: str, rank: int = 0) -> list[torch.Generator]:
+    """One generator per sample of a training batch, determined by (seed, step, the sample's key, stream).
+
+    A sample's draws (noise, sigmas, dropout) then depend neither on the rank that reads it nor on the samples
+    beside it, so N processes at per-rank batch B draw exactly what one process draws at batch N x B (the
+    data-parallel tests compare the two), and a resumed run draws what the uninterrupted one did. A batch without
+    keys falls back to the sample's position in the global batch (``rank * B + b``)."""
+    keys = batch.get("key") if isinstance(batch, dict) else None
+    if keys is None or len(keys) != B:
+        keys = [f"#{rank * B + b}" for b in range(B)]
+    return [step_generator(seed, step, 0, f"{stream}/{key}") for key in keys]
 
 
 class EMA(nn.Module):
@@ -66,23 +100,60 @@ class EMA(nn.Module):
         return self
 
 
+def clip_gradients(module, optimizer, max_norm: float) -> Tensor:
+    """Clip the gradients of ``optimizer``'s parameters to total norm ``max_norm`` through Lightning, and return
+    their norm before clipping.
+
+    ``module.clip_gradients`` (Lightning's: per optimizer, after the precision plugin unscaled them), except under
+    FSDP, where a rank holds a shard of each gradient: there the root FSDP module's ``clip_grad_norm_`` reduces
+    the norm over every shard (torch's FSDP docs; Lightning's FSDP precision plugin refuses norm clipping, and
+    ``torch.nn.utils.clip_grad_norm_`` would clip each shard by its own norm)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    wrapped = module.trainer.strategy.model
+    if isinstance(wrapped, FullyShardedDataParallel):
+        return wrapped.clip_grad_norm_(max_norm)
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) \
+        if grads else torch.zeros(())
+    module.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
+    return norm
+
+
+def update_ema(system, network: nn.Module, step: int) -> None:
+    """``system.ema.update(network, step)``; under FSDP inside ``summon_full_params(writeback=True)``, since a rank
+    holds different shards of the network and of its EMA copy (both whole there, the EMA written back after)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    root = system.trainer.strategy.model
+    if isinstance(root, FullyShardedDataParallel):
+        with FullyShardedDataParallel.summon_full_params(root, writeback=True):
+            system.ema.update(network, step)
+    else:
+        system.ema.update(network, step)
+
+
 class ClipAndEMA:
     """Hooks for automatically optimized systems: AdamW with warm-up (and optional cosine) on the trained network
-    (hparams lr, betas, weight_decay, warmup_steps, total_steps, min_lr_ratio), its gradients clipped
-    (``hparams.grad_clip``), and its EMA updated right after each optimizer step. Here, not in on_train_batch_end: callbacks
+    (hparams lr, betas, weight_decay, warmup_steps, total_steps, min_lr_ratio), its gradients clipped through
+    Lightning's ``configure_gradient_clipping`` (``hparams.grad_clip``, or ``trainer.gradient_clip_val`` when set),
+    and its EMA updated right after each optimizer step. Here, not in on_train_batch_end: callbacks
     (ModelCheckpoint) run before the module's batch-end hook, so a checkpoint written at a step must already hold
     that step's EMA. The system names its trained network in ``trained_attr``."""
 
     trained_attr = "denoiser"
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        if self.hparams.grad_clip:
-            params = getattr(self, self.trained_attr).parameters()
-            self.log("train/grad_norm", torch.nn.utils.clip_grad_norm_(params, self.hparams.grad_clip))
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        max_norm = self.hparams.grad_clip if gradient_clip_val is None else gradient_clip_val
+        if gradient_clip_algorithm not in (None, "norm"):
+            raise ValueError(f"trainer.gradient_clip_algorithm={gradient_clip_algorithm!r}: realcam's systems clip "
+                             f"by norm; leave it unset")
+        if max_norm:
+            self.log("train/grad_norm", clip_gradients(self, optimizer, max_norm))
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        self.ema.update(getattr(self, self.trained_attr), self.global_step)
+        update_ema(self, getattr(self, self.trained_attr), self.global_step)
 
     def configure_optimizers(self):
         hp = self.hparams

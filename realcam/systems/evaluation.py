@@ -64,6 +64,37 @@ class VideoEvaluator(nn.Module):
         return paths
 
 
+def log_videos(loggers, tag: str, paths: list[Path], step: int, fps: float) -> int:
+    """Send the side-by-side mp4s to every TensorBoard logger as animated GIF images (what TensorBoard's
+    ``add_video`` writes, without its moviepy dependency); other loggers keep the mp4 files. Returns how many
+    (logger, video) pairs were written."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    boards = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
+    if not boards:
+        return 0
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    from realcam.data.video import read_video
+
+    written = 0
+    for path in paths:
+        frames = np.asarray(read_video(path))           # uint8 [T, H, W, 3]
+        images = [Image.fromarray(f) for f in frames]
+        buf = io.BytesIO()
+        images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                       duration=max(1, round(1000 / fps)), loop=0)
+        image = Summary.Image(height=frames.shape[1], width=frames.shape[2], colorspace=3,
+                              encoded_image_string=buf.getvalue())
+        summary = Summary(value=[Summary.Value(tag=f"{tag}/{Path(path).stem}", image=image)])
+        for board in boards:
+            # SummaryWriter.add_video does exactly this, once moviepy has made the GIF
+            board.experiment._get_file_writer().add_summary(summary, step)
+            written += 1
+    return written
+
+
 class EvaluatesVideos:
     """Validation / test hooks for a LightningModule that generates target videos.
 
@@ -76,8 +107,26 @@ class EvaluatesVideos:
         generated = self.generate(batch)
         self.evaluator.update(generated, batch, camera=stage == "test")
         if self.evaluator.videos_saved < self.hparams.save_videos and self.trainer.log_dir:
-            out = Path(self.trainer.log_dir) / "videos" / f"{stage}_step{self.global_step:07d}"
-            self.evaluator.save_videos(out, generated, batch, self.hparams.save_videos)
+            out = Path(self.trainer.log_dir) / "videos" / f"{stage}_step{self.trained_steps:07d}"
+            paths = self.evaluator.save_videos(out, generated, batch, self.hparams.save_videos)
+            if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+                log_videos(self.loggers, f"{stage}/side_by_side", paths, self.trained_steps, self.evaluator.fps)
+
+    @property
+    def trained_steps(self) -> int:
+        """The global step of the weights being evaluated: the loaded checkpoint's in validate / test / predict
+        (Lightning counts from 0 there), the current one in fit."""
+        return max(self.global_step, getattr(self, "_loaded_global_step", 0))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._loaded_global_step = int(checkpoint.get("global_step", 0))
+
+    def run_info(self) -> dict:
+        """What every report records about the weights: the checkpoint path (None: the weights in memory, e.g.
+        during fit) and their global step."""
+        ckpt = getattr(self.trainer, "ckpt_path", None)
+        return {"checkpoint": str(Path(ckpt).resolve()) if ckpt else None, "global_step": self.trained_steps}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         if batch_idx * batch["source"].shape[0] < self.hparams.eval_videos:
@@ -97,7 +146,8 @@ class EvaluatesVideos:
         self.evaluator.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_eval("val", report=False)
+        # `realcam validate` writes a report like test does; validation inside fit only logs
+        self._log_eval("val", report=self.trainer.state.fn == "validate")
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", report=True)
@@ -110,8 +160,7 @@ class EvaluatesVideos:
         self.log_dict({f"{stage}/{k}": v for k, v in self.evaluator.scalars(results).items()}, sync_dist=False)
         if report and self.trainer.log_dir and self.trainer.is_global_zero:
             path = Path(self.trainer.log_dir) / f"{stage}_report.json"
-            self.evaluator.write_report(path, results, {"stage": stage, "global_step": self.global_step,
-                                                        **self.report_meta()})
+            self.evaluator.write_report(path, results, {"stage": stage, **self.run_info(), **self.report_meta()})
 
 
 class PredictionWriter(Callback):
@@ -218,6 +267,13 @@ class PredictionWriter(Callback):
             summary["camera_unavailable"] = self.rows[0].get("camera_unavailable")
         summary.update(self.fidelity.compute())
         metrics.write_report(self.folder(trainer) / name, summary,
-                             {"stage": "predict", "global_step": pl_module.global_step, "fps": self.fps,
+                             {"stage": "predict", **_run_info(pl_module), "fps": self.fps,
                               **self.meta, "videos": self.rows})
 
+
+
+def _run_info(module) -> dict:
+    if hasattr(module, "run_info"):
+        return module.run_info()
+    ckpt = getattr(module.trainer, "ckpt_path", None)
+    return {"checkpoint": str(Path(ckpt).resolve()) if ckpt else None, "global_step": module.global_step}

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from realcam.atomic import check_outputs
 from realcam.device import checked_device
 from realcam.modules.flow import FlowSchedule
 from realcam.systems.ode_data import STATE_DTYPES, write_ode_pairs
@@ -119,6 +120,9 @@ def make_ode_pairs(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
+        shards = args.shards if Path(args.shards).exists() else None     # a glob or brace pattern is not a path
+        check_outputs({"--out": args.out}, {"--shards": shards, "--teacher": args.teacher, "--config": args.config},
+                      folders=("--out",))
         summary = make_ode_pairs(args)
     except (ValueError, FileExistsError, FileNotFoundError, KeyError) as err:
         print(f"realcam data make-ode-pairs: error: {err}", file=sys.stderr)

@@ -21,9 +21,10 @@ from torch import Tensor, nn
 
 from realcam.losses import critic_loss, dmd_generator_loss, ode_regression_loss
 from realcam.modules.codecs import LatentCodec
-from realcam.modules.flow import FlowSchedule
+from realcam.modules.flow import FlowSchedule, draw
 from realcam.modules.protocol import check_causal
-from realcam.systems.common import EMA, ClipAndEMA, adamw_with_warmup, build_codec, prepare_batch, step_generator
+from realcam.systems.common import (EMA, ClipAndEMA, adamw_with_warmup, build_codec, clip_gradients, prepare_batch,
+                                    sample_generators, save_config, step_generator, update_ema)
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
 from realcam.networks import build_network, load_network_weights
 from realcam.rollout import causal_rollout
@@ -58,7 +59,8 @@ class StudentModule(EvaluatesVideos, L.LightningModule):
         codec / shift / denoising_steps / pose_reference: must match the teacher and the ODE pairs.
         ema_decay / ema_start: generator EMA (evaluation and export use it).
         eval_videos / save_videos / lpips_backbone_weights: evaluation, as the teacher's.
-        seed: all noise comes from (seed, step): resume is exact.
+        seed: all noise comes from (seed, step, sample key): resume is exact, and data-parallel runs draw what
+            one process draws at the same global batch (docs/training.md).
     """
 
     def __init__(self, generator: nn.Module | str = "tiny", generator_args: dict | None = None,
@@ -69,8 +71,8 @@ class StudentModule(EvaluatesVideos, L.LightningModule):
                  ema_decay: float = 0.99, ema_start: int = 100, eval_videos: int = 4, save_videos: int = 2,
                  lpips_backbone_weights: str | None = None, seed: int = 0):
         super().__init__()
-        # every subclass's arguments too (Lightning reads the __init__ frames up the stack): networks stay out
-        self.save_hyperparameters(ignore=["generator", "real_score", "critic", "codec"])
+        # every subclass's arguments too (Lightning reads the __init__ frames up the stack)
+        save_config(self, ("generator", "real_score", "critic", "codec"))
         self.generator = build_network(generator, generator_args, "generator")
         check_causal(self.generator, "generator")
         if generator_init:
@@ -124,8 +126,9 @@ class OdeInitModule(ClipAndEMA, StudentModule):
                              f"{self.sigmas.tolist()}: use one shift and one step list for pairs and student")
         B, S, Fr = states.shape[:3]
         c = self.generator.chunk_frames
-        g = step_generator(self.hparams.seed, self.global_step, self.global_rank, "ode")
-        step = torch.randint(S, (B, -(-Fr // c)), generator=g).repeat_interleave(c, dim=1)[:, :Fr].to(states.device)
+        g = sample_generators(batch, B, self.hparams.seed, self.global_step, "ode", self.global_rank)
+        step = (draw(torch.rand, (B, -(-Fr // c)), g) * S).long().clamp_max(S - 1)     # a random step per chunk
+        step = step.repeat_interleave(c, dim=1)[:, :Fr].to(states.device)
         index = step.view(B, 1, Fr, 1, 1, 1).expand(B, 1, Fr, *states.shape[3:])
         x_t = states.gather(1, index).squeeze(1)
         sigma = sigmas.to(states.device, torch.float32)[step]
@@ -196,12 +199,41 @@ class SelfForcingDMDModule(StudentModule):
                                                      hp.weight_decay, max(1, hp.warmup_steps))
         return [gen_opt, critic_opt], [gen_sched, critic_sched]
 
+    def _own_gradient_sync(self) -> bool:
+        """Under DDP, turn the reducer off for this step; :meth:`_update` then synchronizes network by network.
+
+        DDP keeps one reducer over every trainable parameter of the LightningModule (generator and critic) and
+        expects each backward to reach all of them; a DMD backward reaches only the network it updates (the
+        generator step's scores run without gradients, the critic step's rollout is detached), and 4 iterations
+        in 5 update only the critic. That is the "parameters that were not used in producing the loss" crash.
+        So the reducer stays off during the step (what ``DistributedDataParallel.no_sync`` does; Lightning turns
+        it back on after each step) and :meth:`_update` averages exactly the stepped network's gradients over
+        the ranks through the strategy, before clipping, as DDP would have. FSDP reduces each network's
+        gradients itself."""
+        wrapped = self.trainer.strategy.model
+        if isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
+            wrapped.require_backward_grad_sync = False
+            return True
+        return False
+
+    def _average_gradients(self, net: nn.Module) -> None:
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = self.trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+
     def _update(self, loss: Tensor, net: nn.Module, opt, sched, counts: bool) -> Tensor:
-        """Backward, clip, step. Only the critic's step ``counts`` towards ``trainer.global_step``, so that
-        global_step (max_steps, checkpoint names, the data draw) counts DMD iterations."""
-        opt.zero_grad(set_to_none=True)
+        """Backward, synchronize (under DDP), clip through Lightning, step. Only the critic's step ``counts``
+        towards ``trainer.global_step``, so that global_step (max_steps, checkpoint names, the data draw) counts
+        DMD iterations."""
+        for optimizer in self.optimizers():      # only the stepped network holds gradients (FSDP clips them all)
+            optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.hparams.grad_clip)
+        if self._sync_grads:
+            self._average_gradients(net)
+        norm = clip_gradients(self, opt, self.hparams.grad_clip)
         if counts:
             opt.step()
         else:
@@ -212,16 +244,18 @@ class SelfForcingDMDModule(StudentModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         hp = self.hparams
         it = int(self.iteration)
+        self._sync_grads = self._own_gradient_sync()
         gen_opt, critic_opt = self.optimizers()
         gen_sched, critic_sched = self.lr_schedulers()
         _, cond = prepare_batch(batch, self.codec, hp.pose_reference)
         B = cond.source.shape[0]
-        g = step_generator(hp.seed, it, self.global_rank, "dmd")
+        g = sample_generators(batch, B, hp.seed, it, "dmd", self.global_rank)
+        shared = step_generator(hp.seed, it, 0, "dmd/exit")        # the exit steps: the same on every rank
         S = len(self.sigmas)
         logs: dict[str, Tensor] = {}
 
         if it % hp.critic_ratio == 0:                  # generator step
-            exit_step = int(torch.randint(S, (1,), generator=g))
+            exit_step = int(torch.randint(S, (1,), generator=shared))
             x = causal_rollout(self.generator, cond, self.sigmas, g, exit_step=exit_step).x0
             uncond = cond.without_camera() if hp.guidance != 1.0 else None
             loss, dmd_logs = dmd_generator_loss(x, self.real_score, self.critic, cond, uncond, self.schedule,
@@ -233,10 +267,10 @@ class SelfForcingDMDModule(StudentModule):
                 loss = loss + hp.loop_weight * loop
                 logs["train/loop_loss"] = loop.detach()
             logs["train/generator_grad_norm"] = self._update(loss, self.generator, gen_opt, gen_sched, False)
-            self.ema.update(self.generator, it // hp.critic_ratio)
+            update_ema(self, self.generator, it // hp.critic_ratio)
 
         with torch.no_grad():                          # critic step on a fresh, detached rollout
-            exit_step = int(torch.randint(S, (1,), generator=g))
+            exit_step = int(torch.randint(S, (1,), generator=shared))
             x = causal_rollout(self.generator, cond, self.sigmas, g, exit_step=exit_step).x0
         closs, critic_logs = critic_loss(self.critic, x, cond, self.schedule, g, sigma_range=tuple(hp.sigma_range))
         logs["train/critic_loss"] = closs.detach()

@@ -16,9 +16,10 @@ from torch import Tensor, nn
 from realcam.losses import flow_matching_loss
 from realcam.losses.flow_matching import WEIGHTINGS
 from realcam.modules.codecs import LatentCodec
-from realcam.modules.flow import FlowSchedule, sample_noise
+from realcam.modules.flow import FlowSchedule, Generators, draw, sample_noise
 from realcam.modules.samplers import euler_sample
-from realcam.systems.common import EMA, ClipAndEMA, build_codec, prepare_batch, step_generator
+from realcam.systems.common import (EMA, ClipAndEMA, build_codec, prepare_batch, sample_generators, save_config,
+                                    step_generator)
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
 
 
@@ -34,7 +35,8 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
             implied x0 estimate: every noise level weighs the same; see :func:`~realcam.losses.flow_matching_loss`).
         sample_steps / guidance: the Euler sampler used in validation and test.
         ema_decay / ema_start: generator EMA; evaluation uses the EMA weights.
-        seed: noise, sigmas and dropout are drawn from (seed, global step), so resume is exact.
+        seed: noise, sigmas and dropout are drawn from (seed, global step, sample key), so resume is exact and
+            N processes at batch B train as one at batch N x B (docs/training.md).
     """
 
     def __init__(
@@ -66,7 +68,7 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["denoiser", "codec"])
+        save_config(self, ("denoiser", "codec"))
         if loss_weighting not in WEIGHTINGS:    # named before training starts, not at the first step
             raise ValueError(f"loss_weighting={loss_weighting!r}: choose one of {WEIGHTINGS}")
         self.denoiser = denoiser
@@ -76,7 +78,7 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         self.evaluator = VideoEvaluator(lpips_backbone_weights)
 
     # ---- training --------------------------------------------------------------------------------
-    def sample_sigma(self, B: int, Fr: int, g: torch.Generator, like: Tensor) -> Tensor:
+    def sample_sigma(self, B: int, Fr: int, g: Generators, like: Tensor) -> Tensor:
         hp = self.hparams
         if hp.sigma_per == "sample":
             shape = (B, 1)
@@ -91,10 +93,10 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         x0, cond = prepare_batch(batch, self.codec, self.hparams.pose_reference)
         B, Fr = x0.shape[:2]
-        g = step_generator(self.hparams.seed, self.global_step, self.global_rank, "teacher")
+        g = sample_generators(batch, B, self.hparams.seed, self.global_step, "teacher", self.global_rank)
         sigma = self.sample_sigma(B, Fr, g, x0)
         noise = sample_noise(x0.shape, g, x0)
-        keep = (torch.rand(B, generator=g) >= self.hparams.camera_dropout).float().to(x0.device)
+        keep = (draw(torch.rand, B, g) >= self.hparams.camera_dropout).float().to(x0.device)
         cond.camera_keep = keep
         loss = flow_matching_loss(self.denoiser, x0, cond, self.schedule, sigma, noise,
                                   weighting=self.hparams.loss_weighting)

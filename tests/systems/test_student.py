@@ -23,8 +23,7 @@ def net_args(prefix: str) -> list[str]:
 
 def common(root: Path, shards: Path) -> list[str]:
     return ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-            "--trainer.logger.class_path", "lightning.pytorch.loggers.CSVLogger",
-            "--trainer.logger.init_args.save_dir", str(root), "--trainer.precision", "32-true",
+            "--trainer.precision", "32-true",
             "--data.init_args.val_shards", str(shards / "val-000000.tar"),
             "--data.init_args.test_shards", str(shards / "val-000000.tar"),
             "--data.init_args.image_size", "[16, 16]", "--data.init_args.batch_size", "2",
@@ -78,11 +77,18 @@ def test_ode_init_then_dmd_then_test(tiny_shards, teacher_weights, tmp_path):
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["global_step"] == 3, "global_step counts DMD iterations (critic steps), not optimizer calls"
     assert int(state["state_dict"]["iteration"]) == 3
+    from realcam.systems import OdeInitModule
+    for system, path in ((OdeInitModule, ode_ckpt), (SelfForcingDMDModule, ckpt)):   # the checkpoint alone suffices
+        loaded = system.load_from_checkpoint(path, map_location="cpu")
+        saved = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        assert loaded.generator.dim == NET["dim"]
+        for key, value in loaded.state_dict().items():
+            torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=f"{system.__name__} {key}")
     realcam(["test", *dmd_args(tiny_shards, dmd_root, teacher_weights), "--ckpt_path", str(ckpt)])
     report = next(dmd_root.rglob("test_report.json")).read_text()
     assert '"sampler": "causal_rollout"' in report and "baseline/source_copy/psnr" in report
     realcam(["predict", *dmd_args(tiny_shards, tmp_path / "predict", teacher_weights), "--ckpt_path", str(ckpt)])
-    index = json.loads(next((tmp_path / "predict").rglob("predictions/index.json")).read_text())
+    index = json.loads((dmd_root / "predict" / "last" / "predictions" / "index.json").read_text())   # under the run
     assert index["extra"]["sampler"] == "causal_rollout" and index["metrics"]["videos"] == 4
     assert all(r["frames"] == 4 and r["psnr"] > 5 for r in index["extra"]["videos"])
 

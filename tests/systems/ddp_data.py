@@ -1,0 +1,55 @@
+"""Helpers the data-parallel tests load by class_path in their `realcam fit` processes.
+
+:class:`FixedSamples` serves a fixed list of samples as a map-style dataset, so a DistributedSampler
+(in order) splits each global batch over the ranks: N ranks at batch B see, step for step, the samples one process sees at
+batch N x B. :class:`SaveRankWeights` writes every rank's final weights (Lightning checkpoints only rank 0's).
+"""
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from realcam.data.datamodule import RealcamDataModule
+
+TENSORS = ("source", "target", "source_c2w", "target_c2w", "source_K", "target_K", "revisit")
+
+
+class FixedSamples(L.LightningDataModule):
+    def __init__(self, shards: str, samples: int = 8, batch_size: int = 2, image_size: tuple[int, int] = (16, 16),
+                 length: int = 4):
+        super().__init__()
+        source = RealcamDataModule(test_shards=shards, batch_size=1, num_workers=0, image_size=image_size,
+                                   length_buckets=[length], log_corrupt=False)
+        self.samples = []
+        for batch in source.test_dataloader():
+            self.samples.append({k: batch[k][0].float() if k in ("source", "target") else batch[k][0]
+                                 for k in (*TENSORS, "key")})
+            if len(self.samples) == samples:
+                break
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = None      # in order: Lightning's own DistributedSampler would shuffle the training set
+        if self.trainer is not None and self.trainer.world_size > 1:
+            sampler = DistributedSampler(self.samples, self.trainer.world_size, self.trainer.global_rank, shuffle=False)
+        return DataLoader(self.samples, batch_size=self.batch_size, sampler=sampler, collate_fn=_collate)
+
+
+def _collate(samples: list[dict]) -> dict:
+    return {**{k: torch.stack([s[k] for s in samples]) for k in TENSORS}, "key": [s["key"] for s in samples]}
+
+
+class SaveRankWeights(L.Callback):
+    def __init__(self, folder: str):
+        self.folder = folder
+
+        self.keys: list[list[str]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.keys.append(list(batch["key"]))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        torch.save({"state": state, "keys": self.keys}, Path(self.folder) / f"rank{trainer.global_rank}.pt")
