@@ -19,6 +19,7 @@ TOOL_COMMANDS = {
     "stream": "realcam.stream_cli:stream_main",
     "demo": "realcam.demo_cli:demo_main",
     "export": "realcam.stream_cli:export_main",
+    "studio": "realcam.studio.cli:studio_main",
 }
 
 
@@ -34,6 +35,7 @@ SUMMARIES = {
     "stream": "re-render a video (or a synthetic scene) along a camera trajectory, frame by frame",
     "demo": "stream a held-out scene with the bundled tiny student (--from-scratch: the whole pipeline)",
     "export": "write a checkpoint as a streaming bundle (config.yaml + model.safetensors)",
+    "studio": "steer the camera live in a browser (FastAPI + WebSocket page); bench | load measure it",
 }
 
 
