@@ -226,7 +226,11 @@ class Session:
         self.index, self._chunk = 0, []
 
     def _one_frame(self) -> bool:
-        src = self.feed.next()
+        try:
+            src = self.feed.next()
+        except ValueError as err:               # a webcam frame that is not an image: skip it, say why
+            self.outbox.put_text({"type": "error", "field": "webcam", "message": str(err)})
+            return False
         if src is None:
             return False
         rel, capped = self.camera.next_pose()
