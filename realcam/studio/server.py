@@ -215,10 +215,10 @@ def create_app(config: StudioConfig):
                 return
             try:
                 if message.get("bytes") is not None:
-                    if not isinstance(s.feed, WebcamFeed):
+                    if not isinstance(s.chosen_feed, WebcamFeed):
                         raise ProtocolError("message", f"a binary message ({len(message['bytes'])} bytes) but the "
                                                        f"source is not the webcam: control messages are JSON text")
-                    s.feed.offer(message["bytes"])
+                    s.chosen_feed.offer(message["bytes"])
                     continue
                 await handle(parse_message(message.get("text") or ""), s)
             except ProtocolError as err:

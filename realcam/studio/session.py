@@ -100,7 +100,7 @@ class Session:
         self.steps, self.max_fps, self.fov_deg, self.format = steps, max_fps, fov_deg, image_format
         self.pose_reference = self.gen.trained_pose_reference
         self.ground_truth = True
-        self.feed = None
+        self.feed = self.chosen_feed = None        # the worker's source; the newest one asked for
         self.index = 0
         self._lock, self._wake, self._closed = threading.Lock(), threading.Event(), threading.Event()
         self.playing, self._budget = False, 0
@@ -119,6 +119,7 @@ class Session:
         ``pose_reference``, ``record`` (bool), ``save_trajectory``, ``export``."""
         with self._lock:
             self._pending.update(changes)
+            self.chosen_feed = changes.get("feed", self.chosen_feed)
         self._wake.set()
 
     def play(self, on: bool) -> None:

@@ -107,7 +107,8 @@ def open_upload(path: str | Path, size: tuple[int, int], fps: float, fov_deg: fl
 
     try:
         return VideoFeed(path, size, fps, fov_deg)
-    except (av.error.FFmpegError, IndexError, ZeroDivisionError, OverflowError) as err:
+    except (av.error.FFmpegError, ValueError, IndexError, ZeroDivisionError, OverflowError) as err:
+        # realcam.data.video's own errors name the server's temporary path: say it in the user's terms
         raise ValueError(f"the upload is not a video PyAV can decode ({type(err).__name__}): send an mp4, webm or "
                          f"mov file") from None
 
@@ -157,6 +158,6 @@ def decode_image(data: bytes, max_pixels: int = 4096 * 4096) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > max_pixels:
                 raise ValueError(f"webcam frame is {img.width}x{img.height}: send at most {max_pixels} pixels")
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"webcam frame is not an image ({type(err).__name__}): send JPEG, PNG or WebP bytes") from None

@@ -25,7 +25,7 @@ class Client:
     def __init__(self, url: str, query: str = ""):
         from websockets.sync.client import connect
 
-        self.ws = connect(url.replace("http", "ws", 1) + "/ws" + query, max_size=1 << 22)
+        self.ws = connect(url.replace("http", "ws", 1) + "/ws" + query, max_size=1 << 22).__enter__()
         self.texts: list[dict] = []
 
     def send(self, **msg) -> None:
