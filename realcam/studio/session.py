@@ -12,6 +12,7 @@ import shutil
 import threading
 import time
 import warnings
+import zlib
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
@@ -269,7 +270,8 @@ class Session:
         header = {"type": "frame", "index": self.index, "source_index": src.index, "t_push_ms": t_push * 1000.0,
                   "t_ready_ms": now * 1000.0, "latency_ms": stats.latency_ms[-1] if stats.latency_ms else None,
                   "fps": (len(self._times) - 1) / span if span > 0 else None, "steps": self.steps,
-                  "target_c2w": _rounded(rel), "psnr": psnr, "tiles": names, "tile_size": list(src.image.shape[:2]),
+                  "target_c2w": _rounded(rel), "psnr": psnr, "tiles": names,
+                  "crc32": [zlib.crc32(np.ascontiguousarray(t).tobytes()) for t in tiles], "tile_size": list(src.image.shape[:2]),
                   "dropped": self.outbox.dropped, "recording": self.camera.recording,
                   "mime": IMAGE_FORMATS[self.format]}
         self.index += 1

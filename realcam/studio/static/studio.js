@@ -105,16 +105,18 @@
     const ctx = canvas.getContext("2d");
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    // per-tile pixel sums: the page's own view of what changed
+    // per tile, 8x8 block means of the grey level: the page's own view of what changed
     scratch.width = bitmap.width; scratch.height = bitmap.height;
     const sctx = scratch.getContext("2d", { willReadFrequently: true });
     sctx.drawImage(bitmap, 0, 0);
     const [h, w] = header.tile_size;
-    header.tile_sums = header.tiles.map((_, i) => {
-      const data = sctx.getImageData(i * (w + 2), 0, w, h).data;
-      let sum = 0;
-      for (let k = 0; k < data.length; k += 4) sum += data[k] + data[k + 1] + data[k + 2];
-      return sum;
+    header.tile_blocks = header.tiles.map((_, i) => {
+      const data = sctx.getImageData(i * (w + 2), 0, w, h).data, blocks = new Array(64).fill(0);
+      for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+        const k = 4 * (y * w + x);
+        blocks[8 * Math.floor((8 * y) / h) + Math.floor((8 * x) / w)] += (data[k] + data[k + 1] + data[k + 2]) / 3;
+      }
+      return blocks.map((v) => v / ((h * w) / 64));
     });
     studio.log.push(header);
     if (studio.log.length > 500) studio.log.shift();
