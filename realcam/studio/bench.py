@@ -96,8 +96,9 @@ def _write(result: dict[str, Any], out: Path | None) -> None:
 
 # ================================================================================================ browser FPS
 def browser_fps(url: str, seconds: float, warmup: float, steps: int, chromium: str = CHROMIUM,
-                screenshot: Path | None = None) -> dict[str, Any]:
-    """Open the page in headless Chromium with the synthetic source playing; frames received per second."""
+                screenshot: Path | None = None, preset: str | None = None) -> dict[str, Any]:
+    """Open the page in headless Chromium with the synthetic source playing; frames received per second.
+    ``preset``: a trajectory spec the page flies (its "fly preset" button) when the measurement starts."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -108,6 +109,9 @@ def browser_fps(url: str, seconds: float, warmup: float, steps: int, chromium: s
             page.wait_for_function("window.studio && window.studio.frames > 0", timeout=180_000)
             page.wait_for_timeout(warmup * 1000)
             f0, t0 = page.evaluate("[window.studio.frames, Date.now()]")
+            if preset:
+                page.select_option("#preset", preset)
+                page.click("#apply-preset")
             page.wait_for_timeout(seconds * 1000)
             f1, t1, log, errors = page.evaluate("[window.studio.frames, Date.now(), window.studio.log, "
                                                 "window.studio.errors]")
@@ -132,6 +136,7 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", help="bundle folder (default: the bundled tiny student)")
     p.add_argument("--chromium", default=CHROMIUM, help=f"Chromium executable (default {CHROMIUM})")
     p.add_argument("--screenshot", type=Path, help="also save a screenshot of the page (PNG)")
+    p.add_argument("--preset", help="fly this trajectory preset while measuring (e.g. arc:left:30)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks/studio.json"), help="JSON report")
     return p
 
@@ -140,7 +145,8 @@ def bench_main(argv: list[str]) -> int:
     args = bench_parser().parse_args(argv)
     machine = _machine()
     with studio_process(args.steps, args.dtype, args.bundle) as (url, proc):
-        result = browser_fps(url, args.seconds, args.warmup, args.steps, args.chromium, args.screenshot)
+        result = browser_fps(url, args.seconds, args.warmup, args.steps, args.chromium, args.screenshot,
+                             args.preset)
         result["server_rss_mb"] = rss_mb(proc.pid)
     result = {"command": "realcam studio bench " + " ".join(argv), "steps": args.steps, "dtype": args.dtype,
               "machine_before": machine, "machine_after": _machine(), **result}

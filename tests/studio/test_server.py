@@ -137,3 +137,15 @@ def test_binding_beyond_the_loopback_needs_a_token(capsys):
         realcam_main(["studio", "--host", "0.0.0.0"])
     assert err.value.code == 2 and "--token" in capsys.readouterr().err
     assert realcam_main(["--help"]) == 0 and "studio" in capsys.readouterr().out
+
+
+def test_the_protocol_example_in_the_docs_runs_against_a_server(studio):
+    import re
+    from pathlib import Path
+
+    url, _ = studio
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "studio.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", doc, re.S)[0]
+    scope: dict = {}
+    exec(code.replace("ws://127.0.0.1:8765", url.replace("http", "ws", 1)), scope)
+    assert scope["hello"]["type"] == "hello" and scope["headers"][-1]["target_c2w"][0][3] == 0.1
