@@ -16,6 +16,8 @@ FORBIDDEN = {
                 "realcam.lightning_cli"),
     "losses": ("lightning", "realcam.systems", "realcam.data", "realcam.streaming", "realcam.bench", "realcam.cli",
                "realcam.stream_cli", "realcam.demo_cli", "realcam.lightning_cli"),
+    # the studio drives the public StreamingGenerator API only (docs/studio.md), never the model internals
+    "studio": ("lightning", "realcam.systems", "realcam.modules", "realcam.losses", "realcam.lightning_cli"),
     "data": ("realcam.modules", "realcam.systems", "realcam.losses", "realcam.streaming", "realcam.bench",
              "realcam.metrics",
              "realcam.stream_cli", "realcam.demo_cli", "realcam.lightning_cli"),

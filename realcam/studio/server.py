@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 
 from realcam import geometry
@@ -36,6 +37,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STATIC = ("index.html", "studio.js", "studio.css")
 TOKEN_COOKIE = "realcam_token"
 WS_MAX_BYTES = 4 << 20
+log = logging.getLogger("realcam.studio")
 
 
 @dataclass
@@ -84,6 +86,7 @@ def create_app(config: StudioConfig):
     del probe
     workroot = Path(tempfile.mkdtemp(prefix="realcam-studio-"))
     sessions: dict[str, Session] = {}
+    opening: set[str] = set()
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -244,13 +247,17 @@ def create_app(config: StudioConfig):
             return await refuse(ws, "token", "bad or missing token: connect to /ws?token=SECRET", 4403)
         if origin and urlsplit(origin).netloc != ws.headers.get("host"):
             return await refuse(ws, "origin", f"origin {origin} is not this server: open the studio's own page", 4403)
-        if len(sessions) >= config.max_sessions:
+        if len(sessions) + len(opening) >= config.max_sessions:
             return await refuse(ws, "session", f"the studio already serves {config.max_sessions} sessions "
                                                f"(--max-sessions): close a tab and reload", 4429)
         sid = secrets.token_urlsafe(9)
         outbox = Outbox(asyncio.get_running_loop())
-        s = await asyncio.to_thread(Session, make_generator, outbox, workroot / sid, steps=config.steps,
-                                    max_fps=config.max_fps)
+        opening.add(sid)                # counted while its generator loads off the loop
+        try:
+            s = await asyncio.to_thread(Session, make_generator, outbox, workroot / sid, steps=config.steps,
+                                        max_fps=config.max_fps)
+        finally:
+            opening.discard(sid)
         sessions[sid] = s
         sender = asyncio.create_task(send(ws, outbox))
         try:
@@ -261,8 +268,10 @@ def create_app(config: StudioConfig):
                              "trained_pose_reference": trained_reference, "max_upload_mb": config.max_upload_mb})
             outbox.put_text(s.state())
             await receive(ws, s)
-        except Exception:           # the socket broke mid-send or mid-receive: the session just ends
+        except WebSocketDisconnect:     # the tab went away mid-send or mid-receive: the session just ends
             pass
+        except Exception:
+            log.exception("realcam studio: session %s failed; closing it", sid)
         finally:
             sender.cancel()
             sessions.pop(sid, None)
