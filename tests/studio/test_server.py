@@ -149,3 +149,28 @@ def test_the_protocol_example_in_the_docs_runs_against_a_server(studio):
     scope: dict = {}
     exec(code.replace("ws://127.0.0.1:8765", url.replace("http", "ws", 1)), scope)
     assert scope["hello"]["type"] == "hello" and scope["headers"][-1]["target_c2w"][0][3] == 0.1
+
+
+def test_replay_and_preset_fly_their_poses_one_per_frame(studio, client_of):
+    from realcam import geometry
+    from realcam.studio.camera import trajectory_json
+
+    url, _ = studio
+    c = client_of(url)
+    c.text("hello")
+    c.send(type="source", kind="synthetic", seed=2)
+    c.text("state")
+    path = geometry.parse_trajectory_spec("loop:orbit:20", 4).double()
+    flown = [geometry.translate(2, [0.05, 0, 0])[-1].double() @ p for p in path]   # first pose is not the identity
+    text = trajectory_json(flown, 8.0, geometry.fov_intrinsics(32, 32, 60.0), (32, 32), {})
+    c.send(type="replay", trajectory=text)
+    c.send(type="step", frames=4)
+    got = [torch.tensor(c.frame()[0]["target_c2w"], dtype=torch.float64) for _ in range(4)]
+    assert all(torch.allclose(g, p, atol=1e-5) for g, p in zip(got, path))     # relative to its first pose
+    c.send(type="replay", trajectory={"format": "realcam-trajectory", "version": 1, "c2w": [[[2.0]]]})
+    assert "not a trajectory file" in c.text("error", field="trajectory")["message"]
+    c.send(type="preset", spec="pan:right:20", frames=3)
+    c.send(type="step", frames=3)
+    pan = geometry.parse_trajectory_spec("pan:right:20", 3).double()
+    got = [torch.tensor(c.frame()[0]["target_c2w"], dtype=torch.float64) for _ in range(3)]
+    assert all(torch.allclose(g, path[-1] @ p, atol=1e-5) for g, p in zip(got, pan))

@@ -157,3 +157,14 @@ def test_outbox_keeps_the_newest_frames_and_counts_the_dropped():
         assert got == [{"i": 2}, {"i": 3}, {"i": 4}, bytes([8]), bytes([9])]
     finally:
         loop.close()
+
+
+def test_pose_reference_and_field_of_view_restart_the_stream_and_say_when_off_distribution(session):
+    s, out = session
+    steps_of(s, out, 2)
+    s.request(pose_reference="first_source", fov_deg=40.0)
+    (header, _), = steps_of(s, out, 1)
+    notices = [t["message"] for t in out.texts if isinstance(t, dict) and t["type"] == "notice"]
+    assert header["index"] == 0 and any("first_source" in n and "current_source" in n for n in notices)
+    assert s.gen.pose_reference == "first_source"
+    assert torch.allclose(s.gen.target_K.cpu(), geometry.fov_intrinsics(32, 32, 40.0))
