@@ -95,12 +95,39 @@ def _write(result: dict[str, Any], out: Path | None) -> None:
 
 
 # ================================================================================================ browser FPS
+class BarePush:
+    """The bundle's generator pushed in a loop in this process, without the studio (no encoding, ground truth,
+    socket or browser): the reference the page's FPS is compared with, measured in alternation with it."""
+
+    def __init__(self, bundle: str | None, steps: int, dtype: str):
+        from realcam.streaming import StreamingGenerator, bundled_model
+        from realcam.studio.sources import SyntheticFeed
+
+        self.gen = StreamingGenerator.from_checkpoint(bundle or bundled_model(), steps=steps, dtype=dtype)
+        self.feed = SyntheticFeed(self.gen.image_size, self.gen.fps, seed=3)
+        self.gen.reset(K=self.feed.K)
+        self.run(0.5)                                   # warm-up
+
+    def run(self, seconds: float) -> tuple[int, float]:
+        import torch
+
+        eye, frames, t0 = torch.eye(4), 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            self.gen.push(self.feed.next().image, eye)
+            frames += 1
+        return frames, time.perf_counter() - t0
+
+
 def browser_fps(url: str, seconds: float, warmup: float, steps: int, chromium: str = CHROMIUM,
-                screenshot: Path | None = None, preset: str | None = None) -> dict[str, Any]:
-    """Open the page in headless Chromium with the synthetic source playing; frames received per second.
-    ``preset``: a trajectory spec the page flies (its "fly preset" button) when the measurement starts."""
+                screenshot: Path | None = None, preset: str | None = None, rounds: int = 1,
+                bare: BarePush | None = None) -> dict[str, Any]:
+    """Open the page in headless Chromium with the synthetic source playing; frames received per second over
+    ``rounds`` windows of ``seconds / rounds``. With ``bare``, each window is followed (the page paused) by one of
+    the same length pushing the bare generator here. ``preset``: a trajectory spec the page flies (its "fly
+    preset" button) when the measurement starts."""
     from playwright.sync_api import sync_playwright
 
+    windows, bare_runs = [], []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True)
         try:
@@ -108,22 +135,37 @@ def browser_fps(url: str, seconds: float, warmup: float, steps: int, chromium: s
             page.goto(f"{url}/?autoplay=synthetic&seed=3&steps={steps}&max_fps=240")
             page.wait_for_function("window.studio && window.studio.frames > 0", timeout=180_000)
             page.wait_for_timeout(warmup * 1000)
-            f0, t0 = page.evaluate("[window.studio.frames, Date.now()]")
             if preset:
                 page.select_option("#preset", preset)
                 page.click("#apply-preset")
-            page.wait_for_timeout(seconds * 1000)
-            f1, t1, log, errors = page.evaluate("[window.studio.frames, Date.now(), window.studio.log, "
-                                                "window.studio.errors]")
-            if screenshot is not None:
-                page.screenshot(path=str(screenshot))
+            for r in range(rounds):
+                f0, t0 = page.evaluate("[window.studio.frames, Date.now()]")
+                page.wait_for_timeout(seconds / rounds * 1000)
+                f1, t1 = page.evaluate("[window.studio.frames, Date.now()]")
+                windows.append((f1 - f0, t0, t1))
+                if screenshot is not None and r == rounds - 1:
+                    page.screenshot(path=str(screenshot))
+                if bare is not None:
+                    page.evaluate("window.studio.send({type: 'pause'})")
+                    page.wait_for_timeout(300)
+                    bare_runs.append(bare.run(seconds / rounds))
+                    page.evaluate("window.studio.send({type: 'play'})")
+                    page.wait_for_timeout(500)
+            log, errors = page.evaluate("[window.studio.log, window.studio.errors]")
         finally:
             browser.close()
-    window = [h for h in log if h["received_ms"] >= t0]
-    return {"frames": f1 - f0, "seconds": (t1 - t0) / 1000.0, "fps": (f1 - f0) / ((t1 - t0) / 1000.0),
-            "latency_ms": _summary([h["received_ms"] - h["t_push_ms"] for h in window]),
-            "generate_ms": _summary([h["latency_ms"] for h in window if h["latency_ms"] is not None]),
-            "dropped": window[-1]["dropped"] if window else None, "errors": errors}
+    inside = [h for h in log if any(t0 <= h["received_ms"] <= t1 for _, t0, t1 in windows)]
+    frames, secs = sum(w[0] for w in windows), sum(w[2] - w[1] for w in windows) / 1000.0
+    out = {"frames": frames, "seconds": secs, "fps": frames / secs,
+           "fps_per_round": [round(n / ((t1 - t0) / 1000.0), 2) for n, t0, t1 in windows],
+           "latency_ms": _summary([h["received_ms"] - h["t_push_ms"] for h in inside]),
+           "generate_ms": _summary([h["latency_ms"] for h in inside if h["latency_ms"] is not None]),
+           "dropped": inside[-1]["dropped"] if inside else None, "errors": errors}
+    if bare_runs:
+        bare_fps = sum(n for n, _ in bare_runs) / sum(t for _, t in bare_runs)
+        out.update(bare_fps=bare_fps, bare_fps_per_round=[round(n / t, 2) for n, t in bare_runs],
+                   studio_over_bare=out["fps"] / bare_fps)
+    return out
 
 
 def bench_parser() -> argparse.ArgumentParser:
@@ -137,6 +179,10 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--chromium", default=CHROMIUM, help=f"Chromium executable (default {CHROMIUM})")
     p.add_argument("--screenshot", type=Path, help="also save a screenshot of the page (PNG)")
     p.add_argument("--preset", help="fly this trajectory preset while measuring (e.g. arc:left:30)")
+    p.add_argument("--rounds", type=at_least(1), default=5, help="measured windows (default 5)")
+    p.add_argument("--no-bare", dest="bare", action="store_false", help="skip the bare generator's FPS, measured "
+                   "here in alternation with the page's (same steps and dtype, the page paused meanwhile)")
+    p.add_argument("--threads", type=at_least(1), default=1, help="torch threads of the bare generator (default 1)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks/studio.json"), help="JSON report")
     return p
 
@@ -144,16 +190,24 @@ def bench_parser() -> argparse.ArgumentParser:
 def bench_main(argv: list[str]) -> int:
     args = bench_parser().parse_args(argv)
     machine = _machine()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    bare = BarePush(args.bundle, args.steps, args.dtype) if args.bare else None
     with studio_process(args.steps, args.dtype, args.bundle) as (url, proc):
         result = browser_fps(url, args.seconds, args.warmup, args.steps, args.chromium, args.screenshot,
-                             args.preset)
+                             args.preset, args.rounds, bare)
         result["server_rss_mb"] = rss_mb(proc.pid)
     result = {"command": "realcam studio bench " + " ".join(argv), "steps": args.steps, "dtype": args.dtype,
               "machine_before": machine, "machine_after": _machine(), **result}
     lat, gen = result["latency_ms"], result["generate_ms"]
-    print(f"{'steps':>5} {'frames':>7} {'FPS (browser)':>14} {'latency p50/p90 ms':>19} {'generate p50 ms':>16}")
+    print(f"{'steps':>5} {'frames':>7} {'FPS (browser)':>14} {'bare push FPS':>14} {'ratio':>6} "
+          f"{'latency p50/p90 ms':>19} {'generate p50 ms':>16}")
+    bare_fps, ratio = result.get("bare_fps"), result.get("studio_over_bare")
     print(f"{args.steps:>5} {result['frames']:>7} {result['fps']:>14.1f} "
+          f"{bare_fps if bare_fps is not None else float('nan'):>14.1f} {ratio if ratio else float('nan'):>6.2f} "
           f"{lat['p50'] or 0:>9.1f}/{lat['p90'] or 0:<9.1f} {gen['p50'] or 0:>16.1f}")
+    print(f"per round: browser {result['fps_per_round']}, bare {result.get('bare_fps_per_round')}")
     print(f"load average before {machine['load_average']}, after {result['machine_after']['load_average']}")
     _write(result, args.out)
     return 0 if result["frames"] > 0 and not result["errors"] else 1

@@ -18,9 +18,10 @@ def test_load_reports_every_session_and_the_server_rss(tmp_path, capsys):
 
 def test_bench_counts_frames_received_in_chromium(tmp_path, capsys):
     out, shot = tmp_path / "bench.json", tmp_path / "page.png"
-    code = realcam_main(["studio", "bench", "--seconds", "2", "--warmup", "1", "--out", str(out),
+    code = realcam_main(["studio", "bench", "--seconds", "2", "--warmup", "1", "--rounds", "2", "--out", str(out),
                          "--screenshot", str(shot)])
     result = json.loads(out.read_text())
     assert code == 0 and result["frames"] > 0 and result["fps"] > 0 and not result["errors"]
+    assert result["bare_fps"] > 0 and len(result["fps_per_round"]) == len(result["bare_fps_per_round"]) == 2
     assert result["latency_ms"]["p50"] > 0 and shot.stat().st_size > 10_000
     assert "FPS (browser)" in capsys.readouterr().out
