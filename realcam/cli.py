@@ -20,6 +20,7 @@ TOOL_COMMANDS = {
     "demo": "realcam.demo_cli:demo_main",
     "export": "realcam.stream_cli:export_main",
     "eval": "realcam.eval.cli:main",
+    "studio": "realcam.studio.cli:studio_main",
 }
 
 
@@ -36,6 +37,7 @@ SUMMARIES = {
     "demo": "stream a held-out scene with the bundled tiny student (--from-scratch: the whole pipeline)",
     "export": "write a checkpoint as a streaming bundle (config.yaml + model.safetensors)",
     "eval": "evaluation tools: camera (RotErr, TransErr, CamMC of a generated video by pose estimation)",
+    "studio": "steer the camera live in a browser (FastAPI + WebSocket page); bench | load measure it",
 }
 
 

@@ -28,6 +28,8 @@ FORBIDDEN = {
     "bundle.py": ("lightning", "torchmetrics", "realcam.systems", "realcam.streaming", "realcam.data"),
     "stream_sources.py": ("lightning", "torchmetrics", "realcam.systems", "realcam.modules", "realcam.streaming",
                           "realcam.cli", "realcam.stream_cli", "realcam.demo_cli"),
+    # the studio drives the public StreamingGenerator API only (docs/studio.md), never the model internals
+    "studio": ("lightning", "realcam.systems", "realcam.modules", "realcam.losses", "realcam.lightning_cli"),
     "data": ("realcam.modules", "realcam.systems", "realcam.losses", "realcam.streaming", "realcam.bench",
              "realcam.metrics",
              "realcam.stream_cli", "realcam.demo_cli", "realcam.lightning_cli"),
