@@ -30,7 +30,7 @@ from realcam import geometry
 from realcam.device import checked_device
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.cond import Cond
-from realcam.bundle import build_bundle, evenly_spaced_steps, load_bundle, run_bundle_config
+from realcam.bundle import build_bundle, bundled_model, evenly_spaced_steps, load_bundle, run_bundle_config  # noqa: F401 (public)
 from realcam.modules.flow import FlowSchedule
 from realcam.modules.protocol import check_causal
 from realcam.rollout import rollout_chunk, supports_fused_cache_pass

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from realcam import geometry
-from realcam.stream_cli import TRAINING_SOURCE_ARGS, fit_frames, open_video
+from realcam.stream_sources import TRAINING_SOURCE_ARGS, fit_frames, open_video
 
 SYNTHETIC_FRAMES = 64          # rendered once per seed, then played forward and back
 
