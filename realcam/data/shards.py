@@ -229,18 +229,14 @@ def sequence_problems(seq: LoopSequence, pose_atol: float = 1e-4, frame_tol: flo
 
 
 # -- writer ---------------------------------------------------------------------------------------------------
-def _tar_member(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = size, 0, 0o644, 0, 0, "", ""
-    return info
-
-
 class ShardWriter:
     """Writes samples into ``out_dir/PREFIX-NNNNNN.tar``, ``samples_per_shard`` per shard, each atomically.
 
-    Use as a context manager. An exception inside the ``with`` deletes the unfinished temporary shard; a killed
-    process leaves only a ``.PREFIX-NNNNNN.tar.tmp`` that no reader pattern matches. ``shards`` lists the
-    finished shards: ``{"name", "num_samples", "keys", "bytes", "sha256"}``.
+    ``webdataset.ShardWriter`` does the tars (fixed member metadata: mtime 0, uid 0, mode 644, no user names);
+    realcam adds what it promises on top: every shard is written to a temporary name, fsynced and renamed only
+    when complete. Use as a context manager. An exception inside the ``with`` deletes the unfinished temporary
+    shard; a killed process leaves only a ``.PREFIX-NNNNNN.tar.tmp`` that no reader pattern matches. ``shards``
+    lists the finished shards: ``{"name", "num_samples", "keys", "bytes", "sha256"}``.
     """
 
     def __init__(self, out_dir: str | Path, prefix: str = "train", samples_per_shard: int = 64,
@@ -249,15 +245,14 @@ class ShardWriter:
             raise ValueError(f"samples_per_shard={samples_per_shard}: expected >= 1")
         check_frame_format(frame_format, frame_crf)
         self.out_dir, self.prefix = Path(out_dir), check_name(prefix, "shard prefix")
-        self.samples_per_shard, self.frame_format, self.index = samples_per_shard, frame_format, start_index
+        self.samples_per_shard, self.frame_format, self.start_index = samples_per_shard, frame_format, start_index
         self.frame_crf = int(frame_crf)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.shards: list[dict[str, Any]] = []
-        self._tar: tarfile.TarFile | None = None
-        self._file: Any = None
+        self._writer: Any = None      # the webdataset.ShardWriter, made at the first sample (no empty shard)
+        self._file: Any = None        # the open temporary file of the current shard
         self._keys: list[str] = []
         self._all_keys: set[str] = set()
-        self._hash = hashlib.sha256()
 
     def write(self, key: str, seq: LoopSequence) -> None:
         # Encode first: a bad sample never opens a shard.
@@ -265,46 +260,53 @@ class ShardWriter:
 
     def write_members(self, key: str, members: list[tuple[str, bytes]]) -> None:
         """Append one sample given as ready-made tar members ``[(f"{key}.{suffix}", bytes), ...]``."""
+        import webdataset as wds
+
         check_name(key, "sample key")
         if key in self._all_keys:
             raise ValueError(f"sample key {key!r} was already written by this writer: keys must be unique")
-        if self._tar is None:
-            self._open()
+        sample = {"__key__": key, **{name[len(key) + 1:]: data for name, data in members}}
+        if self._writer is None:
+            self._writer = wds.ShardWriter(str(self.out_dir / f"{self.prefix}-%06d.tar"), self.samples_per_shard,
+                                           maxsize=float("inf"), start_shard=self.start_index, verbose=0,
+                                           opener=self._open, post=self._finish, encoder=False, mode=0o644,
+                                           user="", group="", mtime=0)
         self._all_keys.add(key)
-        for name, data in members:
-            self._tar.addfile(_tar_member(name, len(data)), io.BytesIO(data))
+        self._writer.write(sample)
         self._keys.append(key)
-        if len(self._keys) >= self.samples_per_shard:
-            self._finish()
+        if len(self._keys) >= self.samples_per_shard:  # finish now, not at the next sample: a kill keeps it
+            self._writer.finish()
 
-    def _open(self) -> None:
-        self._file = _HashingFile(open(self.out_dir / temp_shard_name(self.prefix, self.index), "wb"), self._hash)
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+    def _open(self, fname: str) -> Any:
+        path = Path(fname)
+        self._file = _HashingFile(open(path.with_name(f".{path.name}.tmp"), "wb"))
+        return self._file
 
-    def _finish(self) -> None:
-        self._tar.close()  # writes the two zero end-of-archive blocks
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        size = self._file.tell()
-        self._file.close()
-        name = shard_name(self.prefix, self.index)
-        os.replace(self.out_dir / temp_shard_name(self.prefix, self.index), self.out_dir / name)
-        self.shards.append(dict(name=name, num_samples=len(self._keys), keys=list(self._keys), bytes=size,
-                                sha256=self._hash.hexdigest()))
-        self._tar, self._file, self._keys, self._hash = None, None, [], hashlib.sha256()
-        self.index += 1
+    def _finish(self, fname: str) -> None:
+        """``post`` of the webdataset writer, after the tar's end-of-archive blocks: fsync, then rename."""
+        path, f = Path(fname), self._file
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(path.with_name(f".{path.name}.tmp"), path)
+        self.shards.append(dict(name=path.name, num_samples=len(self._keys), keys=list(self._keys), bytes=f.size,
+                                sha256=f.hash.hexdigest()))
+        self._file, self._keys = None, []
 
     def abort(self) -> None:
         """Drop the unfinished shard (finished ones stay: each is complete on its own)."""
         if self._file is not None:
+            self._file.discard = True   # the abandoned tar stream still flushes when it is collected
             self._file.close()
-        # Unconditionally: an interrupt can land after open() made the file but before _open() recorded it.
-        (self.out_dir / temp_shard_name(self.prefix, self.index)).unlink(missing_ok=True)
-        self._tar, self._file, self._keys, self._hash = None, None, [], hashlib.sha256()
+        index = self.start_index + len(self.shards)
+        # Unconditionally: an interrupt can land after open() made the file but before it was recorded.
+        (self.out_dir / temp_shard_name(self.prefix, index)).unlink(missing_ok=True)
+        self._writer, self._file, self._keys = None, None, []
 
     def close(self) -> None:
-        if self._tar is not None:
-            self._finish()
+        if self._writer is not None and self._file is not None:
+            self._writer.finish()
+        self._writer = None
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -314,13 +316,16 @@ class ShardWriter:
 
 
 class _HashingFile:
-    """A write-only file wrapper that feeds a sha256 as bytes go out (shard checksums cost no second read)."""
+    """A write-only file wrapper that feeds a sha256 and a byte count as bytes go out (no second read)."""
 
-    def __init__(self, f: Any, hasher: Any):
-        self._f, self._hash = f, hasher
+    def __init__(self, f: Any):
+        self._f, self.hash, self.size, self.discard = f, hashlib.sha256(), 0, False
 
     def write(self, data: bytes) -> int:
-        self._hash.update(data)
+        if self.discard:
+            return len(data)
+        self.hash.update(data)
+        self.size += len(data)
         return self._f.write(data)
 
     def __getattr__(self, name: str) -> Any:
@@ -339,7 +344,10 @@ def write_shards(sequences: Iterable[tuple[str, LoopSequence]], out_dir: str | P
 
 # -- reader ---------------------------------------------------------------------------------------------------
 def iter_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Stream ``(key, {suffix: bytes})`` per sample from one tar, in order.
+    """Stream ``(key, {suffix: bytes})`` per sample from one tar (a path or any webdataset URL), in order.
+
+    Strict where webdataset's reader is lenient (this is the checker's reader; training reads through webdataset):
+    a tar cut between two members reads as a complete one to ``tarfile``, so the end-of-archive marker is checked.
 
     Raises :class:`ShardError` naming the shard and the sample being read when the tar is truncated or
     garbled; samples before that point have already been yielded.
@@ -348,7 +356,7 @@ def iter_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     key: str | None = None
     entries: dict[str, bytes] = {}
     try:
-        with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        with open_shard(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -383,20 +391,41 @@ def read_shard(path: str | Path) -> Iterator[tuple[str, LoopSequence]]:
             raise ShardError(str(path), key, str(err)) from err
 
 
-def expand_urls(urls: str | Sequence[str], argument: str) -> list[str]:
-    """Shard paths from a brace pattern (``dir/train-{000000..000009}.tar``), a glob, a directory (all its
-    ``*.tar``; temporary ``.*.tar.tmp`` files never match), or a list of those.
+def is_remote(url: str) -> bool:
+    """A webdataset URL (``pipe:CMD``, ``http(s)://...``, ``s3://...``) rather than a local path."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", str(url)) is not None and not os.path.exists(str(url))
 
-    Every path must exist; the error names ``argument`` (e.g. ``val_shards``) so a YAML typo is obvious.
+
+def open_shard(url: str) -> Any:
+    """A seekable binary file of one shard: a local path is opened; any other webdataset URL is read whole through
+    ``webdataset.gopen`` (``pipe:`` runs the command, http(s) runs curl)."""
+    import webdataset as wds
+
+    if not is_remote(url):
+        return open(url, "rb")
+    with wds.gopen(url, "rb") as stream:
+        return io.BytesIO(stream.read())
+
+
+def expand_urls(urls: str | Sequence[str], argument: str) -> list[str]:
+    """Shard URLs from anything webdataset reads (brace patterns ``dir/train-{000000..000009}.tar``, ``pipe:CMD``,
+    ``http(s)://``, ``::``-joined lists), plus, for local paths, a glob or a directory (all its ``*.tar``;
+    temporary ``.*.tar.tmp`` files never match), or a list of those.
+
+    Every local path must exist; the error names ``argument`` (e.g. ``val_shards``) so a YAML typo is obvious.
+    Remote URLs are checked when they are read.
     """
     import glob
 
-    from braceexpand import braceexpand
+    from webdataset.shardlists import expand_urls as wds_expand
 
     patterns = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
     out: list[str] = []
     for pattern in patterns:
-        for path in braceexpand(str(pattern)):
+        for path in wds_expand(str(pattern)):
+            if is_remote(path):
+                out.append(path)
+                continue
             if os.path.isdir(path):
                 found = sorted(glob.glob(os.path.join(path, "*.tar")))
                 if not found:
@@ -422,11 +451,17 @@ INDEX_FORMAT = "realcam-loopseq-shards"
 
 
 def read_index(directory: str | Path) -> dict[str, Any]:
-    """``DIR/index.json`` (``{"format", "format_version", "splits": {split: summary}}``); empty splits if absent."""
-    path = Path(directory) / INDEX_NAME
-    if not path.exists():
+    """``DIR/index.json`` (``{"format", "format_version", "splits": {split: summary}}``); empty splits if absent.
+    ``directory`` may be an http(s) URL too (fetched through ``webdataset.gopen``, i.e. curl)."""
+    import webdataset as wds
+
+    path = f"{str(directory).rstrip('/')}/{INDEX_NAME}" if is_remote(str(directory)) else Path(directory) / INDEX_NAME
+    try:
+        with wds.gopen(str(path), "rb") as f:   # gopen opens local files too; curl fails at close on a 404
+            text = f.read()
+    except OSError:
         return {"format": INDEX_FORMAT, "format_version": FORMAT_VERSION, "splits": {}}
-    index = json.loads(path.read_text())
+    index = json.loads(text)
     if index.get("format") != INDEX_FORMAT or not isinstance(index.get("splits"), dict):
         raise ValueError(f"{path} is not a realcam shard index (format={index.get('format')!r})")
     return index
@@ -486,9 +521,17 @@ def _check_shard(job: tuple[Path, Mapping[str, Any] | None], frame_tol: float,
         if entry.get("keys") is not None and keys != entry["keys"]:
             problem(None, f"holds {len(keys)} samples, index.json lists {len(entry['keys'])} (keys differ): the "
                           f"shard was changed after it was written")
-        elif entry.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+        elif entry.get("sha256") and hashlib.sha256(open_shard(path).read()).hexdigest() != entry["sha256"]:
             problem(None, "sha256 differs from index.json: the shard was modified after it was written")
     return dict(events=events, lengths=lengths, strategies=strategies)
+
+
+class _ShardUrl(str):
+    """A shard URL that also answers ``.name`` (its file name), as the checker reports shards by name."""
+
+    @property
+    def name(self) -> str:
+        return self.rstrip("/").rsplit("/", 1)[-1].split()[-1]
 
 
 def quiet_worker(init: Callable[..., None] | None = None, *args: Any) -> None:
@@ -523,9 +566,20 @@ def worker_pool(workers: int, init: Callable[..., None] | None = None, *args: An
         pool.join()
 
 
+def shard_index(urls: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """index.json entries (``{"name", "num_samples", "keys", ...}``) by shard name, from the folder of the first
+    URL (local or http(s)); ``{}`` where there is none (``pipe:`` and other command URLs have no folder)."""
+    first = str(urls[0])
+    if is_remote(first) and not first.startswith(("http://", "https://")):
+        return {}
+    index = read_index(os.path.dirname(first) or ".")
+    return {s["name"]: s for split in index["splits"].values() for s in split.get("shards", [])}
+
+
 def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol: float = 4.0,
                  workers: int = 0) -> dict[str, Any]:
-    """Decode and validate every sample of every ``*.tar`` in ``directory`` against the format and index.json.
+    """Decode and validate every sample of every ``*.tar`` in ``directory`` (or of the shards a webdataset URL
+    names: a brace pattern, ``pipe:``, http(s)) against the format and index.json (beside them, where there is one).
 
     Per sample: all members present and readable, shapes/dtypes matching its json, rigid c2w and valid K
     (geometry.validate_*), a revisit map pointing back in time whose target poses and frames agree (to
@@ -537,17 +591,17 @@ def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol:
     """
     from functools import partial
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is not a directory of shards")
+    local = Path(directory).is_dir()
+    if not local and not is_remote(str(directory)) and not any(c in str(directory) for c in "{*"):
+        raise FileNotFoundError(f"{directory} is not a directory of shards, a shard pattern or a webdataset URL")
+    urls = sorted(str(p) for p in Path(directory).glob("*.tar")) if local else expand_urls(directory, "shards")
     bad: list[dict[str, Any]] = []
     try:
-        index = read_index(directory)
+        listed = shard_index([str(Path(directory) / "x.tar")] if local else urls)
     except (ValueError, json.JSONDecodeError) as err:
-        index = {"splits": {}}
+        listed = {}
         bad.append(dict(shard=INDEX_NAME, key=None, reason=f"index.json is unreadable: {err}"))
-    listed = {s["name"]: s for split in index["splits"].values() for s in split.get("shards", [])}
-    paths = sorted(directory.glob("*.tar"))
+    paths = [_ShardUrl(u) for u in urls]
     jobs = [(path, listed.get(path.name)) for path in paths]
     check = partial(_check_shard, frame_tol=frame_tol, lossy_frame_tol=lossy_frame_tol)
     lengths: dict[int, int] = {}
@@ -569,9 +623,9 @@ def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol:
             for k, v in result["strategies"].items():
                 strategies[k] = strategies.get(k, 0) + v
     on_disk = {p.name for p in paths}
-    for name in sorted(set(listed) - on_disk):
+    for name in sorted(set(listed) - on_disk if local else ()):
         bad.append(dict(shard=name, key=None, reason="listed in index.json but missing on disk"))
     return dict(shards=len(paths), samples=samples, bad=bad, lengths=dict(sorted(lengths.items())),
                 strategies=dict(sorted(strategies.items())),
-                temp_files=sorted(p.name for p in directory.glob(".*.tar.tmp")))
+                temp_files=sorted(p.name for p in Path(directory).glob(".*.tar.tmp")) if local else [])
 
