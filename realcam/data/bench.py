@@ -40,7 +40,7 @@ def benchmark_loader(height: int = 64, width: int = 64, length: int = 16, num_sa
     """samples/s of ``RealcamDataModule.train_dataloader()`` (decode + [-1, 1] batches, no resize) per row."""
     import warnings
 
-    from realcam.data.cli import make_shards
+    from realcam.data.make import make_shards
     from realcam.data.datamodule import RealcamDataModule
 
     rows = []

@@ -144,7 +144,7 @@ def test_workers_write_the_same_shards_and_report_a_failing_sequence(tmp_path):
     process. A sequence that fails in a worker stops the run with its error and leaves no partial shard."""
     import os
 
-    from realcam.data.cli import make_shards
+    from realcam.data.make import make_shards
     from realcam.data.synthetic import SyntheticSource
     from realcam.registry import MULTIVIEW_SOURCES
 
