@@ -126,7 +126,7 @@ def test_dmd_killed_run_resumes_exactly(tiny_shards, teacher_weights, tmp_path):
     a = torch.load(next(p for p in straight.rglob("*.ckpt") if "step=4" in p.name), weights_only=True)
     b = torch.load(next(p for p in sorted(killed.rglob("*.ckpt")) if "step=4" in p.name), weights_only=True)
     assert a["state_dict"].keys() == b["state_dict"].keys()
-    for prefix in ("generator.", "critic.", "ema.shadow.", "real_score."):
+    for prefix in ("generator.", "critic.", "ema.module.", "real_score."):
         assert any(k.startswith(prefix) for k in a["state_dict"]), prefix
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
