@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from realcam.data.make import make_shards
-from realcam.data.shards import DEFAULT_FRAME_CRF, FRAME_FORMATS, check_shards
+from realcam.data.check import check_shards
+from realcam.data.shards import DEFAULT_FRAME_CRF, FRAME_FORMATS
 from realcam.registry import LOOPAUG_STRATEGIES, MULTIVIEW_SOURCES
 
 

@@ -10,7 +10,8 @@ from typing import Any, Sequence
 import torch
 
 from realcam.data.shards import (DEFAULT_FRAME_CRF, ShardWriter, check_frame_format, check_name, encode_sample,
-                                 worker_pool, write_index)
+                                 write_index)
+from realcam.data.workers import worker_pool
 from realcam.registry import LOOPAUG_STRATEGIES, MULTIVIEW_SOURCES
 
 

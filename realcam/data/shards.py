@@ -19,7 +19,6 @@ The full description, with a plain tar + numpy example, is docs/data.md.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -27,7 +26,7 @@ import os
 import re
 import tarfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -212,20 +211,6 @@ def decode_sample(entries: Mapping[str, bytes], key: str = "?") -> LoopSequence:
     return LoopSequence.from_dict(dict(arrays, revisit=revisit_from_array(revisit),
                                        strategy=meta.get("strategy", "none"), scene_id=meta.get("scene_id", ""),
                                        metadata=meta.get("metadata", {})))
-
-
-def sequence_problems(seq: LoopSequence, pose_atol: float = 1e-4, frame_tol: float = 1.0) -> list[str]:
-    """Revisit consistency beyond what LoopSequence checks: at a revisit n -> m the target pose must match, and
-    the target frames must agree to ``frame_tol`` mean absolute uint8 levels (lossless frames: equal)."""
-    problems = []
-    for n, m in seq.revisit.items():
-        dpose = float((seq.target_c2w[n] - seq.target_c2w[m]).abs().max())
-        if dpose > pose_atol:
-            problems.append(f"revisit {n}->{m}: target_c2w differs by {dpose:.3g} (> {pose_atol})")
-        dframe = float((seq.target_frames[n].float() - seq.target_frames[m].float()).abs().mean())
-        if dframe > frame_tol:
-            problems.append(f"revisit {n}->{m}: target frames differ by {dframe:.3g} levels on average")
-    return problems
 
 
 # -- writer ---------------------------------------------------------------------------------------------------
@@ -445,7 +430,7 @@ def expand_urls(urls: str | Sequence[str], argument: str) -> list[str]:
     return out
 
 
-# -- index.json and the checker -------------------------------------------------------------------------------
+# -- index.json -------------------------------------------------------------------------------------
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "realcam-loopseq-shards"
 
@@ -476,96 +461,6 @@ def write_index(directory: str | Path, split: str, summary: dict[str, Any]) -> P
     return write_atomic(directory / INDEX_NAME, json.dumps(index, indent=1, sort_keys=True) + "\n")
 
 
-def is_lossy(meta: Mapping[str, Any]) -> bool:
-    """Whether a sample's json says its frames went through a lossy codec (mp4 at crf > 0)."""
-    return meta.get("frame_format") == "mp4" and int(meta.get("frame_crf", DEFAULT_FRAME_CRF)) > 0
-
-
-def _check_shard(job: tuple[Path, Mapping[str, Any] | None], frame_tol: float,
-                 lossy_frame_tol: float) -> dict[str, Any]:
-    """One shard's part of :func:`check_shards` (``job``: its path and its index.json entry): ``events`` in
-    reading order (``("key", key)`` for every sample read, ``("bad", {...})`` for every problem), and the counts
-    of its valid samples."""
-    path, entry = job
-    events: list[tuple[str, Any]] = []
-    lengths: dict[int, int] = {}
-    strategies: dict[str, int] = {}
-    keys: list[str] = []
-
-    def problem(key: str | None, reason: str) -> None:
-        events.append(("bad", dict(shard=path.name, key=key, reason=reason)))
-
-    try:
-        for key, entries in iter_shard(path):
-            keys.append(key)
-            events.append(("key", key))
-            try:
-                seq = decode_sample(entries, key)
-            except (ValueError, TypeError) as err:
-                problem(key, str(err))
-                continue
-            meta = json.loads(entries["json"])
-            lossy = is_lossy(meta)
-            problems = sequence_problems(seq, frame_tol=lossy_frame_tol if lossy else frame_tol)
-            if problems:
-                hint = (f" (mp4 frames at crf {meta.get('frame_crf')}: if the codec explains it, raise "
-                        f"--lossy-frame-tol above {lossy_frame_tol})" if lossy else "")
-                problem(key, "; ".join(problems) + hint)
-                continue
-            lengths[seq.num_steps] = lengths.get(seq.num_steps, 0) + 1
-            strategies[seq.strategy] = strategies.get(seq.strategy, 0) + 1
-    except ShardError as err:
-        problem(err.key, err.reason)
-        return dict(events=events, lengths=lengths, strategies=strategies)
-    if entry is not None:
-        if entry.get("keys") is not None and keys != entry["keys"]:
-            problem(None, f"holds {len(keys)} samples, index.json lists {len(entry['keys'])} (keys differ): the "
-                          f"shard was changed after it was written")
-        elif entry.get("sha256") and hashlib.sha256(open_shard(path).read()).hexdigest() != entry["sha256"]:
-            problem(None, "sha256 differs from index.json: the shard was modified after it was written")
-    return dict(events=events, lengths=lengths, strategies=strategies)
-
-
-class _ShardUrl(str):
-    """A shard URL that also answers ``.name`` (its file name), as the checker reports shards by name."""
-
-    @property
-    def name(self) -> str:
-        return self.rstrip("/").rsplit("/", 1)[-1].split()[-1]
-
-
-def quiet_worker(init: Callable[..., None] | None = None, *args: Any) -> None:
-    """Start of a data worker process: Ctrl-C is the main process's to handle (it ends the pool), one torch
-    thread (the processes are the parallelism), then ``init(*args)``."""
-    import signal
-
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
-    if init is not None:
-        init(*args)
-
-
-@contextlib.contextmanager
-def worker_pool(workers: int, init: Callable[..., None] | None = None, *args: Any) -> Iterator[Any]:
-    """A ``multiprocessing`` pool of ``workers`` :func:`quiet_worker` processes (fork where the platform has it),
-    or None for ``workers == 0``; terminated and joined on the way out, whatever happened."""
-    import multiprocessing
-
-    if workers <= 0:
-        yield None
-        return
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    pool = ctx.Pool(workers, initializer=quiet_worker, initargs=(init, *args))
-    try:
-        yield pool
-    finally:
-        pool.terminate()
-        pool.join()
-
-
 def shard_index(urls: Sequence[str]) -> dict[str, dict[str, Any]]:
     """index.json entries (``{"name", "num_samples", "keys", ...}``) by shard name, from the folder of the first
     URL (local or http(s)); ``{}`` where there is none (``pipe:`` and other command URLs have no folder)."""
@@ -574,58 +469,3 @@ def shard_index(urls: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {}
     index = read_index(os.path.dirname(first) or ".")
     return {s["name"]: s for split in index["splits"].values() for s in split.get("shards", [])}
-
-
-def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol: float = 4.0,
-                 workers: int = 0) -> dict[str, Any]:
-    """Decode and validate every sample of every ``*.tar`` in ``directory`` (or of the shards a webdataset URL
-    names: a brace pattern, ``pipe:``, http(s)) against the format and index.json (beside them, where there is one).
-
-    Per sample: all members present and readable, shapes/dtypes matching its json, rigid c2w and valid K
-    (geometry.validate_*), a revisit map pointing back in time whose target poses and frames agree (to
-    ``frame_tol`` mean uint8 levels, or ``lossy_frame_tol`` for mp4 frames at crf > 0: the codec codes a frame
-    and its revisit a little differently, by about 1.5 levels at crf 10, while a wrong frame is off by tens). Per shard:
-    it reads to the end, and its sample count, keys and sha256 match index.json. Returns
-    ``{"shards", "samples", "bad": [{"shard", "key", "reason"}], "temp_files", "lengths", "strategies"}``.
-    ``workers > 0`` checks shards in that many processes; the report is the same, in the same order.
-    """
-    from functools import partial
-
-    local = Path(directory).is_dir()
-    if not local and not is_remote(str(directory)) and not any(c in str(directory) for c in "{*"):
-        raise FileNotFoundError(f"{directory} is not a directory of shards, a shard pattern or a webdataset URL")
-    urls = sorted(str(p) for p in Path(directory).glob("*.tar")) if local else expand_urls(directory, "shards")
-    bad: list[dict[str, Any]] = []
-    try:
-        listed = shard_index([str(Path(directory) / "x.tar")] if local else urls)
-    except (ValueError, json.JSONDecodeError) as err:
-        listed = {}
-        bad.append(dict(shard=INDEX_NAME, key=None, reason=f"index.json is unreadable: {err}"))
-    paths = [_ShardUrl(u) for u in urls]
-    jobs = [(path, listed.get(path.name)) for path in paths]
-    check = partial(_check_shard, frame_tol=frame_tol, lossy_frame_tol=lossy_frame_tol)
-    lengths: dict[int, int] = {}
-    strategies: dict[str, int] = {}
-    seen: dict[str, str] = {}
-    samples = 0
-    with worker_pool(min(workers, len(paths)) if len(paths) > 1 else 0) as pool:
-        for path, result in zip(paths, pool.imap(check, jobs) if pool else map(check, jobs)):
-            for kind, value in result["events"]:
-                if kind == "bad":
-                    bad.append(value)
-                    continue
-                if value in seen:
-                    bad.append(dict(shard=path.name, key=value, reason=f"duplicate key (also in {seen[value]})"))
-                seen[value] = path.name
-            samples += sum(result["lengths"].values())
-            for k, v in result["lengths"].items():
-                lengths[k] = lengths.get(k, 0) + v
-            for k, v in result["strategies"].items():
-                strategies[k] = strategies.get(k, 0) + v
-    on_disk = {p.name for p in paths}
-    for name in sorted(set(listed) - on_disk if local else ()):
-        bad.append(dict(shard=name, key=None, reason="listed in index.json but missing on disk"))
-    return dict(shards=len(paths), samples=samples, bad=bad, lengths=dict(sorted(lengths.items())),
-                strategies=dict(sorted(strategies.items())),
-                temp_files=sorted(p.name for p in Path(directory).glob(".*.tar.tmp")) if local else [])
-

@@ -100,7 +100,7 @@ def test_check_with_workers_gives_the_same_report(tmp_path):
     in the same order: a broken json, a cut shard, a shard edited after writing, a key in two shards."""
     import shutil
 
-    from realcam.data.shards import check_shards
+    from realcam.data.check import check_shards
 
     assert make(tmp_path, "--samples-per-shard", "2", n=10) == 0
     _rewrite(tmp_path / "train-000000.tar", "train-00000001.json", b"{broken")

@@ -15,7 +15,7 @@ from realcam.cli import main as realcam
 from realcam.data.cli import main as data_main
 from realcam.data.datamodule import RealcamDataModule, count_samples
 from realcam.data.make import make_shards
-from realcam.data.shards import check_shards
+from realcam.data.check import check_shards
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
