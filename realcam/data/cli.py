@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ck = sub.add_parser("check", help="decode and validate every sample; non-zero exit if anything is bad")
-    ck.add_argument("dir")
+    ck.add_argument("dir", help="a folder of shards, or shard URLs in any webdataset form: a brace pattern, "
+                                "'pipe:CMD', 'http(s)://HOST/train-{000000..000007}.tar'")
     ck.add_argument("--frame-tol", type=float, default=1.0,
                     help="allowed mean |difference| (uint8 levels) between target frames at a revisit")
     ck.add_argument("--lossy-frame-tol", type=float, default=4.0,
