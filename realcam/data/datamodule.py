@@ -163,6 +163,7 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.auto_epoch = True   # False while a loader sets the epoch from the trainer
         self.skip_batches = 0    # batches of this epoch a resumed run already trained on (the loader sets it)
+        self.worker_shift = 0    # and the worker whose turn came next: DataLoader worker i plays worker i + shift
         self._in_a_row = {"errors": 0, "foreign": 0, "foreign_keys": set()}
 
     def __len__(self) -> int:
@@ -287,6 +288,9 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[RealcamBatch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # A new DataLoader iterator asks worker 0 first; in a resumed epoch the next batch is another worker's.
+        shift, self.worker_shift = self.worker_shift, 0
+        worker = (worker + shift) % workers
         rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
         if self.auto_epoch:
             self.epoch += 1  # persistent workers keep this copy: the next epoch draws differently
@@ -328,10 +332,12 @@ class _EpochLoader(DataLoader):
         if resume is not None and 0 < resume["consumed"] < len(self.dataset):   # else it ended on an epoch end
             self.dataset.epoch, self.dataset.auto_epoch = resume["epoch"], not managed
             self.dataset.skip_batches = self.consumed = resume["consumed"]
+            self.dataset.worker_shift = resume["consumed"] % max(1, self.num_workers)
         elif managed:
             self.dataset.epoch, self.dataset.auto_epoch = self.epoch_fn(), False
         self._epoch = self.dataset.epoch
-        it = super().__iter__()
+        it = super().__iter__()                # workers got their copies (or the stream its iterator) here:
+        self.dataset.skip_batches = self.dataset.worker_shift = 0    # they are for the resumed epoch only
         if not managed and self.num_workers > 0 and not self.persistent_workers:
             self.dataset.epoch += 1
         return map(self.transform, it)
