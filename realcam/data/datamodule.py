@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, TypedDict
 import lightning as L
 import torch
 import torch.nn.functional as F
+import webdataset as wds
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -185,8 +186,6 @@ class ShardStream(IterableDataset):
         return (urls, workers, worker) if len(urls) < workers else (urls, 1, 0)
 
     def pipeline(self, worker: int, workers: int, rng: random.Random) -> Iterable[dict[str, Any]]:
-        import webdataset as wds
-
         urls, n, r = self._split(worker, workers)
         if self.train:
             shards = wds.ResampledShards(urls, seed=self.seed, deterministic=True,

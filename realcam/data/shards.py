@@ -19,6 +19,7 @@ The full description, with a plain tar + numpy example, is docs/data.md.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+import webdataset as wds
 
 from realcam.atomic import write_atomic
 from realcam.data.loopaug import LoopSequence
@@ -245,8 +247,6 @@ class ShardWriter:
 
     def write_members(self, key: str, members: list[tuple[str, bytes]]) -> None:
         """Append one sample given as ready-made tar members ``[(f"{key}.{suffix}", bytes), ...]``."""
-        import webdataset as wds
-
         check_name(key, "sample key")
         if key in self._all_keys:
             raise ValueError(f"sample key {key!r} was already written by this writer: keys must be unique")
@@ -384,8 +384,6 @@ def is_remote(url: str) -> bool:
 def open_shard(url: str) -> Any:
     """A seekable binary file of one shard: a local path is opened; any other webdataset URL is read whole through
     ``webdataset.gopen`` (``pipe:`` runs the command, http(s) runs curl)."""
-    import webdataset as wds
-
     if not is_remote(url):
         return open(url, "rb")
     with wds.gopen(url, "rb") as stream:
@@ -400,14 +398,10 @@ def expand_urls(urls: str | Sequence[str], argument: str) -> list[str]:
     Every local path must exist; the error names ``argument`` (e.g. ``val_shards``) so a YAML typo is obvious.
     Remote URLs are checked when they are read.
     """
-    import glob
-
-    from webdataset.shardlists import expand_urls as wds_expand
-
     patterns = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
     out: list[str] = []
     for pattern in patterns:
-        for path in wds_expand(str(pattern)):
+        for path in wds.shardlists.expand_urls(str(pattern)):
             if is_remote(path):
                 out.append(path)
                 continue
@@ -438,8 +432,6 @@ INDEX_FORMAT = "realcam-loopseq-shards"
 def read_index(directory: str | Path) -> dict[str, Any]:
     """``DIR/index.json`` (``{"format", "format_version", "splits": {split: summary}}``); empty splits if absent.
     ``directory`` may be an http(s) URL too (fetched through ``webdataset.gopen``, i.e. curl)."""
-    import webdataset as wds
-
     path = f"{str(directory).rstrip('/')}/{INDEX_NAME}" if is_remote(str(directory)) else Path(directory) / INDEX_NAME
     try:
         with wds.gopen(str(path), "rb") as f:   # gopen opens local files too; curl fails at close on a 404
