@@ -88,7 +88,8 @@ def resize_crop(frames: Tensor, K: Tensor, out_hw: tuple[int, int], zoom: float,
     """uint8 [T, H, W, 3] + K [T, 3, 3] -> uint8 [T, 3, h, w] + K of the new pixels.
 
     Resize so the frame covers ``out_hw`` times ``zoom`` (aspect kept), then crop ``out_hw`` at
-    (top_frac, left_frac) of the slack. K follows both steps exactly.
+    (top_frac, left_frac) of the slack. K follows both steps exactly. Hand-written, not kornia.augmentation:
+    source and target must share one draw from the stream's seeded rng (exact resume), and K follows it here.
     """
     new_hw, (top, left), K = resize_crop_geometry(tuple(frames.shape[1:3]), K, out_hw, zoom, top_frac, left_frac)
     x = frames.permute(0, 3, 1, 2).float()
