@@ -3,7 +3,8 @@
 The convention (docs/conventions.md): OpenCV camera frame (x right, y down, z forward); poses are
 camera-to-world 4x4 ``c2w`` in metres; intrinsics ``K`` are 3x3 in pixels with pixel centres at +0.5
 (pixel (i, j) has its centre at u = j + 0.5, v = i + 0.5). Other conventions are converted on import by
-:mod:`realcam.geometry_io`, whose public names are re-exported here.
+:mod:`realcam.geometry_io`, whose public names are re-exported here, as are those of :mod:`realcam.poses`
+(validation, rigid inverse, relative poses, intrinsics). Rotation algebra is kornia's.
 
 Builders return ``c2w [T, 4, 4]`` float32 relative to the start camera (``c2w[0]`` is the identity);
 place one in a scene with ``base_c2w @ c2w``. Sign conventions, all in the camera's own frame:
@@ -21,184 +22,24 @@ import math
 from typing import Any, Callable
 
 import torch
+from kornia.geometry import conversions as kornia_conversions
 from torch import Tensor
 
-POSE_REFERENCES = ("first_source", "current_source")
-_CV_HINT = "expected OpenCV camera-to-world (x right, y down, z forward, metres; see docs/conventions.md)"
-
-
-# ----------------------------------------------------------------------------------------------- validation
-def _index(flat: int, batch_shape: torch.Size) -> str:
-    """Flat batch index -> '[3]' or '[0, 3]' ('' for an unbatched matrix)."""
-    if len(batch_shape) == 0:
-        return ""
-    idx = []
-    for n in reversed(batch_shape):
-        idx.append(flat % n)
-        flat //= n
-    return "[" + ", ".join(str(i) for i in reversed(idx)) + "]"
-
-
-def _first(bad: Tensor) -> int | None:
-    hits = torch.nonzero(bad.reshape(-1))
-    return int(hits[0, 0]) if len(hits) else None
-
-
-def _c2w_problem(c2w: Tensor, atol: float) -> tuple[int, str] | None:
-    """First bad pose in ``c2w [N, 4, 4]`` as (index, reason), reason reading after the pose's name."""
-    x = c2w.detach().to(torch.float64)
-    i = _first(~torch.isfinite(x).flatten(1).all(1))
-    if i is not None:
-        return i, f"contains NaN or inf: {_CV_HINT}; drop or repair that pose"
-    last = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=x.dtype, device=x.device)
-    i = _first((x[:, 3] - last).abs().amax(1) > atol)
-    if i is not None:
-        row = [round(v, 4) for v in x[i, 3].tolist()]
-        return i, f"has last row {row}: {_CV_HINT} with last row [0, 0, 0, 1]"
-    R = x[:, :3, :3]
-    eye = torch.eye(3, dtype=x.dtype, device=x.device)
-    ortho = (R.transpose(-1, -2) @ R - eye).abs().amax((1, 2))
-    det = torch.linalg.det(R)
-    i = _first(ortho > atol)
-    if i is not None:
-        return i, (f"is not a rigid transform (det={round(det[i].item(), 4)}, "
-                   f"max|R^T R - I|={ortho[i].item():.3g}): {_CV_HINT}; remove scale or shear from the rotation")
-    i = _first((det - 1.0).abs() > atol)
-    if i is not None:
-        return i, (f"is not a rigid transform (det={round(det[i].item(), 4)}): {_CV_HINT}; det -1 means a mirrored "
-                   "axis, e.g. an OpenGL or Unreal pose that was not converted")
-    return None
-
-
-def _K_problem(K: Tensor, atol: float) -> tuple[int, str] | None:
-    """First bad intrinsics in ``K [N, 3, 3]`` as (index, reason)."""
-    x = K.detach().to(torch.float64)
-    i = _first(~torch.isfinite(x).flatten(1).all(1))
-    if i is not None:
-        return i, "contains NaN or inf: expected finite pinhole intrinsics in pixels"
-    zeros = torch.stack([x[:, 0, 1], x[:, 1, 0], x[:, 2, 0], x[:, 2, 1], x[:, 2, 2] - 1.0], 1)
-    i = _first(zeros.abs().amax(1) > atol)
-    if i is not None:
-        rows = [[round(v, 4) for v in r] for r in x[i].tolist()]
-        return i, (f"is not a zero-skew pinhole matrix ({rows}): expected [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] "
-                   "in pixels; divide by K[2, 2] and drop any skew")
-    i = _first((x[:, 0, 0] <= 0) | (x[:, 1, 1] <= 0))
-    if i is not None:
-        return i, (f"has fx={x[i, 0, 0].item():.4g}, fy={x[i, 1, 1].item():.4g}: focal lengths must be positive "
-                   "pixels; a negative one means a flipped image axis that belongs in the pose instead")
-    return None
-
-
-def _check(x: Any, name: str, tail: tuple[int, int], problem: Callable, atol: float, what: str) -> Tensor:
-    x = torch.as_tensor(x)
-    if x.ndim < 2 or tuple(x.shape[-2:]) != tail:
-        raise ValueError(f"{name} has shape {tuple(x.shape)}: expected [..., {tail[0]}, {tail[1]}] {what}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} has dtype {x.dtype}: expected a floating-point tensor of {what}")
-    if x.numel() == 0:
-        return x
-    found = problem(x.reshape(-1, *tail), atol)
-    if found is not None:
-        i, reason = found
-        raise ValueError(f"{name}{_index(i, x.shape[:-2])} {reason}")
-    return x
-
-
-def validate_c2w(c2w: Tensor, name: str = "c2w", atol: float = 1e-3) -> Tensor:
-    """Check ``c2w [..., 4, 4]`` is finite and rigid (R^T R = I, det R = +1, last row [0, 0, 0, 1]).
-
-    Returns the input as a tensor. The error names the offending index, e.g.
-    ``target_c2w[3] is not a rigid transform (det=-1): expected OpenCV camera-to-world ...``.
-    """
-    return _check(c2w, name, (4, 4), _c2w_problem, atol, "camera-to-world matrices")
-
-
-def validate_intrinsics(K: Tensor, name: str = "K", atol: float = 1e-4) -> Tensor:
-    """Check ``K [..., 3, 3]`` is finite, zero-skew ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` with fx, fy > 0."""
-    return _check(K, name, (3, 3), _K_problem, atol, "pinhole intrinsics in pixels")
-
-
-# ---------------------------------------------------------------------------------------------- basic ops
-def rigid_inverse(c2w: Tensor) -> Tensor:
-    """Inverse of rigid ``[..., 4, 4]`` transforms via R^T (exact for orthonormal R, no solver)."""
-    R_t = c2w[..., :3, :3].transpose(-1, -2)
-    out = torch.zeros_like(c2w)
-    out[..., :3, :3] = R_t
-    out[..., :3, 3] = -(R_t @ c2w[..., :3, 3:4])[..., 0]
-    out[..., 3, 3] = 1.0
-    return out
-
-
-def homogeneous(Rt: Tensor) -> Tensor:
-    """``[..., 3, 4]`` pose -> ``[..., 4, 4]`` with last row [0, 0, 0, 1]."""
-    last = torch.zeros(*Rt.shape[:-2], 1, 4, dtype=Rt.dtype, device=Rt.device)
-    last[..., 0, 3] = 1.0
-    return torch.cat([Rt, last], dim=-2)
-
-
-def relative_poses(source_c2w: Tensor, target_c2w: Tensor, reference: str = "first_source") -> Tensor:
-    """Target poses expressed in a source camera's frame. ``[..., T, 4, 4]`` x2 -> ``[..., T, 4, 4]``.
-
-    ``first_source``: ``inv(source_c2w[0]) @ target_c2w[t]`` (ReCamMaster's convention).
-    ``current_source``: ``inv(source_c2w[t]) @ target_c2w[t]`` (live use, source motion unknown).
-    Inputs are assumed valid (call :func:`validate_c2w` at the edges; this stays free of host syncs).
-    """
-    if source_c2w.ndim < 3 or target_c2w.ndim < 3:
-        raise ValueError(f"source_c2w {tuple(source_c2w.shape)} and target_c2w {tuple(target_c2w.shape)} "
-                         "must both be [..., T, 4, 4]")
-    if reference == "first_source":
-        ref = source_c2w[..., :1, :, :]
-    elif reference == "current_source":
-        if source_c2w.shape[-3] != target_c2w.shape[-3]:
-            raise ValueError(f"current_source needs equal T: source_c2w has {source_c2w.shape[-3]} frames, "
-                             f"target_c2w {target_c2w.shape[-3]}; pass one source pose per target pose")
-        ref = source_c2w
-    else:
-        raise ValueError(f"reference={reference!r} is not a pose reference mode: expected one of {POSE_REFERENCES}")
-    return rigid_inverse(ref) @ target_c2w
-
-
-# ---------------------------------------------------------------------------------------------- intrinsics
-def make_intrinsics(fx: Any, fy: Any, cx: Any, cy: Any, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Broadcast fx, fy, cx, cy (pixels) into ``K [..., 3, 3]``."""
-    fx, fy, cx, cy = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=dtype) for v in (fx, fy, cx, cy)))
-    K = torch.zeros(*fx.shape, 3, 3, dtype=dtype)
-    K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2], K[..., 2, 2] = fx, fy, cx, cy, 1.0
-    return K
-
-
-def fov_intrinsics(height: int, width: int, fov_x_degrees: float) -> Tensor:
-    """``K [3, 3]`` for a centred square-pixel camera with horizontal field of view ``fov_x_degrees``."""
-    f = 0.5 * width / math.tan(math.radians(fov_x_degrees) / 2)
-    return make_intrinsics(f, f, width / 2, height / 2)
-
-
-def resize_intrinsics(K: Tensor, old_hw: tuple[int, int], new_hw: tuple[int, int]) -> Tensor:
-    """``K [..., 3, 3]`` for an image resized from ``old_hw`` to ``new_hw`` (H, W).
-
-    With pixel centres at +0.5 the image spans [0, W] x [0, H] continuously, so resizing is a pure scale:
-    row 0 (fx, skew, cx) by W'/W and row 1 (fy, cy) by H'/H.
-    """
-    (h, w), (h2, w2) = old_hw, new_hw
-    if min(h, w, h2, w2) <= 0:
-        raise ValueError(f"resize_intrinsics got old_hw={old_hw}, new_hw={new_hw}: sizes must be positive (H, W)")
-    out = K.clone()
-    out[..., 0, :] = K[..., 0, :] * (w2 / w)
-    out[..., 1, :] = K[..., 1, :] * (h2 / h)
-    return out
-
-
-def crop_intrinsics(K: Tensor, top: Any, left: Any) -> Tensor:
-    """``K [..., 3, 3]`` for the crop whose top-left pixel corner is at (top, left): the principal point shifts."""
-    out = K.clone()
-    out[..., 0, 2] = K[..., 0, 2] - torch.as_tensor(left, dtype=K.dtype, device=K.device)
-    out[..., 1, 2] = K[..., 1, 2] - torch.as_tensor(top, dtype=K.dtype, device=K.device)
-    return out
-
+from realcam.geometry_io import (Trajectory, load_any_trajectory, load_multicam_json, load_nerfstudio,  # noqa: F401
+                                 load_realestate10k, load_trajectory, opencv_to_opengl, opencv_to_unreal,
+                                 opengl_to_opencv, save_multicam_json, save_nerfstudio, save_realestate10k,
+                                 save_trajectory, unreal_to_opencv)
+from realcam.poses import (POSE_REFERENCES, crop_intrinsics, fov_intrinsics, homogeneous,  # noqa: F401
+                           make_intrinsics, relative_poses, resize_intrinsics, rigid_inverse, validate_c2w,
+                           validate_intrinsics)
 
 # ---------------------------------------------------------------------------------------------- Plücker
 def _pinhole_inverse(K: Tensor) -> Tensor:
-    """Closed-form inverse of upper-triangular ``K [..., 3, 3]`` (no batched solver on the GPU)."""
+    """Closed-form inverse of upper-triangular ``K [..., 3, 3]`` (no batched solver on the GPU).
+
+    Hand-written rather than kornia's ``unproject_points``: it runs inside the network's reprojection on every
+    forward, where one einsum over a shared pixel grid beats a per-pixel K broadcast, and it keeps the bundled
+    student's outputs bit for bit."""
     fx, fy, s, cx, cy = K[..., 0, 0], K[..., 1, 1], K[..., 0, 1], K[..., 0, 2], K[..., 1, 2]
     out = torch.zeros_like(K)
     out[..., 0, 0], out[..., 1, 1], out[..., 2, 2] = 1.0 / fx, 1.0 / fy, 1.0
@@ -235,53 +76,20 @@ def plucker_rays(c2w: Tensor, K: Tensor, height: int, width: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- rotations
-def _hat(w: Tensor) -> Tensor:
-    z = torch.zeros_like(w[..., 0])
-    return torch.stack([torch.stack([z, -w[..., 2], w[..., 1]], -1),
-                        torch.stack([w[..., 2], z, -w[..., 0]], -1),
-                        torch.stack([-w[..., 1], w[..., 0], z], -1)], -2)
-
-
 def so3_exp(w: Tensor) -> Tensor:
-    """Axis-angle ``[..., 3]`` (radians) -> rotation ``[..., 3, 3]`` (Rodrigues, Taylor-safe near 0)."""
-    theta2 = (w * w).sum(-1, keepdim=True)[..., None]
-    theta = theta2.clamp_min(1e-30).sqrt()
-    small = theta2 < 1e-8
-    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp_min(1e-30))
-    W = _hat(w)
-    eye = torch.eye(3, dtype=w.dtype, device=w.device)
-    return eye + a * W + b * (W @ W)
+    """Axis-angle ``[..., 3]`` (radians) -> rotation ``[..., 3, 3]`` (kornia's Rodrigues, Taylor-safe near 0)."""
+    return kornia_conversions.axis_angle_to_rotation_matrix(w)
 
 
 def matrix_to_quaternion(R: Tensor) -> Tensor:
-    """Rotation ``[..., 3, 3]`` -> unit quaternion ``[..., 4]`` (w, x, y, z) with w >= 0.
-
-    Shepperd's method: divide by the largest of the four |q_i| so it stays accurate near 180 degrees.
-    """
-    r = R.reshape(*R.shape[:-2], 9).unbind(-1)
-    r00, r01, r02, r10, r11, r12, r20, r21, r22 = r
-    four_sq = torch.stack([1 + r00 + r11 + r22, 1 + r00 - r11 - r22,
-                           1 - r00 + r11 - r22, 1 - r00 - r11 + r22], -1)
-    q2 = four_sq.clamp_min(0).sqrt()                                                   # 2|q_i|
-    cand = torch.stack([
-        torch.stack([q2[..., 0] ** 2, r21 - r12, r02 - r20, r10 - r01], -1),
-        torch.stack([r21 - r12, q2[..., 1] ** 2, r10 + r01, r02 + r20], -1),
-        torch.stack([r02 - r20, r10 + r01, q2[..., 2] ** 2, r12 + r21], -1),
-        torch.stack([r10 - r01, r20 + r02, r21 + r12, q2[..., 3] ** 2], -1),
-    ], -2) / (2 * q2.clamp_min(1e-12))[..., None]
-    best = q2.argmax(-1)[..., None, None].expand(*q2.shape[:-1], 1, 4)
-    q = torch.nn.functional.normalize(cand.gather(-2, best)[..., 0, :], dim=-1)
+    """Rotation ``[..., 3, 3]`` -> unit quaternion ``[..., 4]`` (w, x, y, z) with w >= 0 (kornia's, sign fixed)."""
+    q = kornia_conversions.rotation_matrix_to_quaternion(R, eps=0.0)
     return torch.where(q[..., :1] < 0, -q, q)
 
 
 def so3_log(R: Tensor) -> Tensor:
-    """Rotation ``[..., 3, 3]`` -> axis-angle ``[..., 3]`` with angle in [0, pi] (via the quaternion)."""
-    q = matrix_to_quaternion(R)
-    n = q[..., 1:].norm(dim=-1, keepdim=True)
-    scale = torch.where(n < 1e-8, 2.0 / q[..., :1].clamp_min(1e-12),
-                        2.0 * torch.atan2(n, q[..., :1]) / n.clamp_min(1e-12))
-    return q[..., 1:] * scale
+    """Rotation ``[..., 3, 3]`` -> axis-angle ``[..., 3]`` with angle in [0, pi] (kornia, via the quaternion)."""
+    return kornia_conversions.rotation_matrix_to_axis_angle(R)
 
 
 def _rot(axis: int, angle: Tensor) -> Tensor:
@@ -546,24 +354,9 @@ def parse_trajectory_spec(spec: str, T: int) -> Tensor:
     return _builder_from_parts(spec, parts)(T)
 
 
-# Trajectory and the importers/exporters live in geometry_io, which imports this module; they are re-exported
-# lazily so that either module can be imported first without a circular import.
 _IO_NAMES = ("Trajectory", "load_multicam_json", "save_multicam_json", "unreal_to_opencv", "opencv_to_unreal",
              "load_realestate10k", "save_realestate10k", "load_nerfstudio", "save_nerfstudio",
              "opengl_to_opencv", "opencv_to_opengl", "load_trajectory", "save_trajectory", "load_any_trajectory")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _IO_NAMES:
-        from realcam import geometry_io
-        return getattr(geometry_io, name)
-    raise AttributeError(f"module 'realcam.geometry' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_IO_NAMES])
-
-
 __all__ = [
     "POSE_REFERENCES", "LOOP_KINDS", "SPEC_EXAMPLES", "validate_c2w", "validate_intrinsics", "rigid_inverse",
     "homogeneous", "relative_poses", "make_intrinsics", "fov_intrinsics", "resize_intrinsics", "crop_intrinsics",

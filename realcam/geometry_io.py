@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from realcam.geometry import _c2w_problem, _K_problem, homogeneous, make_intrinsics, validate_c2w, validate_intrinsics
+from realcam.poses import _c2w_problem, _K_problem, homogeneous, make_intrinsics, validate_c2w, validate_intrinsics
 
 REALCAM_FORMAT = "realcam-trajectory"
 REALCAM_VERSION = 1
@@ -298,13 +298,14 @@ def save_realestate10k(path: str | Path, traj: Trajectory) -> Path:
 # ------------------------------------------------------------------------------------ nerfstudio / OpenGL
 # OpenGL / nerfstudio cameras look down -z with y up; OpenCV looks down +z with y down. Flipping the camera's
 # y and z axes (columns 1 and 2 of c2w) converts one into the other; the world is left as it is.
-_FLIP_YZ = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 _NS_INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 
 
 def opengl_to_opencv(c2w: Tensor) -> Tensor:
-    """OpenGL / nerfstudio c2w ``[..., 4, 4]`` -> OpenCV c2w (its own inverse)."""
-    return c2w @ _FLIP_YZ.to(c2w.dtype).to(c2w.device)
+    """OpenGL / nerfstudio c2w ``[..., 4, 4]`` -> OpenCV c2w (its own inverse; kornia's graphics-to-vision)."""
+    from kornia.geometry.conversions import camtoworld_graphics_to_vision_4x4
+
+    return camtoworld_graphics_to_vision_4x4(c2w.reshape(-1, 4, 4)).reshape(c2w.shape)
 
 
 opencv_to_opengl = opengl_to_opencv

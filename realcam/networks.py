@@ -21,7 +21,7 @@ from torch import nn
 from realcam.registry import BACKBONES
 
 # Where a network's weights live inside the Lightning checkpoints of realcam's systems, most preferred first.
-EMA_PREFIXES = ("ema.shadow.",)
+EMA_PREFIXES = ("ema.module.", "ema.shadow.")   # timm ModelEmaV3; before it, realcam's own EMA
 RAW_PREFIXES = ("generator.", "denoiser.")
 
 
@@ -43,8 +43,8 @@ def build_network(spec: nn.Module | str, overrides: dict | None = None, field: s
 def read_state_dict(path: str | Path, prefer: Literal["ema", "raw"] = "ema", field: str = "weights") -> dict:
     """The bare network's state dict from a Lightning checkpoint or a safetensors file.
 
-    Lightning checkpoints: the ``ema.shadow.*`` entries when ``prefer='ema'`` and present, else the first of
-    ``generator.*`` / ``denoiser.*`` found, with the prefix stripped.
+    Lightning checkpoints: the ``ema.module.*`` entries (``ema.shadow.*`` in older checkpoints) when
+    ``prefer='ema'`` and present, else the first of ``generator.*`` / ``denoiser.*`` found, prefix stripped.
     """
     path = Path(path)
     if not path.is_file():

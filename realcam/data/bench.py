@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import torch
 
+from realcam.data.make import make_shards
+
 
 def print_table(title: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     def fmt(v: Any) -> str:
@@ -40,7 +42,6 @@ def benchmark_loader(height: int = 64, width: int = 64, length: int = 16, num_sa
     """samples/s of ``RealcamDataModule.train_dataloader()`` (decode + [-1, 1] batches, no resize) per row."""
     import warnings
 
-    from realcam.data.cli import make_shards
     from realcam.data.datamodule import RealcamDataModule
 
     rows = []

@@ -1,26 +1,32 @@
 """``RealcamDataModule``: LoopSequence shards -> length-bucketed, augmented batches (format and batch: docs/data.md).
 
-Each DataLoader worker of each rank owns a disjoint slice of the shards ("slot" = (rank, worker)). Training
-resamples shards inside its own slice forever and stops after a fixed number of batches, so every rank runs
-the same number of steps (DDP needs that); validation and test read every sample exactly once over all slots.
-Batches are formed inside the workers, so one batch always shares one length T.
+The reading is a webdataset pipeline (:class:`ShardStream`), so shards can live anywhere webdataset reads from
+(local, ``pipe:``, http(s)). Every rank reads its own shards; training resamples them forever and stops after a
+fixed number of batches, so every rank runs the same number of steps (DDP needs that); validation and test read
+every sample exactly once over all (rank, worker) slots. Batches are formed inside the workers, so one batch
+always shares one length T. The training loader is resumable mid-epoch (:class:`_EpochLoader`).
 """
 from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
 import random
+import tarfile
 import warnings
-from typing import Any, Callable, Iterator, TypedDict
+import zlib
+from functools import partial
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator, TypedDict
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+import webdataset as wds
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from realcam.data.loopaug import LoopSequence
-from realcam.data.shards import ShardError, decode_sample, expand_urls, iter_shard
+from realcam.data.shards import decode_sample, expand_urls, open_shard, shard_index
 
 
 class RealcamBatch(TypedDict):
@@ -82,7 +88,8 @@ def resize_crop(frames: Tensor, K: Tensor, out_hw: tuple[int, int], zoom: float,
     """uint8 [T, H, W, 3] + K [T, 3, 3] -> uint8 [T, 3, h, w] + K of the new pixels.
 
     Resize so the frame covers ``out_hw`` times ``zoom`` (aspect kept), then crop ``out_hw`` at
-    (top_frac, left_frac) of the slack. K follows both steps exactly.
+    (top_frac, left_frac) of the slack. K follows both steps exactly. Hand-written, not kornia.augmentation:
+    source and target must share one draw from the stream's seeded rng (exact resume), and K follows it here.
     """
     new_hw, (top, left), K = resize_crop_geometry(tuple(frames.shape[1:3]), K, out_hw, zoom, top_frac, left_frac)
     x = frames.permute(0, 3, 1, 2).float()
@@ -131,11 +138,15 @@ def collate(samples: list[dict[str, Any]]) -> RealcamBatch:
 
 # -- the stream ---------------------------------------------------------------------------------------------------
 class ShardStream(IterableDataset):
-    """Batches from shards for one (rank, world) — see the module docstring for the split.
+    """Batches from shards for one (rank, world), as a webdataset pipeline built in each DataLoader worker.
+
+    Stages: shard URLs (``ResampledShards`` for training, each epoch seeded by the step it starts at; a plain list,
+    ``split_by_worker``, for evaluation) -> ``tarfile_to_samples`` -> this slot's own samples (a split by sample
+    where there are fewer shards than slots) -> decode (corrupt samples counted and skipped by the error handler)
+    -> ``shuffle`` (training) -> crop/resize and length bucketing into batches -> ``with_epoch`` (training).
 
     Yields batches with uint8 ``source`` / ``target``; the DataModule's loaders turn them into float
     :class:`RealcamBatch` es (:func:`normalize_frames`) after they leave the workers.
-
     ``batches_per_epoch`` (training only) is per rank; workers share it out exactly.
     """
 
@@ -153,58 +164,76 @@ class ShardStream(IterableDataset):
         self.batches_per_epoch, self.shuffle_buffer = batches_per_epoch, shuffle_buffer
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.auto_epoch = True   # False while a loader sets the epoch from the trainer
+        self.skip_batches = 0    # batches of this epoch a resumed run already trained on (the loader sets it)
+        self.worker_shift = 0    # and the worker whose turn came next: DataLoader worker i plays worker i + shift
+        self._in_a_row = {"errors": 0, "foreign": 0, "foreign_keys": set()}
 
     def __len__(self) -> int:
         if not self.train:  # bucketing makes the eval batch count data-dependent; Lightning reads this as "unsized"
             raise TypeError("an evaluation ShardStream has no length")
         return int(self.batches_per_epoch)
 
-    # slot = (rank, worker): which shards it opens, and which samples in them are its own
-    def _slot(self) -> tuple[list[tuple[int, str]], int, int, int, int]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        shards = list(enumerate(self.urls))
-        # Split by shard where there are enough of them; otherwise every slot reads the shards it shares and keeps
-        # sample j of shard i only when (i + j) % n == r, which is still a partition of the samples.
-        if len(shards) >= self.world_size:
-            shards = shards[self.rank::self.world_size]
-            if len(shards) >= workers:
-                return shards[worker::workers], 1, 0, worker, workers
-            return shards, workers, worker, worker, workers
-        slots = self.world_size * workers
-        return shards, slots, self.rank * workers + worker, worker, workers
+    def _split(self, worker: int, workers: int) -> tuple[list[str], int, int]:
+        """This slot's shards, and (n, r): keep a sample when crc32(key) % n == r (n = 1 keeps all).
 
-    def _samples(self, rng: random.Random) -> Iterator[tuple[str, LoopSequence]]:
-        shards, n, r, _, n_workers = self._slot()
-        empty_in_a_row = 0
-        while True:
-            order = [rng.choice(shards) for _ in range(len(shards))] if self.train else shards
-            for i, url in order:
-                got = 0
-                try:
-                    for j, (key, entries) in enumerate(iter_shard(url)):
-                        if (i + j) % n != r:
-                            continue
-                        try:
-                            seq = self.decode(entries, key)
-                        except (ValueError, TypeError) as err:
-                            self._skip(f"corrupt sample {key!r} in {url}: {err}")
-                            continue
-                        got += 1
-                        yield key, seq
-                except ShardError as err:
-                    self._skip(f"corrupt shard, rest skipped: {err}")
-                empty_in_a_row = 0 if got else empty_in_a_row + 1
-            if not self.train:
-                return
-            if empty_in_a_row > 4 * len(shards) + 8:  # an endless stream that never yields would hang the trainer
-                raise RuntimeError(f"rank {self.rank}: its training shards {[u for _, u in shards]} yielded no "
-                                   f"readable samples for this worker: they are corrupt (`realcam data check`) or "
-                                   f"hold fewer samples than ranks x workers ({self.world_size} x {n_workers})")
+        By shard where there are enough of them (every rank its own shards; in evaluation every worker its own
+        too), otherwise by sample: every slot reads the shards it shares and keeps its own samples, which is still
+        a partition. The rank is the trainer's, passed in: webdataset's split_by_node would look it up in
+        torch.distributed, which spawn-started workers do not have.
+        """
+        if len(self.urls) < self.world_size:
+            return self.urls, self.world_size * workers, self.rank * workers + worker
+        urls = self.urls[self.rank::self.world_size]
+        return (urls, workers, worker) if len(urls) < workers else (urls, 1, 0)
 
-    def _skip(self, message: str) -> None:
+    def pipeline(self, worker: int, workers: int, rng: random.Random) -> Iterable[dict[str, Any]]:
+        urls, n, r = self._split(worker, workers)
+        if self.train:
+            shards = wds.ResampledShards(urls, seed=self.seed, deterministic=True,
+                                         worker_seed=lambda: self.rank * 1000 + worker)
+            shards.epoch = self.epoch - 1    # it counts its own epochs up from here; ours is the step key
+            stages: list[Any] = [shards]
+        else:
+            stages = [wds.SimpleShardList(urls), *([wds.split_by_worker] if n == 1 else [])]
+        stages.append(wds.tarfile_to_samples(handler=self._skip))
+        if n > 1:
+            stages.append(partial(self._own_samples, n=n, r=r))
+        stages.append(wds.map(self._decode, handler=self._skip))
+        if self.train and self.shuffle_buffer > 1:
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
+        stages.append(partial(self._batches, rng=rng))
+        return wds.DataPipeline(*stages)
+
+    def _own_samples(self, samples: Iterable[dict[str, Any]], n: int, r: int) -> Iterator[dict[str, Any]]:
+        state = self._in_a_row
+        for sample in samples:
+            if zlib.crc32(sample["__key__"].encode()) % n == r:
+                state["foreign"], state["foreign_keys"] = 0, set()
+                yield sample
+                continue
+            state["foreign"] += 1
+            state["foreign_keys"].add(sample["__key__"])
+            # Every key seen many times over and none of them ours: an endless stream that never yields would hang.
+            if self.train and state["foreign"] > 8 * len(state["foreign_keys"]) + 64:
+                raise RuntimeError(f"rank {self.rank}: its training shards {self.urls} hold no sample for this "
+                                   f"worker: they hold fewer samples than ranks x workers ({n} slots)")
+
+    def _decode(self, sample: dict[str, Any]) -> tuple[str, Any]:
+        key, url = sample["__key__"], sample.get("__url__", "?")
+        try:
+            return key, self.decode(sample, key)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"corrupt sample {key!r} in {url}: {err}") from None
+
+    def _skip(self, err: Exception) -> bool:
+        """webdataset's error handler: count the corrupt sample or shard tail, warn, go on."""
         self.counter.add()
-        warnings.warn(f"skipping {message}", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"skipping {err}", RuntimeWarning, stacklevel=2)
+        self._in_a_row["errors"] += 1
+        if self.train and self._in_a_row["errors"] > 4 * len(self.urls) + 8:
+            raise RuntimeError(f"rank {self.rank}: its training shards {self.urls} yielded no readable samples: "
+                               f"they are corrupt (`realcam data check`)") from err
+        return True
 
     def _prepare(self, key: str, seq: LoopSequence, rng: random.Random) -> dict[str, Any] | None:
         T = seq.num_steps
@@ -239,61 +268,76 @@ class ShardStream(IterableDataset):
 
     collate = staticmethod(collate)
 
-    def __iter__(self) -> Iterator[RealcamBatch]:
-        _, _, _, worker, workers = self._slot()
-        rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
-        if self.auto_epoch:
-            self.epoch += 1  # persistent workers keep this copy: the next epoch draws differently
-        quota = None
-        if self.train:
-            quota = self.batches_per_epoch // workers + (worker < self.batches_per_epoch % workers)
-            if quota == 0:
-                return
+    def _batches(self, samples: Iterable[tuple[str, Any]], rng: random.Random) -> Iterator[RealcamBatch]:
+        """Length bucketing: a batch is ``batch_size`` samples of one shape. Evaluation sees every sample (it never
+        shuffles), so at the end it flushes partial buckets, shortest first."""
         buckets: dict[tuple, list[dict[str, Any]]] = {}
-        pool: list[tuple[str, LoopSequence]] = []
-        done = 0
-        for item in self._samples(rng):
-            if self.train and self.shuffle_buffer > 1:
-                pool.append(item)
-                if len(pool) < self.shuffle_buffer:
-                    continue
-                item = pool.pop(rng.randrange(len(pool)))
+        for item in samples:
+            self._in_a_row["errors"] = 0
             sample = self._prepare(*item, rng)
             if sample is None:
                 continue
-            shape = self.shape_key(sample)
-            bucket = buckets.setdefault(shape, [])
+            bucket = buckets.setdefault(self.shape_key(sample), [])
             bucket.append(sample)
             if len(bucket) == self.batch_size:
                 yield self.collate(bucket)
-                buckets[shape] = []
-                done += 1
-                if quota is not None and done >= quota:
-                    return
-        if not self.train:  # evaluation sees every sample (it never shuffles): flush partial buckets, shortest first
-            for shape in sorted(buckets):
-                if buckets[shape]:
-                    yield self.collate(buckets[shape])
+                bucket.clear()
+        if not self.train:
+            yield from (self.collate(buckets[shape]) for shape in sorted(buckets) if buckets[shape])
+
+    def __iter__(self) -> Iterator[RealcamBatch]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # A new DataLoader iterator asks worker 0 first; in a resumed epoch the next batch is another worker's.
+        shift, self.worker_shift = self.worker_shift, 0
+        worker = (worker + shift) % workers
+        rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
+        if self.auto_epoch:
+            self.epoch += 1  # persistent workers keep this copy: the next epoch draws differently
+        pipeline = self.pipeline(worker, workers, rng)
+        skip, self.skip_batches = self.skip_batches, 0
+        if not self.train:
+            return iter(pipeline)
+        # DataLoader takes batches from its workers in turn, so a resumed run's first `skip` batches were these:
+        quota = self.batches_per_epoch // workers + (worker < self.batches_per_epoch % workers)
+        return islice(pipeline.with_epoch(quota), skip // workers + (worker < skip % workers), None)
 
 
 class _EpochLoader(DataLoader):
-    """Yields float batches (:func:`normalize_frames`) and keeps the stream's epoch in step.
+    """Yields float batches (:func:`normalize_frames`), keeps the stream's epoch in step, and is resumable.
 
-    With ``epoch_fn`` (the trainer's global step) an epoch's draw is a function of the step it starts at, so a
-    run resumed from a checkpoint sees the same batches as one that never stopped. Without it (or with persistent
-    workers, which keep their own copy) the epoch is bumped here, so non-persistent workers still get a fresh
-    shard draw each epoch."""
+    With ``epoch_fn`` (the trainer's global step) an epoch's draw is a function of the step it starts at. Without
+    it (or with persistent workers, which keep their own copy) the epoch is bumped here, so non-persistent workers
+    still get a fresh shard draw each epoch. ``state_dict`` (saved by Lightning in every checkpoint) holds the
+    epoch's draw and how many of its batches the training loop took (``consumed``, counted by the DataModule:
+    Lightning fetches a batch ahead, so the loader's own count would be one too many); a run resumed from it
+    draws the same epoch and skips those batches, so it trains on what an uninterrupted run would have."""
 
     def __init__(self, *args: Any, epoch_fn: Callable[[], int] | None = None,
                  transform: Callable[[Any], Any] = normalize_frames, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.epoch_fn, self.transform = epoch_fn, transform
+        self.consumed, self._epoch, self._resume = 0, 0, None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)
 
     def __iter__(self):
+        resume, self._resume = self._resume, None
         managed = self.epoch_fn is not None and not (self.num_workers > 0 and self.persistent_workers)
-        if managed:
+        self.consumed = 0
+        if resume is not None and 0 < resume["consumed"] < len(self.dataset):   # else it ended on an epoch end
+            self.dataset.epoch, self.dataset.auto_epoch = resume["epoch"], not managed
+            self.dataset.skip_batches = self.consumed = resume["consumed"]
+            self.dataset.worker_shift = resume["consumed"] % max(1, self.num_workers)
+        elif managed:
             self.dataset.epoch, self.dataset.auto_epoch = self.epoch_fn(), False
-        it = super().__iter__()
+        self._epoch = self.dataset.epoch
+        it = super().__iter__()                # workers got their copies (or the stream its iterator) here:
+        self.dataset.skip_batches = self.dataset.worker_shift = 0    # they are for the resumed epoch only
         if not managed and self.num_workers > 0 and not self.persistent_workers:
             self.dataset.epoch += 1
         return map(self.transform, it)
@@ -304,8 +348,9 @@ class RealcamDataModule(L.LightningDataModule):
     """LoopSequence shards for fit / validate / test / predict.
 
     Args:
-        train_shards / val_shards / test_shards: shard paths, brace patterns (``DIR/train-{000000..000009}.tar``)
-            or globs, or lists of them; every path must exist.
+        train_shards / val_shards / test_shards: shard URLs in any form webdataset reads: local paths, brace
+            patterns (``DIR/train-{000000..000009}.tar``), ``pipe:CMD`` (e.g. ``pipe:aws s3 cp s3://b/x.tar -``),
+            ``http(s)://``; for local paths also globs and directories; or lists of them. Local paths must exist.
         predict_shards: what ``realcam predict`` generates for, read like test (every sample once, centre
             crops, the first steps); None uses ``test_shards``.
         batch_size: samples per batch (per rank).
@@ -315,7 +360,8 @@ class RealcamDataModule(L.LightningDataModule):
             evaluation resizes to cover and crops the centre. Intrinsics follow exactly.
         length_buckets: allowed T values; a sample is cropped to the longest bucket that fits (a random window
             in training, the first steps in evaluation). None groups samples by their stored T.
-        train_batches_per_epoch: batches per rank per epoch; None = train samples // (batch_size * world_size).
+        train_batches_per_epoch: batches per rank per epoch; None = train samples // (batch_size * world_size),
+            the samples counted from index.json beside the shards where it lists them.
         shuffle_buffer: training sample shuffle buffer (on top of random shard resampling); 0 disables it.
         seed: drives shard resampling, crops and shuffling (rank and worker are mixed in).
         log_corrupt: attach :class:`CorruptSampleLogger` so ``data/corrupt_samples`` gets logged.
@@ -351,6 +397,7 @@ class RealcamDataModule(L.LightningDataModule):
         self.log_corrupt = log_corrupt
         self.corrupt = {split: CorruptCounter() for split in self.urls}
         self._streams: dict[str, ShardStream] = {}
+        self._train_loader: _EpochLoader | None = None
 
     @property
     def corrupt_count(self) -> int:
@@ -383,23 +430,34 @@ class RealcamDataModule(L.LightningDataModule):
             batches = None
             if split == "train":
                 batches = self.train_batches_per_epoch or max(1, count_samples(urls) // (self.batch_size * world))
-            stream = ShardStream(urls, train=split == "train", batch_size=self.batch_size,
-                                 counter=self.corrupt[split], image_size=self.image_size, max_zoom=self.max_zoom,
-                                 length_buckets=self.length_buckets, batches_per_epoch=batches,
-                                 shuffle_buffer=self.shuffle_buffer,
-                                 seed=self.seed + (0 if split == "train" else 7919), rank=rank, world_size=world)
-            self._streams[split] = stream
+            stream = self._streams[split] = self.make_stream(split, urls, batches, rank, world)
         return stream
 
-    def _loader(self, split: str) -> DataLoader:
+    def make_stream(self, split: str, urls: list[str], batches: int | None, rank: int, world: int) -> ShardStream:
+        return ShardStream(urls, train=split == "train", batch_size=self.batch_size, counter=self.corrupt[split],
+                           image_size=self.image_size, max_zoom=self.max_zoom, length_buckets=self.length_buckets,
+                           batches_per_epoch=batches, shuffle_buffer=self.shuffle_buffer,
+                           seed=self.seed + (0 if split == "train" else 7919), rank=rank, world_size=world)
+
+    def _loader(self, split: str, transform: Callable[[Any], Any] = normalize_frames) -> DataLoader:
         epoch_fn = None
         if split == "train" and self.trainer is not None:
             # Keyed by the global step at which the epoch starts: a run resumed from a checkpoint starts its
             # next epoch at the same step as an uninterrupted run, so it draws the same batches.
             epoch_fn = lambda: self.trainer.global_step  # noqa: E731
-        return _EpochLoader(self.stream(split), batch_size=None, num_workers=self.num_workers,
-                            persistent_workers=self.persistent_workers and self.num_workers > 0,
-                            timeout=self.loader_timeout if self.num_workers > 0 else 0, epoch_fn=epoch_fn)
+        loader = _EpochLoader(self.stream(split), batch_size=None, num_workers=self.num_workers,
+                              persistent_workers=self.persistent_workers and self.num_workers > 0,
+                              timeout=self.loader_timeout if self.num_workers > 0 else 0, epoch_fn=epoch_fn,
+                              transform=transform)
+        if split == "train":
+            self._train_loader = loader
+        return loader
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # The batches the training loop has taken, for the loader's resumable state (see _EpochLoader).
+        if self.trainer is not None and self.trainer.training and self._train_loader is not None:
+            self._train_loader.consumed += 1
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -415,18 +473,20 @@ class RealcamDataModule(L.LightningDataModule):
 
 
 def count_samples(urls: list[str]) -> int:
-    """Samples in the shards, counted from tar headers (member data is skipped, not read)."""
-    import tarfile
-
+    """Samples in the shards: ``num_samples`` from index.json where it lists the shard, else counted from the tar
+    headers (member data is skipped on a local file; a remote URL is read once)."""
+    listed, folder = shard_index(urls), str(urls[0]).rsplit("/", 1)[0]
     total = 0
     for url in urls:
-        keys = set()
+        entry = listed.get(url.rsplit("/", 1)[-1]) if url.rsplit("/", 1)[0] == folder else None
+        if entry is not None and "num_samples" in entry:
+            total += int(entry["num_samples"])
+            continue
         try:
-            with tarfile.open(url, "r:") as tar:
-                keys.update(m.name.partition(".")[0] for m in tar if m.isfile())
-        except tarfile.TarError as err:
+            with open_shard(url) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+                total += len({m.name.partition(".")[0] for m in tar if m.isfile()})
+        except (tarfile.TarError, OSError) as err:
             warnings.warn(f"cannot count samples in {url} ({err}); it is counted as empty", RuntimeWarning)
-        total += len(keys)
     return total
 
 

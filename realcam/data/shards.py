@@ -19,7 +19,7 @@ The full description, with a plain tar + numpy example, is docs/data.md.
 """
 from __future__ import annotations
 
-import contextlib
+import glob
 import hashlib
 import io
 import json
@@ -27,9 +27,10 @@ import os
 import re
 import tarfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+import webdataset as wds
 
 from realcam.atomic import write_atomic
 from realcam.data.loopaug import LoopSequence
@@ -214,33 +215,15 @@ def decode_sample(entries: Mapping[str, bytes], key: str = "?") -> LoopSequence:
                                        metadata=meta.get("metadata", {})))
 
 
-def sequence_problems(seq: LoopSequence, pose_atol: float = 1e-4, frame_tol: float = 1.0) -> list[str]:
-    """Revisit consistency beyond what LoopSequence checks: at a revisit n -> m the target pose must match, and
-    the target frames must agree to ``frame_tol`` mean absolute uint8 levels (lossless frames: equal)."""
-    problems = []
-    for n, m in seq.revisit.items():
-        dpose = float((seq.target_c2w[n] - seq.target_c2w[m]).abs().max())
-        if dpose > pose_atol:
-            problems.append(f"revisit {n}->{m}: target_c2w differs by {dpose:.3g} (> {pose_atol})")
-        dframe = float((seq.target_frames[n].float() - seq.target_frames[m].float()).abs().mean())
-        if dframe > frame_tol:
-            problems.append(f"revisit {n}->{m}: target frames differ by {dframe:.3g} levels on average")
-    return problems
-
-
 # -- writer ---------------------------------------------------------------------------------------------------
-def _tar_member(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = size, 0, 0o644, 0, 0, "", ""
-    return info
-
-
 class ShardWriter:
     """Writes samples into ``out_dir/PREFIX-NNNNNN.tar``, ``samples_per_shard`` per shard, each atomically.
 
-    Use as a context manager. An exception inside the ``with`` deletes the unfinished temporary shard; a killed
-    process leaves only a ``.PREFIX-NNNNNN.tar.tmp`` that no reader pattern matches. ``shards`` lists the
-    finished shards: ``{"name", "num_samples", "keys", "bytes", "sha256"}``.
+    ``webdataset.ShardWriter`` does the tars (fixed member metadata: mtime 0, uid 0, mode 644, no user names);
+    realcam adds what it promises on top: every shard is written to a temporary name, fsynced and renamed only
+    when complete. Use as a context manager. An exception inside the ``with`` deletes the unfinished temporary
+    shard; a killed process leaves only a ``.PREFIX-NNNNNN.tar.tmp`` that no reader pattern matches. ``shards``
+    lists the finished shards: ``{"name", "num_samples", "keys", "bytes", "sha256"}``.
     """
 
     def __init__(self, out_dir: str | Path, prefix: str = "train", samples_per_shard: int = 64,
@@ -249,15 +232,14 @@ class ShardWriter:
             raise ValueError(f"samples_per_shard={samples_per_shard}: expected >= 1")
         check_frame_format(frame_format, frame_crf)
         self.out_dir, self.prefix = Path(out_dir), check_name(prefix, "shard prefix")
-        self.samples_per_shard, self.frame_format, self.index = samples_per_shard, frame_format, start_index
+        self.samples_per_shard, self.frame_format, self.start_index = samples_per_shard, frame_format, start_index
         self.frame_crf = int(frame_crf)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.shards: list[dict[str, Any]] = []
-        self._tar: tarfile.TarFile | None = None
-        self._file: Any = None
+        self._writer: Any = None      # the webdataset.ShardWriter, made at the first sample (no empty shard)
+        self._file: Any = None        # the open temporary file of the current shard
         self._keys: list[str] = []
         self._all_keys: set[str] = set()
-        self._hash = hashlib.sha256()
 
     def write(self, key: str, seq: LoopSequence) -> None:
         # Encode first: a bad sample never opens a shard.
@@ -268,43 +250,48 @@ class ShardWriter:
         check_name(key, "sample key")
         if key in self._all_keys:
             raise ValueError(f"sample key {key!r} was already written by this writer: keys must be unique")
-        if self._tar is None:
-            self._open()
+        sample = {"__key__": key, **{name[len(key) + 1:]: data for name, data in members}}
+        if self._writer is None:
+            self._writer = wds.ShardWriter(str(self.out_dir / f"{self.prefix}-%06d.tar"), self.samples_per_shard,
+                                           maxsize=float("inf"), start_shard=self.start_index, verbose=0,
+                                           opener=self._open, post=self._finish, encoder=False, mode=0o644,
+                                           user="", group="", mtime=0)
         self._all_keys.add(key)
-        for name, data in members:
-            self._tar.addfile(_tar_member(name, len(data)), io.BytesIO(data))
+        self._writer.write(sample)
         self._keys.append(key)
-        if len(self._keys) >= self.samples_per_shard:
-            self._finish()
+        if len(self._keys) >= self.samples_per_shard:  # finish now, not at the next sample: a kill keeps it
+            self._writer.finish()
 
-    def _open(self) -> None:
-        self._file = _HashingFile(open(self.out_dir / temp_shard_name(self.prefix, self.index), "wb"), self._hash)
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+    def _open(self, fname: str) -> Any:
+        path = Path(fname)
+        self._file = _HashingFile(open(path.with_name(f".{path.name}.tmp"), "wb"))
+        return self._file
 
-    def _finish(self) -> None:
-        self._tar.close()  # writes the two zero end-of-archive blocks
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        size = self._file.tell()
-        self._file.close()
-        name = shard_name(self.prefix, self.index)
-        os.replace(self.out_dir / temp_shard_name(self.prefix, self.index), self.out_dir / name)
-        self.shards.append(dict(name=name, num_samples=len(self._keys), keys=list(self._keys), bytes=size,
-                                sha256=self._hash.hexdigest()))
-        self._tar, self._file, self._keys, self._hash = None, None, [], hashlib.sha256()
-        self.index += 1
+    def _finish(self, fname: str) -> None:
+        """``post`` of the webdataset writer, after the tar's end-of-archive blocks: fsync, then rename."""
+        path, f = Path(fname), self._file
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(path.with_name(f".{path.name}.tmp"), path)
+        self.shards.append(dict(name=path.name, num_samples=len(self._keys), keys=list(self._keys), bytes=f.size,
+                                sha256=f.hash.hexdigest()))
+        self._file, self._keys = None, []
 
     def abort(self) -> None:
         """Drop the unfinished shard (finished ones stay: each is complete on its own)."""
         if self._file is not None:
+            self._file.discard = True   # the abandoned tar stream still flushes when it is collected
             self._file.close()
-        # Unconditionally: an interrupt can land after open() made the file but before _open() recorded it.
-        (self.out_dir / temp_shard_name(self.prefix, self.index)).unlink(missing_ok=True)
-        self._tar, self._file, self._keys, self._hash = None, None, [], hashlib.sha256()
+        index = self.start_index + len(self.shards)
+        # Unconditionally: an interrupt can land after open() made the file but before it was recorded.
+        (self.out_dir / temp_shard_name(self.prefix, index)).unlink(missing_ok=True)
+        self._writer, self._file, self._keys = None, None, []
 
     def close(self) -> None:
-        if self._tar is not None:
-            self._finish()
+        if self._writer is not None and self._file is not None:
+            self._writer.finish()
+        self._writer = None
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -314,13 +301,16 @@ class ShardWriter:
 
 
 class _HashingFile:
-    """A write-only file wrapper that feeds a sha256 as bytes go out (shard checksums cost no second read)."""
+    """A write-only file wrapper that feeds a sha256 and a byte count as bytes go out (no second read)."""
 
-    def __init__(self, f: Any, hasher: Any):
-        self._f, self._hash = f, hasher
+    def __init__(self, f: Any):
+        self._f, self.hash, self.size, self.discard = f, hashlib.sha256(), 0, False
 
     def write(self, data: bytes) -> int:
-        self._hash.update(data)
+        if self.discard:
+            return len(data)
+        self.hash.update(data)
+        self.size += len(data)
         return self._f.write(data)
 
     def __getattr__(self, name: str) -> Any:
@@ -339,7 +329,10 @@ def write_shards(sequences: Iterable[tuple[str, LoopSequence]], out_dir: str | P
 
 # -- reader ---------------------------------------------------------------------------------------------------
 def iter_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Stream ``(key, {suffix: bytes})`` per sample from one tar, in order.
+    """Stream ``(key, {suffix: bytes})`` per sample from one tar (a path or any webdataset URL), in order.
+
+    Strict where webdataset's reader is lenient (this is the checker's reader; training reads through webdataset):
+    a tar cut between two members reads as a complete one to ``tarfile``, so the end-of-archive marker is checked.
 
     Raises :class:`ShardError` naming the shard and the sample being read when the tar is truncated or
     garbled; samples before that point have already been yielded.
@@ -348,7 +341,7 @@ def iter_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     key: str | None = None
     entries: dict[str, bytes] = {}
     try:
-        with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        with open_shard(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -383,20 +376,35 @@ def read_shard(path: str | Path) -> Iterator[tuple[str, LoopSequence]]:
             raise ShardError(str(path), key, str(err)) from err
 
 
+def is_remote(url: str) -> bool:
+    """A webdataset URL (``pipe:CMD``, ``http(s)://...``, ``s3://...``) rather than a local path."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", str(url)) is not None and not os.path.exists(str(url))
+
+
+def open_shard(url: str) -> Any:
+    """A seekable binary file of one shard: a local path is opened; any other webdataset URL is read whole through
+    ``webdataset.gopen`` (``pipe:`` runs the command, http(s) runs curl)."""
+    if not is_remote(url):
+        return open(url, "rb")
+    with wds.gopen(url, "rb") as stream:
+        return io.BytesIO(stream.read())
+
+
 def expand_urls(urls: str | Sequence[str], argument: str) -> list[str]:
-    """Shard paths from a brace pattern (``dir/train-{000000..000009}.tar``), a glob, a directory (all its
-    ``*.tar``; temporary ``.*.tar.tmp`` files never match), or a list of those.
+    """Shard URLs from anything webdataset reads (brace patterns ``dir/train-{000000..000009}.tar``, ``pipe:CMD``,
+    ``http(s)://``, ``::``-joined lists), plus, for local paths, a glob or a directory (all its ``*.tar``;
+    temporary ``.*.tar.tmp`` files never match), or a list of those.
 
-    Every path must exist; the error names ``argument`` (e.g. ``val_shards``) so a YAML typo is obvious.
+    Every local path must exist; the error names ``argument`` (e.g. ``val_shards``) so a YAML typo is obvious.
+    Remote URLs are checked when they are read.
     """
-    import glob
-
-    from braceexpand import braceexpand
-
     patterns = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
     out: list[str] = []
     for pattern in patterns:
-        for path in braceexpand(str(pattern)):
+        for path in wds.shardlists.expand_urls(str(pattern)):
+            if is_remote(path):
+                out.append(path)
+                continue
             if os.path.isdir(path):
                 found = sorted(glob.glob(os.path.join(path, "*.tar")))
                 if not found:
@@ -416,17 +424,21 @@ def expand_urls(urls: str | Sequence[str], argument: str) -> list[str]:
     return out
 
 
-# -- index.json and the checker -------------------------------------------------------------------------------
+# -- index.json -------------------------------------------------------------------------------------
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "realcam-loopseq-shards"
 
 
 def read_index(directory: str | Path) -> dict[str, Any]:
-    """``DIR/index.json`` (``{"format", "format_version", "splits": {split: summary}}``); empty splits if absent."""
-    path = Path(directory) / INDEX_NAME
-    if not path.exists():
+    """``DIR/index.json`` (``{"format", "format_version", "splits": {split: summary}}``); empty splits if absent.
+    ``directory`` may be an http(s) URL too (fetched through ``webdataset.gopen``, i.e. curl)."""
+    path = f"{str(directory).rstrip('/')}/{INDEX_NAME}" if is_remote(str(directory)) else Path(directory) / INDEX_NAME
+    try:
+        with wds.gopen(str(path), "rb") as f:   # gopen opens local files too; curl fails at close on a 404
+            text = f.read()
+    except OSError:
         return {"format": INDEX_FORMAT, "format_version": FORMAT_VERSION, "splits": {}}
-    index = json.loads(path.read_text())
+    index = json.loads(text)
     if index.get("format") != INDEX_FORMAT or not isinstance(index.get("splits"), dict):
         raise ValueError(f"{path} is not a realcam shard index (format={index.get('format')!r})")
     return index
@@ -441,137 +453,11 @@ def write_index(directory: str | Path, split: str, summary: dict[str, Any]) -> P
     return write_atomic(directory / INDEX_NAME, json.dumps(index, indent=1, sort_keys=True) + "\n")
 
 
-def is_lossy(meta: Mapping[str, Any]) -> bool:
-    """Whether a sample's json says its frames went through a lossy codec (mp4 at crf > 0)."""
-    return meta.get("frame_format") == "mp4" and int(meta.get("frame_crf", DEFAULT_FRAME_CRF)) > 0
-
-
-def _check_shard(job: tuple[Path, Mapping[str, Any] | None], frame_tol: float,
-                 lossy_frame_tol: float) -> dict[str, Any]:
-    """One shard's part of :func:`check_shards` (``job``: its path and its index.json entry): ``events`` in
-    reading order (``("key", key)`` for every sample read, ``("bad", {...})`` for every problem), and the counts
-    of its valid samples."""
-    path, entry = job
-    events: list[tuple[str, Any]] = []
-    lengths: dict[int, int] = {}
-    strategies: dict[str, int] = {}
-    keys: list[str] = []
-
-    def problem(key: str | None, reason: str) -> None:
-        events.append(("bad", dict(shard=path.name, key=key, reason=reason)))
-
-    try:
-        for key, entries in iter_shard(path):
-            keys.append(key)
-            events.append(("key", key))
-            try:
-                seq = decode_sample(entries, key)
-            except (ValueError, TypeError) as err:
-                problem(key, str(err))
-                continue
-            meta = json.loads(entries["json"])
-            lossy = is_lossy(meta)
-            problems = sequence_problems(seq, frame_tol=lossy_frame_tol if lossy else frame_tol)
-            if problems:
-                hint = (f" (mp4 frames at crf {meta.get('frame_crf')}: if the codec explains it, raise "
-                        f"--lossy-frame-tol above {lossy_frame_tol})" if lossy else "")
-                problem(key, "; ".join(problems) + hint)
-                continue
-            lengths[seq.num_steps] = lengths.get(seq.num_steps, 0) + 1
-            strategies[seq.strategy] = strategies.get(seq.strategy, 0) + 1
-    except ShardError as err:
-        problem(err.key, err.reason)
-        return dict(events=events, lengths=lengths, strategies=strategies)
-    if entry is not None:
-        if entry.get("keys") is not None and keys != entry["keys"]:
-            problem(None, f"holds {len(keys)} samples, index.json lists {len(entry['keys'])} (keys differ): the "
-                          f"shard was changed after it was written")
-        elif entry.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
-            problem(None, "sha256 differs from index.json: the shard was modified after it was written")
-    return dict(events=events, lengths=lengths, strategies=strategies)
-
-
-def quiet_worker(init: Callable[..., None] | None = None, *args: Any) -> None:
-    """Start of a data worker process: Ctrl-C is the main process's to handle (it ends the pool), one torch
-    thread (the processes are the parallelism), then ``init(*args)``."""
-    import signal
-
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
-    if init is not None:
-        init(*args)
-
-
-@contextlib.contextmanager
-def worker_pool(workers: int, init: Callable[..., None] | None = None, *args: Any) -> Iterator[Any]:
-    """A ``multiprocessing`` pool of ``workers`` :func:`quiet_worker` processes (fork where the platform has it),
-    or None for ``workers == 0``; terminated and joined on the way out, whatever happened."""
-    import multiprocessing
-
-    if workers <= 0:
-        yield None
-        return
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    pool = ctx.Pool(workers, initializer=quiet_worker, initargs=(init, *args))
-    try:
-        yield pool
-    finally:
-        pool.terminate()
-        pool.join()
-
-
-def check_shards(directory: str | Path, frame_tol: float = 1.0, lossy_frame_tol: float = 4.0,
-                 workers: int = 0) -> dict[str, Any]:
-    """Decode and validate every sample of every ``*.tar`` in ``directory`` against the format and index.json.
-
-    Per sample: all members present and readable, shapes/dtypes matching its json, rigid c2w and valid K
-    (geometry.validate_*), a revisit map pointing back in time whose target poses and frames agree (to
-    ``frame_tol`` mean uint8 levels, or ``lossy_frame_tol`` for mp4 frames at crf > 0: the codec codes a frame
-    and its revisit a little differently, by about 1.5 levels at crf 10, while a wrong frame is off by tens). Per shard:
-    it reads to the end, and its sample count, keys and sha256 match index.json. Returns
-    ``{"shards", "samples", "bad": [{"shard", "key", "reason"}], "temp_files", "lengths", "strategies"}``.
-    ``workers > 0`` checks shards in that many processes; the report is the same, in the same order.
-    """
-    from functools import partial
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is not a directory of shards")
-    bad: list[dict[str, Any]] = []
-    try:
-        index = read_index(directory)
-    except (ValueError, json.JSONDecodeError) as err:
-        index = {"splits": {}}
-        bad.append(dict(shard=INDEX_NAME, key=None, reason=f"index.json is unreadable: {err}"))
-    listed = {s["name"]: s for split in index["splits"].values() for s in split.get("shards", [])}
-    paths = sorted(directory.glob("*.tar"))
-    jobs = [(path, listed.get(path.name)) for path in paths]
-    check = partial(_check_shard, frame_tol=frame_tol, lossy_frame_tol=lossy_frame_tol)
-    lengths: dict[int, int] = {}
-    strategies: dict[str, int] = {}
-    seen: dict[str, str] = {}
-    samples = 0
-    with worker_pool(min(workers, len(paths)) if len(paths) > 1 else 0) as pool:
-        for path, result in zip(paths, pool.imap(check, jobs) if pool else map(check, jobs)):
-            for kind, value in result["events"]:
-                if kind == "bad":
-                    bad.append(value)
-                    continue
-                if value in seen:
-                    bad.append(dict(shard=path.name, key=value, reason=f"duplicate key (also in {seen[value]})"))
-                seen[value] = path.name
-            samples += sum(result["lengths"].values())
-            for k, v in result["lengths"].items():
-                lengths[k] = lengths.get(k, 0) + v
-            for k, v in result["strategies"].items():
-                strategies[k] = strategies.get(k, 0) + v
-    on_disk = {p.name for p in paths}
-    for name in sorted(set(listed) - on_disk):
-        bad.append(dict(shard=name, key=None, reason="listed in index.json but missing on disk"))
-    return dict(shards=len(paths), samples=samples, bad=bad, lengths=dict(sorted(lengths.items())),
-                strategies=dict(sorted(strategies.items())),
-                temp_files=sorted(p.name for p in directory.glob(".*.tar.tmp")))
-
+def shard_index(urls: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """index.json entries (``{"name", "num_samples", "keys", ...}``) by shard name, from the folder of the first
+    URL (local or http(s)); ``{}`` where there is none (``pipe:`` and other command URLs have no folder)."""
+    first = str(urls[0])
+    if is_remote(first) and not first.startswith(("http://", "https://")):
+        return {}
+    index = read_index(os.path.dirname(first) or ".")
+    return {s["name"]: s for split in index["splits"].values() for s in split.get("shards", [])}

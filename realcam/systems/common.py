@@ -1,12 +1,12 @@
 """Plumbing shared by the LightningModules: batch -> (latents, Cond), EMA, optimizers, seeded noise."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import inspect
 import math
 
 import torch
+from timm.utils.model_ema import ModelEmaV3
 from torch import Tensor, nn
 
 from realcam import geometry
@@ -75,29 +75,29 @@ def sample_generators(batch: dict, B: int, seed: int, step: int, stream: str, ra
     return [step_generator(seed, step, 0, f"{stream}/{key}") for key in keys]
 
 
-class EMA(nn.Module):
-    """Exponential moving average of a model's weights, kept as a submodule so it is checkpointed
-    (and restored on resume) with the LightningModule. Before ``start_step`` it tracks the weights."""
+class EMA(ModelEmaV3):
+    """timm's ``ModelEmaV3`` with realcam's warm-up: before ``start_step`` the average tracks the weights (decay
+    0), from then on it decays by ``decay`` per update. The averaged copy is ``.module`` (frozen, always in eval
+    mode); it is a submodule, so it is checkpointed and restored on resume with the LightningModule."""
 
     def __init__(self, model: nn.Module, decay: float = 0.99, start_step: int = 0):
-        super().__init__()
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"ema decay={decay} must be in [0, 1)")
-        self.decay, self.start_step = decay, start_step
-        self.shadow = copy.deepcopy(model).requires_grad_(False).eval()
+        # timm's decay is 0 while step <= update_after_step + 1, i.e. for step < start_step here
+        super().__init__(model, decay=decay, update_after_step=start_step - 2)
+        self.module.requires_grad_(False)   # else DDP would count the average as parameters without gradients
+        self.start_step = start_step
 
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        decay = 0.0 if step < self.start_step else self.decay
-        for ema_p, p in zip(self.shadow.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
-        for ema_b, b in zip(self.shadow.buffers(), model.buffers()):
-            ema_b.copy_(b)
-
-    def train(self, mode: bool = True) -> "EMA":   # the shadow always stays in eval mode
+    def train(self, mode: bool = True) -> "EMA":
         super().train(mode)
-        self.shadow.eval()
+        self.module.eval()
         return self
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Checkpoints written before the average was timm's keep it under `shadow.`.
+        for key in [k for k in state_dict if k.startswith(prefix + "shadow.")]:
+            state_dict[prefix + "module." + key[len(prefix + "shadow."):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def clip_gradients(module, optimizer, max_norm: float) -> Tensor:
@@ -175,5 +175,7 @@ def adamw_with_warmup(params, lr: float, betas: tuple[float, float], weight_deca
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
+    # torch's LambdaLR, not timm.scheduler: Lightning steps and checkpoints torch schedulers itself (timm's need
+    # a custom lr_scheduler_step), and warm-up + cosine is this one factor function.
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     return opt, sched

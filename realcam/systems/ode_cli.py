@@ -91,7 +91,7 @@ def make_ode_pairs(args: argparse.Namespace) -> dict[str, Any]:
     checked_device(args.device, "--device")
     teacher, data_args = load_teacher(args.config, args.teacher)
     teacher = teacher.to(args.device).eval()
-    denoiser = teacher.denoiser if args.no_ema else teacher.ema.shadow
+    denoiser = teacher.denoiser if args.no_ema else teacher.ema.module
     schedule = FlowSchedule(shift=teacher.hparams.shift if args.shift is None else args.shift,
                             denoising_steps=tuple(args.denoising_steps))
     image_size = args.image_size or data_args.get("image_size")

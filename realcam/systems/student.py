@@ -90,7 +90,7 @@ class StudentModule(EvaluatesVideos, L.LightningModule):
     def generate(self, batch: dict, use_ema: bool = True, seed: int | None = None) -> Tensor:
         """Stream the batch's target videos [B, T, 3, H, W] in [-1, 1] with the KV cache (sink + window)."""
         _, cond = prepare_batch(batch, self.codec, self.hparams.pose_reference)
-        model = self.ema.shadow if use_ema else self.generator
+        model = self.ema.module if use_ema else self.generator
         g = step_generator(self.hparams.seed if seed is None else seed, 0, 0, "sample")
         latents = causal_rollout(model, cond, self.sigmas, g).x0
         return self.codec.decode(latents).clamp(-1, 1)

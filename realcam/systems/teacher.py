@@ -111,7 +111,7 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         """Sample target videos [B, T, 3, H, W] in [-1, 1] for a batch with the Euler sampler."""
         hp = self.hparams
         x0, cond = prepare_batch(batch, self.codec, hp.pose_reference)
-        model = self.ema.shadow if use_ema else self.denoiser
+        model = self.ema.module if use_ema else self.denoiser
         g = step_generator(hp.seed if seed is None else seed, 0, 0, "sample")
         noise = sample_noise(x0.shape, g, x0)
         sigmas = self.schedule.teacher_sigmas(steps or hp.sample_steps).to(x0.device)

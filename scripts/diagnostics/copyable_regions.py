@@ -21,7 +21,7 @@ with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
     out = m.generate(batch, steps=steps).float()
 tgt = batch["target"].float(); src = batch["source"].float()
 x0, cond = prepare_batch(batch, m.codec, m.hparams.pose_reference)
-rp = m.ema.shadow.reproject
+rp = m.ema.module.reproject
 sampled, inside = rp.features(cond.source, cond.target_c2w, cond.target_K, cond.source_K if cond.source_K is not None else cond.target_K, cond.image_size)
 err = rp.depth_errors(x0, (sampled, inside))          # B F D H W (latent units = pixel units for the pixel codec)
 best = err.min(2).values

@@ -100,7 +100,7 @@ def test_check_with_workers_gives_the_same_report(tmp_path):
     in the same order: a broken json, a cut shard, a shard edited after writing, a key in two shards."""
     import shutil
 
-    from realcam.data.shards import check_shards
+    from realcam.data.check import check_shards
 
     assert make(tmp_path, "--samples-per-shard", "2", n=10) == 0
     _rewrite(tmp_path / "train-000000.tar", "train-00000001.json", b"{broken")
@@ -144,7 +144,7 @@ def test_workers_write_the_same_shards_and_report_a_failing_sequence(tmp_path):
     process. A sequence that fails in a worker stops the run with its error and leaves no partial shard."""
     import os
 
-    from realcam.data.cli import make_shards
+    from realcam.data.make import make_shards
     from realcam.data.synthetic import SyntheticSource
     from realcam.registry import MULTIVIEW_SOURCES
 

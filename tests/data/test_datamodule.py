@@ -251,3 +251,27 @@ def test_ddp_two_ranks_see_different_samples(tmp_path):
     v0, v1 = ranks[0]["val"], ranks[1]["val"]
     assert sorted(v0 + v1) == sorted(val_keys)  # validation: every sample once over both ranks
     assert collections.Counter(v0 + v1).most_common(1)[0][1] == 1
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resumed_loader_yields_the_rest_of_the_epoch(tmp_path, num_workers):
+    """A loader restored from a state taken after 3 of 5 batches yields exactly the other 2, then the same next
+    epoch as the uninterrupted loader (the skip is for the resumed epoch only)."""
+    make_shards(tmp_path, "train", [4, 5, 4, 6, 4, 4, 5, 4], 2)
+
+    def loader():
+        dm = RealcamDataModule(train_shards=str(tmp_path / "train-*.tar"), batch_size=2, num_workers=num_workers,
+                               train_batches_per_epoch=5, shuffle_buffer=3, loader_timeout=30, max_zoom=1.5,
+                               image_size=(8, 8), log_corrupt=False)
+        return dm.train_dataloader()
+
+    straight = loader()
+    epochs = [list(straight) for _ in range(2)]
+    resumed = loader()
+    resumed.load_state_dict({"epoch": 0, "consumed": 3})
+    rest, after = list(resumed), list(resumed)
+    assert len(epochs[0]) == 5 and len(rest) == 2
+    for a, b in zip(epochs[0][3:] + epochs[1], rest + after):
+        assert a["key"] == b["key"] and torch.equal(a["source"], b["source"]) and torch.equal(a["source_K"],
+                                                                                             b["source_K"])
+    assert resumed.state_dict() == {"epoch": 1, "consumed": 0}

@@ -20,7 +20,8 @@ import torch
 
 from realcam.data.loopaug import LoopSequence
 from realcam.data.shards import (ShardError, ShardWriter, decode_sample, encode_sample, expand_urls, iter_shard,
-                                 read_shard, sequence_problems, write_shards)
+                                 read_shard, write_shards)
+from realcam.data.check import sequence_problems
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(60)
@@ -93,7 +94,8 @@ def smooth_sequence(T: int = 8, H: int = 24, W: int = 32, revisit: dict | None =
 def test_lossy_mp4_frames(tmp_path):
     """crf > 0: frames come back close (not equal), everything else exactly; the shard bytes are reproducible;
     check accepts codec-sized revisit differences and still catches a wrong revisit frame."""
-    from realcam.data.shards import check_shards, write_index
+    from realcam.data.check import check_shards
+    from realcam.data.shards import write_index
 
     seq = smooth_sequence(revisit={5: 1, 6: 0})
     for i in range(2):

@@ -61,7 +61,7 @@ def test_teacher_on_two_processes_equals_one(tiny_shards, tmp_path):
     single = run([*args, *data_args(tiny_shards, 4)], tmp_path / "one", 1)
     double = run([*args, *data_args(tiny_shards, 2)], tmp_path / "two", 2)
     zero = torch.zeros_like(single[0][0]["denoiser.head.weight"])     # the head starts at zero
-    assert_data_parallel_equals_one_process(single, double, {"denoiser.head.weight": zero, "ema.shadow.head.weight": zero})
+    assert_data_parallel_equals_one_process(single, double, {"denoiser.head.weight": zero, "ema.module.head.weight": zero})
 
 
 def test_dmd_on_two_processes_equals_one(tiny_shards, tmp_path):
@@ -82,4 +82,4 @@ def test_dmd_on_two_processes_equals_one(tiny_shards, tmp_path):
     single = run([*args, *data_args(tiny_shards, 4)], tmp_path / "one", 1)
     double = run([*args, *data_args(tiny_shards, 2)], tmp_path / "two", 2)
     assert_data_parallel_equals_one_process(single, double, {f"{net}.head.weight": start["head.weight"]
-                                                            for net in ("generator", "critic", "ema.shadow")})
+                                                            for net in ("generator", "critic", "ema.module")})

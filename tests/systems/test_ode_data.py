@@ -35,7 +35,7 @@ def teacher() -> TeacherModule:
     module = TeacherModule(CrossFrameDiT(**TINY), codec=PixelCodec(factor=2), shift=3.0).eval()
     # Fresh weights are degenerate (zero-initialized modulation: x0 prediction independent of x and sigma, so
     # every Euler grid lands on the same x0). Random weights make the trajectory depend on the grid.
-    for p in module.ema.shadow.parameters():
+    for p in module.ema.module.parameters():
         p.data.normal_(0, 0.1)
     return module
 
@@ -47,7 +47,7 @@ def batches(shards: Path, batch_size: int = 2) -> list[dict]:
 
 
 def write(teacher, shards, out, schedule, **kw):
-    return write_ode_pairs(teacher.ema.shadow, teacher.codec, batches(shards), out, schedule=schedule, steps=STEPS,
+    return write_ode_pairs(teacher.ema.module, teacher.codec, batches(shards), out, schedule=schedule, steps=STEPS,
                            pose_reference=teacher.hparams.pose_reference, **kw)
 
 
@@ -74,11 +74,11 @@ def test_states_lie_on_the_teacher_trajectory(teacher, tiny_shards, tmp_path):
                                               "num_train_timesteps": 1000}
     # Re-integrate from every stored state with the same Euler grid: each must land on the stored x0.
     for k in range(S):
-        x0 = euler_sample(teacher.ema.shadow, batch["states"][:, k], batch["cond"], grid[index[k]:])
+        x0 = euler_sample(teacher.ema.module, batch["states"][:, k], batch["cond"], grid[index[k]:])
         torch.testing.assert_close(x0, batch["x0"], atol=1e-4, rtol=1e-4, msg=f"state {k}")
     # And the segmented run equals one sampler call over the whole grid from the same noise.
-    states, x0 = teacher_trajectory(teacher.ema.shadow, batch["states"][:, 0], batch["cond"], grid, index)
-    torch.testing.assert_close(x0, euler_sample(teacher.ema.shadow, batch["states"][:, 0], batch["cond"], grid))
+    states, x0 = teacher_trajectory(teacher.ema.module, batch["states"][:, 0], batch["cond"], grid, index)
+    torch.testing.assert_close(x0, euler_sample(teacher.ema.module, batch["states"][:, 0], batch["cond"], grid))
     torch.testing.assert_close(states, batch["states"], atol=1e-5, rtol=1e-5)
     # The stored x0 is the teacher's sample, not the data: the state at sigma 1 is the noise.
     assert not torch.allclose(batch["x0"], batch["target"])
@@ -101,7 +101,7 @@ def test_shards_are_written_atomically(teacher, tiny_shards, tmp_path):
         calls.append(1)
         if len(calls) > per_batch + 2:   # dies inside the second batch, before the shard is complete
             raise RuntimeError("killed")
-        return teacher.ema.shadow(x, sigma, cond)
+        return teacher.ema.module(x, sigma, cond)
 
     with pytest.raises(RuntimeError, match="killed"):
         write_ode_pairs(failing, teacher.codec, batches(tiny_shards), tmp_path, schedule=FlowSchedule(shift=3.0),
@@ -120,7 +120,7 @@ def test_cli_end_to_end(teacher, tiny_shards, tmp_path):
     (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(config))
     module, data_args = load_teacher(tmp_path / "teacher.yaml")
     torch.manual_seed(1)
-    for p in module.ema.shadow.parameters():   # EMA weights differ from the raw ones: the CLI must use the EMA
+    for p in module.ema.module.parameters():   # EMA weights differ from the raw ones: the CLI must use the EMA
         p.data.normal_(0, 0.1)
     torch.save({"state_dict": module.state_dict()}, tmp_path / "teacher.ckpt")
     out = tmp_path / "ode"
@@ -137,10 +137,10 @@ def test_cli_end_to_end(teacher, tiny_shards, tmp_path):
     batch = collate_ode_pairs(samples)
     grid, index = ode_sigma_grid(schedule, 3)
     cond = batch["cond"]
-    x0 = euler_sample(module.ema.shadow, batch["states"][:, 1], cond, grid[index[1]:], guidance=2.0,
+    x0 = euler_sample(module.ema.module, batch["states"][:, 1], cond, grid[index[1]:], guidance=2.0,
                       uncond=cond.without_camera())
     torch.testing.assert_close(x0, batch["x0"], atol=1e-4, rtol=1e-4)
-    unguided = euler_sample(module.ema.shadow, batch["states"][:, 1], cond, grid[index[1]:])
+    unguided = euler_sample(module.ema.module, batch["states"][:, 1], cond, grid[index[1]:])
     assert not torch.allclose(unguided, batch["x0"], atol=1e-3), "guidance 2 must change the trajectory"
     rc = make_ode_pairs(["--teacher", str(tmp_path / "teacher.ckpt"), "--config", str(tmp_path / "teacher.yaml"),
                          "--shards", str(tiny_shards / "val-000000.tar"), "--out", str(out), "--quiet"])
