@@ -20,6 +20,10 @@ TOOL_COMMANDS = {
     "demo": "realcam.demo_cli:demo_main",
     "export": "realcam.stream_cli:export_main",
 }
+# ``realcam eval <name>``: evaluation commands beyond ``realcam test``, one module each under realcam/eval/.
+EVAL_COMMANDS = {
+    "sweep": "realcam.eval.sweep:main",
+}
 
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -34,11 +38,12 @@ SUMMARIES = {
     "stream": "re-render a video (or a synthetic scene) along a camera trajectory, frame by frame",
     "demo": "stream a held-out scene with the bundled tiny student (--from-scratch: the whole pipeline)",
     "export": "write a checkpoint as a streaming bundle (config.yaml + model.safetensors)",
+    "eval": "sweep: quality against the view change, model vs source copy (table, plot, JSON)",
 }
 
 
 def _usage() -> str:
-    commands = [*LIGHTNING_COMMANDS, *sorted(TOOL_COMMANDS)]
+    commands = [*LIGHTNING_COMMANDS, *sorted([*TOOL_COMMANDS, "eval"])]
     width = max(map(len, commands))
     lines = [f"usage: realcam {{{', '.join(commands)}}} ...", "", "commands:"]
     lines += [f"  {name:<{width}}  {SUMMARIES.get(name, '')}".rstrip() for name in commands]
@@ -64,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         from realcam.systems.ode_cli import main as make_ode_pairs
 
         return int(make_ode_pairs(argv[2:]) or 0)
+    if command == "eval":
+        if len(argv) < 2 or argv[1] not in EVAL_COMMANDS:
+            print(f"usage: realcam eval {{{', '.join(EVAL_COMMANDS)}}} ... (realcam eval <name> --help)",
+                  file=sys.stderr)
+            return 2
+        module_name, func_name = EVAL_COMMANDS[argv[1]].split(":")
+        return int(getattr(importlib.import_module(module_name), func_name)(argv[2:]) or 0)
     if command in LIGHTNING_COMMANDS:
         from realcam.lightning_cli import main as lightning_main
 
