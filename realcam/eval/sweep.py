@@ -253,7 +253,8 @@ def sweep_parser() -> argparse.ArgumentParser:
                                 "held-out synthetic scenes along trajectories binned by the rotation angle (and the "
                                 "translation) between source and target camera; per bin PSNR, SSIM, LPIPS of the "
                                 "model and of source copy, a table, a plot and JSON (docs/metrics.md).")
-    p.add_argument("--out", type=Path, required=True, help="folder for sweep.json, sweep.md and sweep.png")
+    p.add_argument("--out", type=Path, required=True, help="folder for sweep.json (per bin), sweep.md (tables), "
+                   "sweep.png (plot) and frames.jsonl (per frame)")
     p.add_argument("--split", default="val", help="held-out scene split (choose on val, report test once)")
     p.add_argument("--scenes", type=at_least(1), default=8, help="scenes 0..N-1 of the split")
     p.add_argument("--first-scene", type=at_least(0), default=0)
@@ -302,11 +303,12 @@ def main(argv: list[str]) -> int:
               "per_bin": args.per_bin, "steps": args.steps, "angle_edges_deg": ANGLE_EDGES,
               "translation_edges": TRANSLATION_EDGES, "lpips_unavailable": scorer.lpips_unavailable,
               "by_angle": by_angle, "by_translation": by_dist, "by_spec": by_spec, "targets": targets,
-              "all_targets_met": all(t["ok"] for t in targets.values()), "records": records}
+              "all_targets_met": all(t["ok"] for t in targets.values())}
     write_atomic(out / "sweep.json", json.dumps(report, indent=1) + "\n")
+    write_atomic(out / "frames.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     print(tables)
     if scorer.lpips_unavailable:
         print(f"LPIPS not computed: {scorer.lpips_unavailable}")
     print(f"targets {'met' if report['all_targets_met'] else 'NOT met'}; wrote {out / 'sweep.json'}, "
-          f"{out / 'sweep.md'}, {plot}")
+          f"{out / 'sweep.md'}, {plot}, {out / 'frames.jsonl'} (one line per frame)")
     return 0

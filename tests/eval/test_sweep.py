@@ -88,6 +88,7 @@ def test_eval_sweep_command_matches_stream(tmp_path, capsys):
                "--specs", "static,arc:left:30", "--out", str(out), "--quiet"])
     assert rc == 0
     report = json.loads((out / "sweep.json").read_text())
+    report["records"] = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
     assert (out / "sweep.png").stat().st_size > 0 and "| angle (°) |" in (out / "sweep.md").read_text()
     assert len(report["records"]) == 4 * (2 + len(ANGLE_EDGES) - 1)
     ident = [r for r in report["records"] if r["angle_bin"] == "0"]
