@@ -28,6 +28,8 @@ from realcam.data.cli import at_least, crf_value
 
 # The synthetic source arguments the tiny models were trained with (scripts/teacher_tiny.sh).
 TRAINING_SOURCE_ARGS = {"rig_mode": "offset", "novel_spread_deg": 25.0, "texture_scale": 2.0}
+# The inference options the tiny student bundle is exported with (scripts/student_tiny.sh: export --network-args).
+BUNDLE_NETWORK_ARGS = {"reproject_copy_gate": 4.0}
 
 
 # ================================================================================================ sources
