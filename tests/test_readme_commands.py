@@ -5,18 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from realcam.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()     # the commands set torch's thread count (--threads, default 1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")     # the commands set torch's thread count
 
 
 @pytest.mark.parametrize("trajectory", ["loop:orbit:20", "arc:left:30"])

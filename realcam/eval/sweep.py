@@ -52,30 +52,26 @@ def view_change(rel: Tensor) -> tuple[Tensor, Tensor]:
 def bin_names(edges: Sequence[float], unit: str = "") -> list[str]:
     """``["0", "0-5", "5-10", ...]``: the identity, then one bin per (lo, hi]."""
     fmt = lambda v: f"{v:g}"  # noqa: E731
-    return ["0"] + [f"{fmt(lo)}-{fmt(hi)}{unit}" for lo, hi in zip(edges[:-1], edges[1:])] + [f">{fmt(edges[-1])}{unit}"]
+    inner = [f"{fmt(lo)}-{fmt(hi)}{unit}" for lo, hi in zip(edges[:-1], edges[1:])]
+    return ["0", *inner, f">{fmt(edges[-1])}{unit}"]
+
+
+def _bin(value: float, identity: bool, edges: Sequence[float], unit: str = "") -> str:
+    names = bin_names(edges, unit)
+    if identity:
+        return names[0]
+    return next((name for name, hi in zip(names[1:], edges[1:]) if value <= hi), names[-1])
 
 
 def angle_bin(angle: float, translation: float, edges: Sequence[float] = ANGLE_EDGES) -> str:
     """The angle bin of one frame: ``"0"`` for the identity pose; a pure translation (angle 0) counts as the
     first non-identity bin; angles past the last edge go to ``">last"``."""
-    names = bin_names(edges)
-    if angle <= IDENTITY_DEG and translation <= IDENTITY_M:
-        return names[0]
-    for name, hi in zip(names[1:], edges[1:]):
-        if angle <= hi:
-            return name
-    return names[-1]
+    return _bin(angle, angle <= IDENTITY_DEG and translation <= IDENTITY_M, edges)
 
 
 def translation_bin(angle: float, translation: float, edges: Sequence[float] = TRANSLATION_EDGES) -> str:
     """The distance bin of one frame (``"0"`` for the identity pose; a pure rotation is the first bin)."""
-    names = bin_names(edges, " m")
-    if angle <= IDENTITY_DEG and translation <= IDENTITY_M:
-        return names[0]
-    for name, hi in zip(names[1:], edges[1:]):
-        if translation <= hi:
-            return name
-    return names[-1]
+    return _bin(translation, angle <= IDENTITY_DEG and translation <= IDENTITY_M, edges, " m")
 
 
 def orbit_offset(degrees: float, direction: float, radius: float) -> Tensor:
@@ -242,8 +238,7 @@ def plot_sweep(records: Sequence[dict], rows: Sequence[dict], path: Path, title:
            title=title, xlim=(-1, ANGLE_EDGES[-1] + 1))
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path)       # main() made the folder
     plt.close(fig)
     return path
 

@@ -15,11 +15,7 @@ from tests.test_streaming import make_bundle
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()     # the command sets torch's thread count (--threads, default 1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")     # the commands set torch's thread count
 
 
 @pytest.mark.parametrize("degrees,direction,radius", [(3.0, 0.0, 2.0), (17.0, 1.3, 3.5), (40.0, -2.0, 2.5)])
