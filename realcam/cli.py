@@ -1,7 +1,8 @@
 """The ``realcam`` command: parses and dispatches, nothing more.
 
 ``realcam fit|validate|test|predict`` go to LightningCLI (realcam/lightning_cli.py); ``realcam data``,
-``bench``, ``stream``, ``demo`` and ``export`` are tool commands with their own argparse parsers.
+``bench``, ``stream``, ``demo``, ``export`` and ``eval <name>`` are tool commands with their own argparse
+parsers.
 Plugins (entry-point group ``realcam.plugins``) are imported before any parsing, so a third-party
 camera encoder is a valid registry name and ``class_path`` in every command.
 """
@@ -19,6 +20,7 @@ TOOL_COMMANDS = {
     "stream": "realcam.stream_cli:stream_main",
     "demo": "realcam.demo_cli:demo_main",
     "export": "realcam.stream_cli:export_main",
+    "eval": "realcam.cli:eval_main",
 }
 # ``realcam eval <name>``: evaluation commands beyond ``realcam test``, one module each under realcam/eval/.
 EVAL_COMMANDS = {
@@ -43,12 +45,25 @@ SUMMARIES = {
 
 
 def _usage() -> str:
-    commands = [*LIGHTNING_COMMANDS, *sorted([*TOOL_COMMANDS, "eval"])]
+    commands = [*LIGHTNING_COMMANDS, *sorted(TOOL_COMMANDS)]
     width = max(map(len, commands))
     lines = [f"usage: realcam {{{', '.join(commands)}}} ...", "", "commands:"]
     lines += [f"  {name:<{width}}  {SUMMARIES.get(name, '')}".rstrip() for name in commands]
     lines += ["", "realcam <command> --help for its options; realcam --version; docs/cli.md"]
     return "\n".join(lines)
+
+
+def _call(target: str, argv: list[str]) -> int:
+    module_name, func_name = target.split(":")
+    return int(getattr(importlib.import_module(module_name), func_name)(argv) or 0)
+
+
+def eval_main(argv: list[str]) -> int:
+    """``realcam eval <name> ...``: dispatch to the evaluation command ``name``."""
+    if not argv or argv[0] not in EVAL_COMMANDS:
+        print(f"usage: realcam eval {{{', '.join(EVAL_COMMANDS)}}} ... (realcam eval <name> --help)", file=sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    return _call(EVAL_COMMANDS[argv[0]], argv[1:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,21 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         from realcam.systems.ode_cli import main as make_ode_pairs
 
         return int(make_ode_pairs(argv[2:]) or 0)
-    if command == "eval":
-        if len(argv) < 2 or argv[1] not in EVAL_COMMANDS:
-            print(f"usage: realcam eval {{{', '.join(EVAL_COMMANDS)}}} ... (realcam eval <name> --help)",
-                  file=sys.stderr)
-            return 2
-        module_name, func_name = EVAL_COMMANDS[argv[1]].split(":")
-        return int(getattr(importlib.import_module(module_name), func_name)(argv[2:]) or 0)
     if command in LIGHTNING_COMMANDS:
         from realcam.lightning_cli import main as lightning_main
 
         return int(lightning_main(argv) or 0)
     if command in TOOL_COMMANDS:
-        module_name, func_name = TOOL_COMMANDS[command].split(":")
-        func = getattr(importlib.import_module(module_name), func_name)
-        return int(func(argv[1:]) or 0)
+        return _call(TOOL_COMMANDS[command], argv[1:])
     print(f"realcam: unknown command {command!r}\n{_usage()}", file=sys.stderr)
     return 2
 
