@@ -104,3 +104,26 @@ def test_eval_sweep_errors(tmp_path, capsys):
     assert main(["eval", "sweep", "--specs", "arc:sideways:3", "--out", str(tmp_path)]) == 2
     assert "arc:sideways:3" in capsys.readouterr().err
     assert main(["eval", "nosuch"]) == 2 and "realcam eval {sweep" in capsys.readouterr().err
+
+
+def test_frame_scorer_lpips_from_local_weights(tmp_path):
+    """LPIPS per frame from a local backbone file (FAKE random AlexNet weights, only to exercise the path):
+    0 for identical frames, the lpips network's own value otherwise; too-small frames are refused by name."""
+    import torchvision
+
+    from realcam.eval.sweep import FrameScorer
+
+    path = tmp_path / "fake_alexnet_features.pth"
+    torch.save(torchvision.models.alexnet(weights=None).features.state_dict(), path)
+    scorer = FrameScorer(str(path))
+    assert scorer.lpips_unavailable is None
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=g) for _ in range(2))
+    same, other = scorer(a, a), scorer(a, b)
+    assert same["lpips"] == pytest.approx([0.0, 0.0], abs=1e-6) and min(other["lpips"]) > 0
+    unit = lambda x: x.permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    with torch.no_grad():
+        direct = scorer.lpips(unit(a), unit(b)).flatten().tolist()
+    assert other["lpips"] == pytest.approx(direct, rel=1e-5)
+    with pytest.raises(ValueError, match="lpips-backbone-weights"):
+        scorer(a[:, :16, :16], b[:, :16, :16])
