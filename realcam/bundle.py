@@ -237,11 +237,21 @@ def export_bundle(network: nn.Module, out: str | Path, config: dict[str, Any], o
 
 def export_checkpoint(config: str | Path | None, ckpt: str | Path, out: str | Path, role: str | None = None,
                       prefer: str = "ema", fps: float | None = None, image_size: Sequence[int] | None = None,
-                      provenance: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+                      provenance: dict[str, Any] | None = None, overwrite: bool = False,
+                      network_args: dict[str, Any] | None = None) -> Path:
     """A training run (Lightning ``.ckpt``, EMA weights by default; the YAML only for what it lacks) -> a bundle
-    folder."""
+    folder.
+
+    ``network_args`` override the network's ``init_args`` for inference (parameter-free options such as
+    ``reproject_copy_gate``); the weights must still load into the result."""
     bundle_cfg = run_bundle_config(ckpt, config, role)
     trained_steps = bundle_cfg.pop("global_step", None)
+    if network_args:
+        if not isinstance(bundle_cfg["network"], dict):
+            raise ValueError(f"network_args need the network as class_path/init_args, but the run names "
+                             f"{bundle_cfg['network']!r}: put the overrides into its generator_args")
+        network = bundle_cfg["network"] = dict(bundle_cfg["network"])
+        network["init_args"] = {**(network.get("init_args") or {}), **network_args}
     if image_size is not None:
         bundle_cfg["image_size"] = [int(v) for v in image_size]
     if bundle_cfg["image_size"] is None:

@@ -36,7 +36,7 @@ SUMMARIES = {
     "stream": "re-render a video (or a synthetic scene) along a camera trajectory, frame by frame",
     "demo": "stream a held-out scene with the bundled tiny student (--from-scratch: the whole pipeline)",
     "export": "write a checkpoint as a streaming bundle (config.yaml + model.safetensors)",
-    "eval": "evaluation tools: camera (RotErr, TransErr, CamMC of a generated video by pose estimation)",
+    "eval": "evaluation tools: camera (RotErr, TransErr, CamMC by pose estimation), sweep (quality vs view change)",
     "studio": "steer the camera live in a browser (FastAPI + WebSocket page); bench | load measure it",
 }
 
@@ -48,6 +48,11 @@ def _usage() -> str:
     lines += [f"  {name:<{width}}  {SUMMARIES.get(name, '')}".rstrip() for name in commands]
     lines += ["", "realcam <command> --help for its options; realcam --version; docs/cli.md"]
     return "\n".join(lines)
+
+
+def _call(target: str, argv: list[str]) -> int:
+    module_name, func_name = target.split(":")
+    return int(getattr(importlib.import_module(module_name), func_name)(argv) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(lightning_main(argv) or 0)
     if command in TOOL_COMMANDS:
-        module_name, func_name = TOOL_COMMANDS[command].split(":")
-        func = getattr(importlib.import_module(module_name), func_name)
-        return int(func(argv[1:]) or 0)
+        return _call(TOOL_COMMANDS[command], argv[1:])
     print(f"realcam: unknown command {command!r}\n{_usage()}", file=sys.stderr)
     return 2
 

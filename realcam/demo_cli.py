@@ -21,8 +21,8 @@ import torch
 
 from realcam import geometry
 from realcam.data.cli import at_least
-from realcam.stream_cli import (StreamWriters, add_model_args, load_generator, mean_or_none, model_info, positive_float,
-                                psnr_u8, run_stream, write_report)
+from realcam.stream_cli import (BUNDLE_NETWORK_ARGS, StreamWriters, add_model_args, load_generator, mean_or_none,
+                                model_info, positive_float, psnr_u8, run_stream, write_report)
 from realcam.stream_sources import TRAINING_SOURCE_ARGS, SourceClip
 
 
@@ -121,7 +121,8 @@ def from_scratch_plan(workdir: Path, args: argparse.Namespace) -> list[list[str]
          "--model.init_args.generator_init", ckpt("student_ode"), "--model.init_args.real_score_init",
          ckpt("teacher")],
         ["export", "--config", "configs/student/tiny_dmd.yaml", "--ckpt", ckpt("student_dmd"), "--out",
-         f"{W}/bundle", "--role", "student", "--overwrite", "--commands-file", f"{W}/commands.txt"],
+         f"{W}/bundle", "--role", "student", "--overwrite", "--commands-file", f"{W}/commands.txt",
+         "--network-args", json.dumps(BUNDLE_NETWORK_ARGS)],
         ["demo", "--bundle", f"{W}/bundle", "--out", f"{W}/demo"],
     ]
 

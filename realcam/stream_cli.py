@@ -25,6 +25,9 @@ from realcam.atomic import check_outputs, write_atomic
 from realcam.data.cli import at_least, crf_value
 from realcam.stream_sources import TRAINING_SOURCE_ARGS, SourceClip, open_synthetic, open_video, target_trajectory
 
+# The inference options the tiny student bundle is exported with (scripts/student_tiny.sh: export --network-args).
+BUNDLE_NETWORK_ARGS = {"reproject_copy_gate": 4.0}
+
 # ================================================================================================ streaming
 def psnr_u8(a: Tensor, b: Tensor) -> list[float]:
     """uint8 [T, H, W, 3] x2 -> per-frame PSNR (dB)."""
@@ -336,6 +339,8 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", default=None, help="H,W (default: the config's data.init_args.image_size)")
     p.add_argument("--commands-file", default=None, help="a text file of the commands that made the run (one a "
                    "line), recorded in the bundle's provenance before this export command")
+    p.add_argument("--network-args", type=json.loads, default=None, help="JSON overrides of the network's init_args "
+                   "for inference, e.g. '{\"reproject_copy_gate\": 0.4}'")
     p.add_argument("--overwrite", action="store_true")
     return p
 
@@ -352,7 +357,7 @@ def export_main(argv: list[str]) -> int:
         commands = [c for c in commands if c.strip()] + [shlex.join(["realcam", "export", *argv])]
         out = export_checkpoint(args.config, args.ckpt, args.out, role=args.role, prefer="raw" if args.raw else "ema",
                                 fps=args.fps, image_size=size, overwrite=args.overwrite,
-                                provenance={"commands": commands})
+                                provenance={"commands": commands}, network_args=args.network_args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"realcam export: error: {err}", file=sys.stderr)
         return 2

@@ -58,7 +58,8 @@ fi
 if [[ $STAGES == *export* ]]; then
   printf '%s\n' "bash scripts/teacher_tiny.sh" "bash scripts/student_tiny.sh" > runs/commands.txt
   realcam export --ckpt "$(last student_dmd)" --out realcam/assets/tiny_student \
-    --role student --overwrite --commands-file runs/commands.txt
+    --role student --overwrite --commands-file runs/commands.txt \
+    --network-args '{"reproject_copy_gate": 4.0}'    # the parameter-free copy gate, chosen with `realcam eval sweep`
   realcam export --ckpt $TEACHER --out realcam/assets/tiny_teacher \
     --role teacher --overwrite --commands-file runs/commands.txt
 fi

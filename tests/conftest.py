@@ -81,3 +81,11 @@ def tiny_umt5_dir(tmp_path_factory) -> Path:
                                 relative_attention_num_buckets=8, relative_attention_max_distance=16,
                                 dropout_rate=0.0)).save_pretrained(root)
     return root
+
+
+@pytest.fixture
+def restore_threads():
+    """Commands set torch's thread count (``--threads``, default 1); put it back after the test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -258,3 +258,21 @@ def test_version_and_usage(capsys):
     import sys
     run = subprocess.run([sys.executable, "-m", "realcam", "--version"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.startswith(f"realcam {realcam.__version__}")    # python -m realcam
+
+
+def test_export_network_args_override_the_inference_network(tmp_path, capsys):
+    """``realcam export --network-args`` changes a parameter-free option of the exported network (the weights
+    load as before) and names an unknown key."""
+    import yaml
+
+    from realcam.streaming import load_bundle
+    from tests.test_streaming import tiny_network, write_training_run
+
+    config, ckpt = write_training_run(tmp_path / "run", tiny_network(seed=5))
+    base = ["export", "--config", str(config), "--ckpt", str(ckpt)]
+    assert main([*base, "--out", str(tmp_path / "b"), "--network-args", '{"window_chunks": 2}']) == 0
+    cfg = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
+    assert cfg["network"]["init_args"]["window_chunks"] == 2 and "--network-args" in cfg["provenance"]["commands"][-1]
+    assert load_bundle(tmp_path / "b").network.window_chunks == 2
+    assert main([*base, "--out", str(tmp_path / "c"), "--network-args", '{"no_such_option": 1}']) == 2
+    assert "no_such_option" in capsys.readouterr().err and not (tmp_path / "c").exists()

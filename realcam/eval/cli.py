@@ -11,6 +11,8 @@ import sys
 EVAL_COMMANDS = {
     "camera": ("realcam.eval.camera_cli:main",
                "camera accuracy of a generated video: RotErr, TransErr, CamMC against the requested trajectory"),
+    "sweep": ("realcam.eval.sweep:main",
+              "quality against the view change: model vs source copy per rotation bin (table, plot, JSON)"),
 }
 
 

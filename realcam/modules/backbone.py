@@ -73,6 +73,9 @@ class CrossFrameDiT(nn.Module):
         reproject_blend: the head also emits per-pixel logits over (each depth, generated) and the x0 estimate is
             that softmax mix of the warped source and the generated x0 (:meth:`SourceReprojection.blend`): the
             network can copy texture it sees in the source instead of regenerating it. Needs ``prediction: x0``.
+        reproject_copy_gate: with the blend, copy the warped source outright where it agrees at every depth
+            (spread below this tolerance; 0 = off): exact at the identity pose and under pure rotations
+            (:class:`~realcam.modules.reproject.SourceReprojection`, ``copy_gate``). No parameters.
         text_dim: the width of the text embeddings in ``Cond.text`` (umT5: 4096): adds Wan's text embedder and a
             text cross-attention to every block; then every call needs ``cond.text``. None: no text.
         fp32_modulation: compute the time path (sinusoid, MLP, projection), the modulation and the residual stream
@@ -106,6 +109,7 @@ class CrossFrameDiT(nn.Module):
         reproject_hidden: int | None = None,
         reproject_space_to_depth: int = 1,
         reproject_blend: bool = False,
+        reproject_copy_gate: float = 0.0,
         min_sigma: float = 0.05,
         eps: float = 1e-6,
         text_dim: int | None = None,
@@ -154,10 +158,14 @@ class CrossFrameDiT(nn.Module):
                              f"set init_args.dim: {dim}")
         self.camera_encoder = camera_encoder
         self.reproject = None if reproject_depths is None else SourceReprojection(
-            dim, in_channels, self.patch, reproject_depths, reproject_hidden, reproject_space_to_depth)
+            dim, in_channels, self.patch, reproject_depths, reproject_hidden, reproject_space_to_depth,
+            reproject_copy_gate)
         if reproject_blend and (self.reproject is None or prediction != "x0"):
             raise ValueError("reproject_blend=True mixes warped source into the x0 estimate: it needs "
                              "reproject_depths set and prediction='x0'")
+        if reproject_copy_gate and not reproject_blend:
+            raise ValueError(f"reproject_copy_gate={reproject_copy_gate} acts inside the blend: set "
+                             f"reproject_blend: true (or reproject_copy_gate: 0)")
         self.blend_head = None
         if reproject_blend:     # zero-initialized: every valid depth and the generated x0 start equally weighted
             self.blend_head = nn.Linear(dim, self.reproject.blend_channels() * pt * ph * pw)

@@ -42,7 +42,9 @@ def reproject_grid(target_c2w: Tensor, target_K: Tensor, source_K: Tensor, image
     Returns (grid [B, F, D, h, w, 2] in ``F.grid_sample`` coordinates (align_corners=False), in front
     [B, F, D, h, w] bool: the point lies in front of the source camera).
     """
-    dt = torch.float64 if target_c2w.dtype == torch.float64 else torch.float32
+    # float64 whatever the input: in float32 the positions carry ~1e-4 px of rounding (depth x ray, then / z), so
+    # the identity pose would not sample the source pixels themselves (the copy gate relies on that); it is cheap
+    dt = torch.float64
     c2w, Ks, depths = target_c2w.to(dt), source_K.to(dt), depths.to(dt)
     # rays through the latent pixel centres: the target intrinsics rescaled to the latent grid
     rays = geometry.pixel_rays(geometry.resize_intrinsics(target_K.to(dt), image_size, latent_size), *latent_size)
@@ -74,11 +76,22 @@ class SourceReprojection(nn.Module):
     The head emits one logit per depth plus one for its own prediction at every sample position; the x0
     estimate is the softmax mix of the warped source at each depth and the generated x0. A sample that
     lands outside the source view (or a dropped camera) gets no weight, so the network regenerates there.
+
+    ``copy_gate`` = tau > 0 adds a parallax-free copy path to :meth:`blend`: where the warped source agrees at
+    every depth (largest spread over depths and channels below tau), the depth does not matter, so the pixel is
+    copied from the warped source and the generated x0 gets no weight; between 0 and tau the two blend linearly.
+    The depths agree everywhere at the identity pose and under a pure rotation (the warp is then a homography
+    independent of depth), and on uniform regions under any motion, so there the copy is exact whatever the
+    logits say. It has no parameters: a trained model can turn it on at inference.
     """
 
     def __init__(self, dim: int, in_channels: int, patch: Sequence[int], depths: Sequence[float],
-                 hidden: int | None = None, space_to_depth: int = 1):
+                 hidden: int | None = None, space_to_depth: int = 1, copy_gate: float = 0.0):
         super().__init__()
+        if not (math.isfinite(copy_gate) and copy_gate >= 0):
+            raise ValueError(f"reproject_copy_gate={copy_gate}: give a tolerance >= 0 in latent units (0 = off; "
+                             f"e.g. 0.1 on [-1, 1] pixels)")
+        self.copy_gate = float(copy_gate)
         depths = [float(d) for d in depths]
         if not depths or any(not math.isfinite(d) or d <= 0 for d in depths):
             raise ValueError(f"reproject_depths={depths}: give one or more finite depths > 0 (in the units of "
@@ -150,7 +163,24 @@ class SourceReprojection(nn.Module):
             valid = torch.cat([inside, torch.ones_like(inside[:, :, :1])], dim=2)
             weight = torch.softmax(lg.masked_fill(~valid, float("-inf")), dim=2)               # [B, F, D+1, H, W]
             mixed = (weight[:, :, :D, None] * sampled).sum(2) + weight[:, :, D:] * gen
+            if self.copy_gate > 0:
+                mixed = self._copy_where_depths_agree(mixed, lg[:, :, :D], warp)
             return F.pixel_unshuffle(mixed.flatten(0, 1), f).unflatten(0, (B, Fr))
+
+    def copy_weight(self, warp: tuple[Tensor, Tensor]) -> Tensor:
+        """[B, F, f h, f w] in [0, 1]: how far each fine pixel's warped samples agree across the depths (1: within
+        nothing, 0: spread >= ``copy_gate`` or a depth lands outside the source). See the class docstring."""
+        sampled, inside = warp
+        spread = (sampled.amax(2) - sampled.amin(2)).amax(2)                                 # [B, F, H, W]
+        return (1 - spread / self.copy_gate).clamp(0, 1) * inside.all(2)
+
+    def _copy_where_depths_agree(self, mixed: Tensor, depth_logits: Tensor, warp: tuple[Tensor, Tensor]) -> Tensor:
+        sampled, inside = warp
+        # the network's own mix over depths (finite fill: a pixel with no valid depth has gate 0 anyway)
+        weight = torch.softmax(depth_logits.masked_fill(~inside, -1e9), dim=2)
+        copied = (weight[:, :, :, None] * sampled).sum(2)
+        gate = self.copy_weight(warp)[:, :, None]
+        return gate * copied + (1 - gate) * mixed
 
     def depth_logits(self, logits: Tensor) -> Tensor:
         """The blend logits [B, F, (D + 1) f^2, h, w] of the depths only, on the fine grid: [B, F, D, f h, f w]."""

@@ -177,3 +177,65 @@ def test_a_kept_camera_gives_the_same_output_as_no_keep_flag():
     kept = Cond(**{**cond.__dict__, "camera_keep": torch.ones(B)})
     with torch.no_grad():
         torch.testing.assert_close(net(x, sigma, kept), net(x, sigma, cond), atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------ the copy gate
+def _gate_case(c2w: torch.Tensor, gate: float, seed: int = 0):
+    """A blend whose logits strongly prefer the generated x0, with and without the copy gate."""
+    g = torch.Generator().manual_seed(seed)
+    f, depths = 2, [2.0, 4.0, 9.0]
+    source, generated = torch.randn(B, F, 4, h, w, generator=g), torch.randn(B, F, 4, h, w, generator=g)
+    logits = torch.randn(B, F, (len(depths) + 1) * f * f, h, w, generator=g)
+    logits.view(B, F, len(depths) + 1, f * f, h, w)[:, :, -1] += 8.0
+    gated = SourceReprojection(16, 4, (1, 2, 2), depths, space_to_depth=f, copy_gate=gate)
+    plain = SourceReprojection(16, 4, (1, 2, 2), depths, space_to_depth=f)
+    _, warp = plain(source, c2w, intrinsics(), intrinsics(), IMAGE)
+    return source, gated.blend(generated, logits, warp), plain.blend(generated, logits, warp), gated, warp
+
+
+def test_copy_gate_copies_the_source_exactly_at_the_identity():
+    source, gated, plain, _, _ = _gate_case(torch.eye(4).repeat(B, F, 1, 1), gate=0.05)
+    torch.testing.assert_close(gated, source, atol=1e-5, rtol=0)        # whatever the logits prefer
+    assert (plain - source).abs().max() > 0.5                            # the plain blend keeps the generated x0
+
+
+def test_copy_gate_copies_a_pure_rotation_and_leaves_parallax_to_the_blend():
+    c2w = torch.eye(4).repeat(B, F, 1, 1)
+    c2w[..., :3, :3] = geometry.so3_exp(torch.tensor([0.0, 0.12, 0.0]))        # a 7-degree pan: no parallax
+    _, gated, plain, module, warp = _gate_case(c2w, gate=0.05)
+    sampled, inside = warp
+    weight = module.copy_weight(warp)
+    everywhere = inside.all(2)
+    assert 0 < int(everywhere.sum()) < everywhere.numel() and bool((weight[everywhere] > 0.99).all())
+    fine = module.fine(gated)
+    torch.testing.assert_close(fine.permute(0, 1, 3, 4, 2)[everywhere], sampled[:, :, 0].permute(0, 1, 3, 4, 2)[
+        everywhere], atol=1e-4, rtol=0)                                          # copied where every depth is in view
+    torch.testing.assert_close(fine.permute(0, 1, 3, 4, 2)[~everywhere],
+                               module.fine(plain).permute(0, 1, 3, 4, 2)[~everywhere], atol=1e-6, rtol=0)
+    c2w[..., 0, 3] = 0.5                                                         # now with a sideways step
+    _, gated, plain, module, warp = _gate_case(c2w, gate=0.05)
+    weight = module.copy_weight(warp)
+    assert float((weight == 0).float().mean()) > 0.5                             # random texture: the depths disagree
+    off = (weight == 0)[:, :, None].expand(-1, -1, 1, -1, -1)
+    torch.testing.assert_close(module.fine(gated)[off.expand_as(module.fine(gated))],
+                               module.fine(plain)[off.expand_as(module.fine(plain))], atol=1e-6, rtol=0)
+
+
+def test_backbone_copy_gate_returns_the_source_at_the_identity_and_checks_its_value():
+    torch.manual_seed(0)
+    kw = dict(in_channels=C, dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16, prediction="x0",
+              reproject_depths=[2.0, 6.0], reproject_space_to_depth=2, reproject_blend=True)
+    net = CrossFrameDiT(**kw, reproject_copy_gate=0.1)
+    x, sigma = torch.randn(B, F, C, h, w), torch.rand(B, F) * 0.8 + 0.2
+    cond = Cond(source=torch.randn(B, F, C, h, w), target_c2w=torch.eye(4).repeat(B, F, 1, 1),
+                target_K=intrinsics(), image_size=IMAGE)
+    with torch.no_grad():     # the zero-initialized blend head weighs the generated x0 like a depth; the gate does not
+        torch.testing.assert_close(net(x, sigma, cond), (x - cond.source) / sigma[:, :, None, None, None],
+                                   atol=1e-4, rtol=1e-4)
+        ungated = CrossFrameDiT(**kw)
+        ungated.load_state_dict(net.state_dict())
+        assert (ungated(x, sigma, cond) - net(x, sigma, cond)).abs().max() > 0.1
+    with pytest.raises(ValueError, match="reproject_copy_gate"):
+        CrossFrameDiT(**{**kw, "reproject_blend": False}, reproject_copy_gate=0.1)
+    with pytest.raises(ValueError, match="reproject_copy_gate=-1"):
+        CrossFrameDiT(**kw, reproject_copy_gate=-1.0)
