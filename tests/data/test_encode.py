@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from realcam.cli import main as realcam_main
-from realcam.data.cli import make_shards
+from realcam.data.make import make_shards
 from realcam.data.encode import (TEXT_EMPTY, batch_text, decode_latent_sample, frames_to_video, load_text_empty,
                                  pad_text)
-from realcam.data.shards import check_shards, decode_sample, iter_shard
+from realcam.data.check import check_shards
+from realcam.data.shards import decode_sample, iter_shard
 from realcam.data.video import read_video, write_video
 from realcam.modules.text import UMT5TextEncoder
 from realcam.modules.wan_vae import WanCodec
