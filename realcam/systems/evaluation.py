@@ -275,5 +275,8 @@ class PredictionWriter(Callback):
 def _run_info(module) -> dict:
     if hasattr(module, "run_info"):
         return module.run_info()
-    ckpt = getattr(module.trainer, "ckpt_path", None)
+    try:
+        ckpt = module.trainer.ckpt_path
+    except (AttributeError, RuntimeError):      # not attached to a Trainer (a module driven by hand)
+        ckpt = None
     return {"checkpoint": str(Path(ckpt).resolve()) if ckpt else None, "global_step": module.global_step}

@@ -103,7 +103,7 @@ def test_eval_sweep_command_matches_stream(tmp_path, capsys):
 def test_eval_sweep_errors(tmp_path, capsys):
     assert main(["eval", "sweep", "--specs", "arc:sideways:3", "--out", str(tmp_path)]) == 2
     assert "arc:sideways:3" in capsys.readouterr().err
-    assert main(["eval", "nosuch"]) == 2 and "realcam eval {sweep" in capsys.readouterr().err
+    assert main(["eval", "nosuch"]) == 2 and "unknown tool 'nosuch'" in capsys.readouterr().err
 
 
 def test_frame_scorer_lpips_from_local_weights(tmp_path):

@@ -1,10 +1,10 @@
 """The studio server over real sockets: frames, bad input refused with a message while other sessions go on,
 uploads (PyAV, capped), the token, the webcam path, freeing a closed tab, and the CLI's bind check."""
+import http.client as http_client
 import io
 import json
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -16,12 +16,20 @@ from realcam.studio.server import StudioConfig, serve_in_thread
 
 
 def http(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict | str]:
-    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+    """One request; the reply is read even when the server answers (413, 403) before the body is all sent and
+    closes the connection, as a browser reads it (urllib would only report the broken pipe)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http_client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
     try:
-        with urllib.request.urlopen(request, timeout=60) as r:
-            body, status = r.read().decode(), r.status
-    except urllib.error.HTTPError as err:
-        body, status = err.read().decode(), err.code
+        try:
+            conn.request("POST" if data is not None else "GET", target, body=data, headers=headers or {})
+        except (BrokenPipeError, ConnectionResetError):
+            pass                # the server refused early: its reply is already on the socket
+        reply = conn.getresponse()
+        status, body = reply.status, reply.read().decode()
+    finally:
+        conn.close()
     try:
         return status, json.loads(body)
     except ValueError:
