@@ -21,9 +21,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from realcam.modules.backbone import PRESETS, CrossFrameDiT
+from realcam.modules.backbone import PRESETS, CrossFrameDiT, build_camera_encoder
+from realcam.modules.camera import ReCamMasterEncoder
 from realcam.modules.rope import Rope3D
-from realcam.registry import BACKBONES, CAMERA_ENCODERS
+from realcam.registry import BACKBONES
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,26 @@ for _ours, (_diff, _orig) in (("", ("attn1", "self_attn")), ("cross_attn.", ("at
         BLOCK_KEYS[f"{_ours}{_n}.weight"] = (f"{_diff}.{_n}.weight", f"{_orig}.{_n}.weight")
 
 Layout = Literal["diffusers", "original"]
+
+
+def recammaster_key_table(depth: int) -> dict[str, str]:
+    """realcam key -> ReCamMaster's checkpoint key of its camera injection (the same in both layouts)."""
+    return {f"camera_encoder.{ours}.{i}.{t}": f"blocks.{i}.{theirs}.{t}" for i in range(depth)
+            for ours, theirs in (("cam_encoder", "cam_encoder"), ("projector", "projector")) for t in ("weight", "bias")}
+
+
+def _camera_table(model: CrossFrameDiT, entries: dict, path) -> dict[str, str]:
+    """The ReCamMaster keys to load: all of them with the ``recammaster`` encoder and a ReCamMaster checkpoint, none
+    for a plain Wan file (the encoder keeps its init: zero embedding, identity projector); half a set is an error."""
+    if not isinstance(model.camera_encoder, ReCamMasterEncoder):
+        return {}
+    table = recammaster_key_table(model.depth)
+    present = [k for k in table.values() if k in entries]
+    if present and len(present) != len(table):
+        missing = [k for k in table.values() if k not in entries]
+        raise ValueError(f"{path} has ReCamMaster camera tensors for some blocks but lacks {missing[:4]} "
+                         f"({len(missing)} in all): the checkpoint is incomplete")
+    return table if present else {}
 
 
 def key_table(depth: int, layout: Layout) -> dict[str, str]:
@@ -256,6 +277,8 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None, **
     _materialize_realcam_parts(model, kwargs, dtype)
     table = key_table(model.depth, layout)
     missing = [table[k] for k in table if table[k] not in entries]
+    camera_keys = _camera_table(model, entries, path)
+    table.update(camera_keys)
     if missing:
         raise ValueError(f"{path} is missing Wan tensors {missing[:6]}{' ...' if len(missing) > 6 else ''} "
                          f"({len(missing)} in all): the checkpoint is incomplete or not Wan2.1 T2V")
@@ -273,7 +296,8 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None, **
     if unexpected:
         log.warning("%s: %d tensors are not part of Wan2.1 T2V and were skipped: %s", path, len(unexpected),
                     unexpected[:8])
-    model.pretrained_report = {"layout": layout, "missing": [], "unexpected": unexpected}
+    model.pretrained_report = {"layout": layout, "missing": [], "unexpected": unexpected,
+                               "camera": "recammaster" if camera_keys else "init"}
     return model
 
 
@@ -285,7 +309,7 @@ def _materialize_realcam_parts(model: CrossFrameDiT, kwargs: dict, dtype: torch.
     model.stream_embed = nn.Parameter(torch.zeros(2, model.dim, dtype=dtype))
     encoder = kwargs.get("camera_encoder", "plucker")
     if isinstance(encoder, str):
-        encoder = CAMERA_ENCODERS.build(encoder, dim=model.dim, **(kwargs.get("camera_encoder_args") or {}))
+        encoder = build_camera_encoder(encoder, model.dim, model.depth, kwargs.get("camera_encoder_args"))
     model.camera_encoder = encoder.to(dtype) if dtype is not None else encoder
 
 

@@ -195,3 +195,106 @@ def test_a_wan_preset_loads_pretrained_weights_by_name(wan):
     ref = load_pretrained(folder)
     assert model.attention_mode == "causal" and model.chunk_frames == 1 and model.dim == 24
     assert all(torch.equal(model.state_dict()[k], ref.state_dict()[k]) for k in key_table(2, "diffusers"))
+
+
+# ---- ReCamMaster's camera injection (camera_encoder: recammaster) ------------------------------------------------
+def camera_inputs(seed=2):
+    """inputs() with non-identity target cameras (rotation and translation per frame)."""
+    x, sigma, cond = inputs(seed)
+    g = torch.Generator().manual_seed(seed)
+    c2w = torch.eye(4).repeat(B, F, 1, 1)
+    angle = torch.rand(B, F, generator=g)
+    c2w[..., 0, 0], c2w[..., 0, 2], c2w[..., 2, 0], c2w[..., 2, 2] = angle.cos(), angle.sin(), -angle.sin(), angle.cos()
+    c2w[..., :3, 3] = torch.randn(B, F, 3, generator=g)
+    return x, sigma, Cond(cond.source, c2w, cond.target_K, cond.image_size, text=cond.text)
+
+
+def recammaster_file(dm, folder, tmp_path, prefix=""):
+    """The diffusers Wan's tensors plus random ReCamMaster camera tensors (``blocks.N.cam_encoder`` [dim, 12],
+    ``blocks.N.projector`` [dim, dim]), as one safetensors file with the config beside it."""
+    g = torch.Generator().manual_seed(5)
+    dim = WAN_CFG["num_attention_heads"] * WAN_CFG["attention_head_dim"]
+    state = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    for i in range(WAN_CFG["num_layers"]):
+        state[f"blocks.{i}.cam_encoder.weight"] = torch.randn(dim, 12, generator=g) * 0.3
+        state[f"blocks.{i}.cam_encoder.bias"] = torch.randn(dim, generator=g) * 0.3
+        state[f"blocks.{i}.projector.weight"] = torch.eye(dim) + torch.randn(dim, dim, generator=g) * 0.3
+        state[f"blocks.{i}.projector.bias"] = torch.randn(dim, generator=g) * 0.3
+    (tmp_path / "recam").mkdir()
+    save_file({prefix + k: v for k, v in state.items()}, str(tmp_path / "recam" / "model.safetensors"))
+    (tmp_path / "recam" / "config.json").write_text((folder / "config.json").read_text())
+    return tmp_path / "recam" / "model.safetensors", state
+
+
+def recammaster_diffusers_flow(dm, state, x, sigma, cond):
+    """ReCamMaster's block written onto diffusers' Wan with hooks: per block the camera embedding of the flattened
+    3x4 pose (identity for the source frames) added to attn1's input, the projector on attn1's output."""
+    n = (H // 2) * (W // 2)
+    eye = torch.eye(4).expand_as(cond.target_c2w)
+    poses = torch.cat([eye, cond.target_c2w], 1)[..., :3, :4].flatten(-2)           # [B, 2F, 12]: [S..., Y...]
+    hooks = []
+    for i, block in enumerate(dm.blocks):
+        emb = (poses @ state[f"blocks.{i}.cam_encoder.weight"].T + state[f"blocks.{i}.cam_encoder.bias"])
+        emb = emb.repeat_interleave(n, dim=1)                                        # every token of its frame
+        w, b = state[f"blocks.{i}.projector.weight"], state[f"blocks.{i}.projector.bias"]
+        hooks.append(block.attn1.register_forward_pre_hook(lambda m, args, e=emb: (args[0] + e, *args[1:])))
+        hooks.append(block.attn1.register_forward_hook(lambda m, args, out, w=w, b=b: out @ w.T + b))
+    try:
+        return diffusers_flow(dm, torch.cat([cond.source, x], 1), torch.cat([torch.zeros_like(sigma), sigma], 1),
+                              cond.text)[:, F:]
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def test_recammaster_encoder_at_init_is_plain_wan_and_the_camera_acts_once_perturbed(wan):
+    dm, folder = wan
+    model = load_pretrained(folder, layout="prefix", camera_encoder="recammaster").eval()
+    assert model.pretrained_report["camera"] == "init"
+    x, sigma, cond = camera_inputs()
+    with torch.no_grad():
+        ours = model(x, sigma, cond)
+        theirs = diffusers_flow(dm, torch.cat([cond.source, x], 1), torch.cat([torch.zeros_like(sigma), sigma], 1),
+                                cond.text)[:, F:]
+        assert (ours - theirs).abs().max() <= 1e-5
+        for p in model.camera_encoder.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        moved = model(x, sigma, cond)
+        other = model(x, sigma, Cond(cond.source, cond.target_c2w.flip(1), cond.target_K, cond.image_size,
+                                     text=cond.text))
+    assert (moved - ours).abs().max() > 1e-2 and (other - moved).abs().max() > 1e-2, "the camera must act"
+
+
+@pytest.mark.parametrize("prefix", ["", ORIGINAL_PREFIX])
+def test_recammaster_checkpoint_loads_its_camera_tensors_and_computes_recammaster(wan, tmp_path, prefix):
+    dm, folder = wan
+    file, state = recammaster_file(dm, folder, tmp_path, prefix)
+    model = load_pretrained(file, layout="prefix", camera_encoder="recammaster").eval()
+    assert model.pretrained_report["camera"] == "recammaster" and model.pretrained_report["unexpected"] == []
+    enc = model.camera_encoder
+    for i in range(WAN_CFG["num_layers"]):
+        for part in ("cam_encoder", "projector"):
+            for t in ("weight", "bias"):
+                assert torch.equal(getattr(getattr(enc, part)[i], t), state[f"blocks.{i}.{part}.{t}"])
+    x, sigma, cond = camera_inputs()
+    with torch.no_grad():
+        ours = model(x, sigma, cond)
+        theirs = recammaster_diffusers_flow(dm, state, x, sigma, cond)
+        plain = diffusers_flow(dm, torch.cat([cond.source, x], 1), torch.cat([torch.zeros_like(sigma), sigma], 1),
+                               cond.text)[:, F:]
+    assert (ours - theirs).abs().max() <= 1e-5
+    assert (ours - plain).abs().max() > 1e-2, "the loaded camera tensors must act"
+    # another encoder leaves ReCamMaster's tensors unread (reported, skipped)
+    plucker = load_pretrained(file, layout="prefix")
+    assert "blocks.0.cam_encoder.weight" in plucker.pretrained_report["unexpected"]
+
+
+def test_recammaster_checkpoint_with_some_blocks_missing_is_an_error(wan, tmp_path):
+    dm, folder = wan
+    file, state = recammaster_file(dm, folder, tmp_path)
+    save_file({k: v for k, v in state.items() if not k.startswith("blocks.1.projector")}, str(file))
+    with pytest.raises(ValueError, match=r"ReCamMaster camera tensors for some blocks but lacks \['blocks.1.projector"):
+        load_pretrained(file, camera_encoder="recammaster")
+    with pytest.raises(ValueError, match="camera_encoder.depth=3 does not match the backbone depth=2"):
+        from realcam.modules.camera import ReCamMasterEncoder
+        load_pretrained(folder, camera_encoder=ReCamMasterEncoder(24, depth=3))

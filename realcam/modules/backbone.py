@@ -15,6 +15,7 @@ The sequence is a list of *groups*, one per (stream, token frame), each a (gh x 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Literal, NamedTuple, Sequence
 
 import torch
@@ -152,10 +153,13 @@ class CrossFrameDiT(nn.Module):
         self.rope = Rope3D(dim // heads, rope_theta)
 
         if isinstance(camera_encoder, str):
-            camera_encoder = CAMERA_ENCODERS.build(camera_encoder, dim=dim, **(camera_encoder_args or {}))
+            camera_encoder = build_camera_encoder(camera_encoder, dim, depth, camera_encoder_args)
         if getattr(camera_encoder, "dim", dim) != dim:
             raise ValueError(f"camera_encoder.dim={camera_encoder.dim} does not match the backbone dim={dim}; "
                              f"set init_args.dim: {dim}")
+        if getattr(camera_encoder, "per_block", False) and camera_encoder.depth != depth:
+            raise ValueError(f"camera_encoder.depth={camera_encoder.depth} does not match the backbone depth={depth} "
+                             f"(a per-block camera encoder acts in every block); set init_args.depth: {depth}")
         self.camera_encoder = camera_encoder
         self.reproject = None if reproject_depths is None else SourceReprojection(
             dim, in_channels, self.patch, reproject_depths, reproject_hidden, reproject_space_to_depth,
@@ -251,7 +255,8 @@ class CrossFrameDiT(nn.Module):
         # Only the target groups reach the head, so the last block skips the source groups' queries and FFN
         # (where the mask allows a query subset, i.e. kind "full").
         rows = seq.targets if mask.kind == "full" else None
-        out, e = self._blocks(seq.tokens, seq.sigma, seq.times, seq.grid, attn, self._text_kv(cond, cache), rows)
+        out, e = self._blocks(seq.tokens, seq.sigma, seq.times, seq.grid, attn, self._text_kv(cond, cache), rows,
+                              camera=seq.camera)
         n = out.shape[1] // (len(seq.times) if rows is None else len(rows))
         out = out.view(x.shape[0], -1, n, self.dim)
         out = out if rows is not None else out[:, seq.targets]
@@ -268,7 +273,8 @@ class CrossFrameDiT(nn.Module):
         seq = self._sequence(x, sigma, cond, cache)
         cache.stage_chunk(len(seq.times) // 2, seq.tokens.shape[1])
         attn = self._cached_attention(cache, seq.grid, x.device)
-        self._blocks(seq.tokens, seq.sigma, seq.times, seq.grid, attn, self._text_kv(cond, cache), stage_last=True)
+        self._blocks(seq.tokens, seq.sigma, seq.times, seq.grid, attn, self._text_kv(cond, cache), stage_last=True,
+                     camera=seq.camera)
 
     @torch.no_grad()
     def commit_and_forward(self, prev_x0: Tensor, prev_cond: Cond, x: Tensor, sigma: Tensor, cond: Cond,
@@ -300,7 +306,7 @@ class CrossFrameDiT(nn.Module):
                                prev.tokens.shape[1], plan)
         out, e = self._blocks(torch.cat([prev.tokens, nxt.tokens], dim=1), torch.cat([prev.sigma, nxt.sigma], 1),
                               torch.cat([prev.times, nxt.times]), prev.grid, attn, self._text_kv(cond, cache),
-                              len(prev.times) + nxt.targets)
+                              len(prev.times) + nxt.targets, camera=_cat_groups(prev.camera, nxt.camera))
         attn.install()
         self._remember_conditioning(cache, nxt.conditioning)   # the next chunk's later passes reuse it
         return self._head(out.view(x.shape[0], len(nxt.targets), -1, self.dim), e[:, len(prev.times) + nxt.targets],
@@ -330,27 +336,31 @@ class CrossFrameDiT(nn.Module):
         grid, Ft = (h // ph, w // pw), Fr // pt
         tokens = self.patch_embed(torch.cat([self.patchify(cond.source), self.patchify(x)], dim=1))
         conditioning = self._conditioning(cond, Ft, grid, tokens.dtype, cache, memo)
-        stream, camera, warp = conditioning
+        stream, camera, warp, block_camera = conditioning
         order, times, targets, _ = self._layout(Ft, x.device)
         if cache is not None:
             times = times + (cache.query_t_start() if t_start is None else t_start)
         seq = (tokens + stream + camera)[:, order].reshape(B, -1, self.dim)
         group_sigma = torch.cat([torch.zeros_like(sigma[:, ::pt]), sigma[:, ::pt]], dim=1)[:, order]
-        return Sequence_(seq, group_sigma, times, targets, grid, warp, conditioning)
+        block_camera = None if block_camera is None else block_camera[:, :, order]
+        return Sequence_(seq, group_sigma, times, targets, grid, warp, conditioning, block_camera)
 
     def _blocks(self, seq: Tensor, group_sigma: Tensor, times: Tensor, grid: tuple[int, int], attn,
-                text: list | None, rows: Tensor | None = None, stage_last: bool = False) -> tuple[Tensor, Tensor]:
+                text: list | None, rows: Tensor | None = None, stage_last: bool = False,
+                camera: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Run every block (the last on the groups ``rows`` alone; with ``stage_last`` it only stages its K/V)
-        -> (tokens, e [B, G, D] for the head). text: every block's prompt (k, v), or None."""
+        -> (tokens, e [B, G, D] for the head). text: every block's prompt (k, v), or None; camera: a per-block
+        camera encoder's embeddings [depth, B, G, 1, D] in sequence order, or None."""
         e, mods = self._time_conditioning(group_sigma, seq.dtype)
         rope = self.rope.tables(times, grid)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
+            cam = None if camera is None else (camera[i], partial(self.camera_encoder.project, i))
             if i == last and stage_last:
-                attn.stage(i, *block.keys_values(seq, mods[i]))
+                attn.stage(i, *block.keys_values(seq, mods[i], cam))
                 break
             seq = block(seq, mods[i], rope, attn.layer(i), rows if i == last else None,
-                        None if text is None else text[i])
+                        None if text is None else text[i], cam)
         return seq, e
 
     def _head(self, out: Tensor, e: Tensor, x: Tensor, sigma: Tensor, warp) -> Tensor:
@@ -375,15 +385,19 @@ class CrossFrameDiT(nn.Module):
     def _rotator(self, grid: tuple[int, int]):
         return lambda k, chunks, starts: self._rotate_cached_keys(k, chunks, starts, grid)
 
-    def _camera_embedding(self, cond: Cond, Ft: int, grid: tuple[int, int]) -> tuple[Tensor, tuple | None]:
+    def _camera_embedding(self, cond: Cond, Ft: int, grid: tuple[int, int]) -> tuple[Tensor, tuple | None,
+                                                                                    Tensor | None]:
         """([B, 2*Ft, n|1, D]: identity pose for the source stream, the target cameras (and the source
-        reprojection, when on) for the target; the reprojection's samples for the blend, or None)."""
+        reprojection, when on) for the target; the reprojection's samples for the blend, or None; a per-block
+        encoder's embeddings [depth, B, 2*Ft, 1, D], or None: then the first holds the reprojection alone)."""
         pt = self.patch[0]
         source_K = cond.target_K if cond.source_K is None else cond.source_K
         tgt_c2w, tgt_K, src_K = cond.target_c2w[:, ::pt], cond.target_K[:, ::pt], source_K[:, ::pt]
         eye = torch.eye(4, device=tgt_c2w.device, dtype=tgt_c2w.dtype).expand_as(tgt_c2w)
         both = self.camera_encoder(torch.cat([eye, tgt_c2w], 1), torch.cat([src_K, tgt_K], 1), cond.image_size, grid)
-        warp = None
+        block_camera, warp = None, None
+        if getattr(self.camera_encoder, "per_block", False):
+            block_camera, both = both, both.new_zeros(both.shape[1:])
         if self.reproject is not None:
             tokens, warp = self.reproject(cond.source, cond.target_c2w, cond.target_K, source_K, cond.image_size,
                                           cond.camera_keep)
@@ -392,7 +406,8 @@ class CrossFrameDiT(nn.Module):
             keep = torch.cat([torch.ones_like(both[:, :Ft, :1, :1]),
                               cond.camera_keep.view(-1, 1, 1, 1).to(both.dtype).expand(-1, Ft, 1, 1)], dim=1)
             both = both * keep
-        return both, warp
+            block_camera = None if block_camera is None else block_camera * keep
+        return both, warp, block_camera
 
     def _time_conditioning(self, group_sigma: Tensor, dtype: torch.dtype) -> tuple[Tensor, list]:
         """(e [B, G, D] for the head, every block's modulations) for per-group sigmas [B, G]; in float32 (the
@@ -409,8 +424,9 @@ class CrossFrameDiT(nn.Module):
 
     def _conditioning(self, cond: Cond, Ft: int, grid: tuple[int, int], dtype: torch.dtype,
                       cache: KVCache | None, memo: bool = True) -> tuple[Tensor, Tensor, tuple | None]:
-        """(stream [1, 2Ft, 1, D], camera [B, 2Ft, n|1, D]) embeddings in ``dtype``, and the reprojection's
-        samples for the blend (None without reprojection).
+        """(stream [1, 2Ft, 1, D], camera [B, 2Ft, n|1, D]) embeddings in ``dtype``, the reprojection's samples
+        for the blend (None without reprojection) and a per-block camera encoder's embeddings [depth, B, 2Ft, 1, D]
+        (else None).
 
         Neither depends on x or sigma, and every pass of one cached chunk takes the same ``cond`` (the cache
         protocol), so the no-grad passes of a chunk share one computation: kept in ``cache.scratch``, which lives
@@ -421,8 +437,8 @@ class CrossFrameDiT(nn.Module):
         if use_memo and key in cache.scratch:
             return cache.scratch[key]
         stream = self.stream_embed.repeat_interleave(Ft, dim=0)[None, :, None].to(dtype)
-        camera, warp = self._camera_embedding(cond, Ft, grid)
-        value = (stream, camera.to(dtype), warp)
+        camera, warp, block_camera = self._camera_embedding(cond, Ft, grid)
+        value = (stream, camera.to(dtype), warp, None if block_camera is None else block_camera.to(dtype))
         if use_memo:
             cache.scratch[key] = value
         return value
@@ -465,6 +481,17 @@ class CrossFrameDiT(nn.Module):
         return torch.get_autocast_dtype(device.type) if isinstance(self.attention, SDPAAttention) else None
 
 
+def _cat_groups(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """Two sequences' per-block camera embeddings [depth, B, G, 1, D] as one (None without)."""
+    return None if a is None else torch.cat([a, b], dim=2)
+
+
+def build_camera_encoder(name: str, dim: int, depth: int, args: dict | None) -> CameraEncoder:
+    """A registered camera encoder for a backbone of width ``dim`` (and ``depth``, for a per-block one)."""
+    per_block = getattr(CAMERA_ENCODERS.get(name), "per_block", False)
+    return CAMERA_ENCODERS.build(name, dim=dim, **({"depth": depth} if per_block else {}), **(args or {}))
+
+
 def _same_text(a: Tensor | None, b: Tensor | None) -> bool:
     """Whether two prompts (text embeddings, or None) are the same, by value."""
     if a is None or b is None:
@@ -480,7 +507,8 @@ class Sequence_(NamedTuple):
     targets: Tensor         # [G/2] where the target groups sit, in frame order
     grid: tuple[int, int]
     warp: tuple | None      # the reprojection's samples, for the blend head
-    conditioning: tuple     # (stream, camera, warp), as memoized per chunk
+    conditioning: tuple     # (stream, camera, warp, block camera), as memoized per chunk
+    camera: Tensor | None   # a per-block camera encoder's embeddings [depth, B, G, 1, D] in layout order
 
 
 # ---------------------------------------------------------------------------------------------

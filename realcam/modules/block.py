@@ -8,6 +8,8 @@ a KV cache, or committing one chunk while starting the next. The block itself ha
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -94,29 +96,42 @@ class DiTBlock(nn.Module):
         return mods
 
     def forward(self, x: Tensor, mods: list[Tensor], rope: tuple[Tensor, Tensor], attn: AttentionProcessor,
-                rows: Tensor | None = None, text: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                rows: Tensor | None = None, text: tuple[Tensor, Tensor] | None = None,
+                camera: tuple[Tensor, Callable[[Tensor], Tensor]] | None = None) -> Tensor:
         """x [B, G*n, D] -> [B, G*n, D], or [B, len(rows)*n, D] for the groups ``rows`` alone (keys and values
         still cover every group: the head reads only target groups, so the last block skips the rest).
 
         mods: per-group modulation from :meth:`modulations`; rope: (cos2, sin2) tables of :meth:`Rope3D.tables`
         for every token; attn: the processor, ``attn(q, k, v, raw_k)`` with q and k rotated, raw_k before RoPE;
-        text: this block's (k, v) of the prompt (:meth:`TextCrossAttention.keys_values`), with cross-attention.
+        text: this block's (k, v) of the prompt (:meth:`TextCrossAttention.keys_values`), with cross-attention;
+        camera: a per-block camera encoder's (embedding [B, G, 1, D] added to the self-attention input, projector
+        of the self-attention output) (:class:`~realcam.modules.camera.BlockCameraEncoder`), or None.
         """
-        h = self._modulated(self.norm1(x), mods[0], mods[1])
+        h = self._attention_input(x, mods, camera)
         q, k, raw_k, v = self.qkv(h, rope, rows, mods[0].shape[1])
         out = attn(q, k, v, raw_k)
         if rows is not None:
             x, mods = select_groups(x, mods[0].shape[1], rows), [m[:, rows] for m in mods]
         o = self.o(out.transpose(1, 2).flatten(2))
+        if camera is not None:
+            o = camera[1](o)
         x = x + self._gated(o, mods[2])
         if self.cross_attn is not None:
             x = x + self.cross_attn(self.norm3(x), text)
         return x + self._gated(self.ffn(self._modulated(self.norm2(x), mods[3], mods[4])), mods[5])
 
-    def keys_values(self, x: Tensor, mods: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def keys_values(self, x: Tensor, mods: list[Tensor], camera: tuple | None = None) -> tuple[Tensor, Tensor]:
         """(raw k, v) [B, H, G*n, D/H] of x: all a cache pass needs from the last block."""
-        h = self._modulated(self.norm1(x), mods[0], mods[1])
+        h = self._attention_input(x, mods, camera)
         return self._heads(self.norm_k(self.k(h))), self._heads(self.v(h))
+
+    def _attention_input(self, x: Tensor, mods: list[Tensor], camera: tuple | None) -> Tensor:
+        """The modulated norm1(x), plus a per-block camera embedding (ReCamMaster adds it after the modulation)."""
+        h = self._modulated(self.norm1(x), mods[0], mods[1])
+        if camera is None:
+            return h
+        B, L, D = h.shape
+        return (h.view(B, camera[0].shape[1], -1, D) + camera[0]).view(B, L, D)
 
     @staticmethod
     def _modulated(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

@@ -5,6 +5,10 @@ Every encoder maps ``c2w [B, F, 4, 4]`` (relative to the pose reference, OpenCV)
 number of tokens per frame (per-token encoders) or 1 (per-frame encoders, broadcast over tokens).
 Output projections start at zero, so a fresh encoder leaves a pretrained backbone unchanged.
 
+A *per-block* encoder (:class:`BlockCameraEncoder`, e.g. ReCamMaster's ``recammaster``) instead returns one
+embedding per block, ``[depth, B, F, 1, dim]``, which every block adds to its self-attention input, and maps
+each block's self-attention output through :meth:`BlockCameraEncoder.project` (the identity at init).
+
 Write your own by subclassing :class:`CameraEncoder`; register it with
 ``@CAMERA_ENCODERS.register("name")`` or reference it by ``class_path`` in YAML.
 """
@@ -22,6 +26,8 @@ from realcam.registry import CAMERA_ENCODERS
 
 class CameraEncoder(nn.Module, ABC):
     """Base class. ``dim`` must equal the backbone width; the backbone checks it."""
+
+    per_block = False       # True: the embedding goes inside every block (BlockCameraEncoder), not onto the input
 
     def __init__(self, dim: int):
         super().__init__()
@@ -91,3 +97,49 @@ class ExtrinsicsMLPEncoder(CameraEncoder):
             feats.append(torch.stack([K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2]], -1).float() / norm)
         x = torch.cat(feats, dim=-1)
         return self.mlp(x.to(self.mlp[0].weight.dtype)).unsqueeze(2)
+
+
+class BlockCameraEncoder(CameraEncoder):
+    """A camera encoder that acts inside every one of the backbone's ``depth`` blocks: ``forward`` returns
+    ``[depth, B, F, 1, dim]`` (block i adds row i to its modulated self-attention input) and :meth:`project`
+    maps block i's self-attention output. At init the embedding is zero and ``project`` the identity."""
+
+    per_block = True
+
+    def __init__(self, dim: int, depth: int):
+        super().__init__(dim)
+        self.depth = depth
+
+    @abstractmethod
+    def project(self, block: int, out: Tensor) -> Tensor:
+        """Block ``block``'s self-attention output [B, N, dim] -> [B, N, dim]."""
+
+
+def identity_linear(dim: int) -> nn.Linear:
+    layer = nn.Linear(dim, dim)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(dim))
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+@CAMERA_ENCODERS.register("recammaster")
+class ReCamMasterEncoder(BlockCameraEncoder):
+    """ReCamMaster's camera injection: per block a zero-initialized ``cam_encoder`` Linear(12 -> dim) of the
+    flattened 3x4 [R | t] (row-major), added to the modulated ``norm1`` output before self-attention, and a
+    ``projector`` Linear(dim -> dim), the identity at init, on the self-attention output. One vector per frame,
+    broadcast over its tokens; intrinsics are not used. ``depth`` must equal the backbone's (the backbone passes
+    it when built by name). Its weights load from ReCamMaster's ``blocks.N.cam_encoder`` / ``blocks.N.projector``
+    (docs/wan.md)."""
+
+    def __init__(self, dim: int, depth: int = 1):
+        super().__init__(dim, depth)
+        self.cam_encoder = nn.ModuleList(zero_linear(12, dim) for _ in range(depth))
+        self.projector = nn.ModuleList(identity_linear(dim) for _ in range(depth))
+
+    def forward(self, c2w: Tensor, K: Tensor, image_size: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+        feats = c2w[..., :3, :4].flatten(-2)                                           # [B, F, 12]
+        return torch.stack([enc(feats.to(enc.weight.dtype)) for enc in self.cam_encoder]).unsqueeze(3)
+
+    def project(self, block: int, out: Tensor) -> Tensor:
+        return self.projector[block](out)

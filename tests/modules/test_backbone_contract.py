@@ -15,11 +15,15 @@ from realcam.modules.protocol import CONTRACT_SIZE, CausalDenoiser, FusedCachePa
 from realcam.registry import ATTENTION_BACKENDS, BACKBONES
 from tests.modules.test_backbone import make_inputs, randomize, stream
 
-NAMES = BACKBONES.list()
+# Every registered backbone, plus the Wan preset with the per-block camera encoder (ReCamMaster's injection,
+# "name@encoder"): it acts inside every block, so it must keep every equivalence too.
+NAMES = BACKBONES.list() + ["tiny-wan@recammaster"]
 
 
 def build(name: str, **overrides) -> torch.nn.Module:
-    return randomize(BACKBONES.build(name, **{**CONTRACT_SIZE, **overrides})).eval()
+    name, _, camera = name.partition("@")
+    camera_args = {"camera_encoder": camera} if camera else {}
+    return randomize(BACKBONES.build(name, **{**CONTRACT_SIZE, **camera_args, **overrides})).eval()
 
 
 def with_text(model, cond: Cond) -> Cond:
