@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from realcam.modules.backbone import PRESETS, CrossFrameDiT, build_camera_encoder
-from realcam.modules.camera import ReCamMasterEncoder
+from realcam.modules.attention import AttentionBackend
+from realcam.modules.camera import CameraEncoder, ReCamMasterEncoder
 from realcam.modules.rope import Rope3D
 from realcam.registry import BACKBONES
 
@@ -264,16 +265,29 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None, **
     ``pretrained_report = {"missing": [...], "unexpected": [...], "layout": ...}``; a missing Wan tensor or a
     shape mismatch is an error naming the key.
     """
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     entries, config, layout = read_checkpoint(path)
+    kwargs = _model_kwargs(path, entries, config, layout, overrides)
+    with torch.device("meta"):
+        model = CrossFrameDiT(**kwargs)
+    return _load_into(model, path, entries, layout, kwargs, dtype)
+
+
+def _model_kwargs(path, entries: dict, config: dict | None, layout: Layout, overrides: dict) -> dict:
+    """CrossFrameDiT's arguments: the checkpoint's architecture plus realcam's options (an architecture override
+    that differs from the checkpoint is an error)."""
     arch = architecture(entries, config, layout)
     clash = {k: (overrides[k], v) for k, v in arch.items() if k in overrides and overrides[k] != v}
     if clash:
         named = ", ".join(f"{k}={a!r} (the checkpoint has {b!r})" for k, (a, b) in clash.items())
         raise ValueError(f"{path}: {named}: the architecture comes from the checkpoint; drop these overrides")
-    kwargs = {"chunk_frames": 3, "fp32_modulation": True, **overrides, **arch}
-    with torch.device("meta"):
-        model = CrossFrameDiT(**kwargs)
+    return {"chunk_frames": 3, "fp32_modulation": True, **overrides, **arch}
+
+
+def _load_into(model: CrossFrameDiT, path, entries: dict, layout: Layout, kwargs: dict,
+               dtype: torch.dtype | str | None) -> CrossFrameDiT:
+    """Fill ``model``, built on ``meta`` from ``kwargs``, with the checkpoint's tensors (each read straight into its
+    final tensor) and realcam's own parts at their init; sets ``pretrained_report``."""
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     _materialize_realcam_parts(model, kwargs, dtype)
     table = key_table(model.depth, layout)
     missing = [table[k] for k in table if table[k] not in entries]
@@ -290,7 +304,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None, **
         if got != want:
             raise ValueError(f"{path}: tensor {theirs!r} has shape {tuple(entries[theirs].shape)} but realcam's "
                              f"{ours!r} needs {want} (as {got} after conversion): the checkpoint does not match "
-                             f"the architecture {arch}")
+                             f"the architecture {({k: kwargs[k] for k in ARCHITECTURE_KEYS if k in kwargs})}")
         state[ours] = to_realcam(ours, entries.pop(theirs).read(dtype), model).contiguous()
     model.load_state_dict(state, strict=False, assign=True)
     if unexpected:
@@ -350,6 +364,29 @@ def diffusers_config(model: CrossFrameDiT) -> dict:
             "freq_dim": model.freq_dim, "ffn_dim": model.blocks[0].ffn[0].out_features, "num_layers": model.depth,
             "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": model.blocks[0].eps,
             "image_dim": None, "added_kv_proj_dim": None, "rope_max_seq_len": 1024}
+
+
+class PretrainedWan(CrossFrameDiT):
+    """Wan2.1's transformer from a local checkpoint as a class, for YAML ``class_path`` (e.g. the teacher's
+    ``denoiser``): ``init_args: {pretrained: PATH, attention_mode: bidirectional}``. The same as
+    :func:`load_pretrained` (built on ``meta``, every tensor read straight into place: never two copies); the
+    architecture comes from the checkpoint, the arguments are realcam's own options (CrossFrameDiT's)."""
+
+    def __init__(self, pretrained: str, dtype: str | None = None, layout: Literal["interleaved", "prefix"] =
+                 "interleaved", attention_mode: Literal["bidirectional", "causal"] = "bidirectional",
+                 chunk_frames: int = 3, sink_chunks: int = 1, window_chunks: int | None = None,
+                 rope_policy: Literal["window", "absolute"] = "window", camera_encoder: str | CameraEncoder =
+                 "plucker", camera_encoder_args: dict | None = None, attention: str | AttentionBackend =
+                 "sdpa", prediction: Literal["flow", "x0"] = "flow"):
+        options = dict(layout=layout, attention_mode=attention_mode, chunk_frames=chunk_frames,
+                       sink_chunks=sink_chunks, window_chunks=window_chunks, rope_policy=rope_policy,
+                       camera_encoder=camera_encoder, camera_encoder_args=camera_encoder_args, attention=attention,
+                       prediction=prediction)
+        entries, config, layout_ = read_checkpoint(pretrained)
+        kwargs = _model_kwargs(pretrained, entries, config, layout_, options)
+        with torch.device("meta"):
+            super().__init__(**kwargs)
+        _load_into(self, pretrained, entries, layout_, kwargs, dtype)
 
 
 # ---- the Wan presets take ``pretrained`` (registry name + args, e.g. YAML ``generator_args: {pretrained: PATH}``) ----

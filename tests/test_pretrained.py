@@ -298,3 +298,55 @@ def test_recammaster_checkpoint_with_some_blocks_missing_is_an_error(wan, tmp_pa
     with pytest.raises(ValueError, match="camera_encoder.depth=3 does not match the backbone depth=2"):
         from realcam.modules.camera import ReCamMasterEncoder
         load_pretrained(folder, camera_encoder=ReCamMasterEncoder(24, depth=3))
+
+
+# ---- YAML: a Wan backbone by class_path (realcam.pretrained.PretrainedWan, init_args.pretrained) ------------------
+def test_yaml_class_path_with_pretrained_builds_the_system_with_the_checkpoints_weights(wan, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """``realcam fit --print_config`` accepts the teacher's ``denoiser`` as ``class_path: realcam.pretrained.
+    PretrainedWan`` with ``init_args.pretrained``, and the printed config instantiates (jsonargparse) to a system
+    whose network holds the checkpoint's tensors."""
+    import yaml
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningModule
+
+    from realcam.cli import main as realcam_main
+    from tests.systems.test_teacher import CONFIG, REPO
+
+    _, folder = wan
+    config = yaml.safe_load(CONFIG.read_text())
+    config["model"]["init_args"]["denoiser"] = {
+        "class_path": "realcam.pretrained.PretrainedWan",
+        "init_args": {"pretrained": str(folder), "attention_mode": "bidirectional", "chunk_frames": 1,
+                      "camera_encoder": "recammaster"}}
+    (tmp_path / "wan.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(REPO)
+    try:
+        realcam_main(["fit", "--config", str(tmp_path / "wan.yaml"), "--print_config"])
+    except SystemExit as err:
+        assert err.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    denoiser = printed["model"]["init_args"]["denoiser"]
+    assert denoiser["class_path"] == "realcam.pretrained.PretrainedWan"
+    assert denoiser["init_args"]["pretrained"] == str(folder)
+
+    parser = ArgumentParser()
+    parser.add_argument("--model", type=LightningModule)
+    system = parser.instantiate(parser.parse_object({"model": printed["model"]})).model
+    net, ref = system.denoiser, load_pretrained(folder, chunk_frames=1, camera_encoder="recammaster")
+    assert type(net).__name__ == "PretrainedWan" and net.chunk_frames == 1 and net.pretrained_report["layout"]
+    assert type(net.camera_encoder).__name__ == "ReCamMasterEncoder" and net.dim == 24
+    state = net.state_dict()
+    assert all(torch.equal(state[k], ref.state_dict()[k]) for k in key_table(2, "diffusers"))
+    assert not any(p.is_meta for p in net.parameters()) and not any(b.is_meta for b in net.buffers())
+    x, sigma, cond = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, sigma, cond), ref(x, sigma, cond))
+
+
+def test_pretrained_wan_class_rejects_architecture_it_cannot_take(wan):
+    from realcam.pretrained import PretrainedWan
+
+    _, folder = wan
+    with pytest.raises(TypeError, match="dim"):
+        PretrainedWan(str(folder), dim=64)
