@@ -225,3 +225,22 @@ def test_commit_and_forward_rejects_what_it_cannot_do():
     model = CrossFrameDiT(**TINY, attention_mode="causal")
     with pytest.raises(ValueError, match="two chunks of the same shape"):
         model.commit_and_forward(x, cond, x[:, 1:], sigma[:, 1:], cond.frames(1, 2), cache=model.new_cache())
+
+
+def test_recammaster_camera_dropout_removes_the_target_camera_in_every_block():
+    """camera_keep = False (camera dropout, the unconditional branch of guidance) removes the target camera from a
+    per-block encoder's embedding in every block (the source keeps its identity pose, as with the input-side
+    encoders): a dropped sample's output no longer depends on its target cameras; a kept one does."""
+    from dataclasses import replace
+
+    x, sigma, cond = make_inputs(F=2)
+    model = randomize(CrossFrameDiT(**TINY, camera_encoder="recammaster")).eval()
+    assert len(model.camera_encoder.cam_encoder) == TINY["depth"]
+    keep = torch.tensor([False, True])
+    far = cond.target_c2w.clone()
+    far[..., :3, 3] *= -10
+    moved = replace(cond, camera_keep=keep, target_c2w=far)
+    with torch.no_grad():
+        dropped, dropped_moved = model(x, sigma, replace(cond, camera_keep=keep)), model(x, sigma, moved)
+    torch.testing.assert_close(dropped[0], dropped_moved[0])
+    assert (dropped[1] - dropped_moved[1]).abs().max() > 1e-2
