@@ -146,6 +146,9 @@ def test_real_size_on_meta_counts_wan_parameters_plus_realcams():
     assert 0 < realcam_only < 3_000_000
     assert sum(p.numel() for p in big.parameters()) > 14e9
     assert model.text_dim == 4096 and model.fp32_modulation and model.chunk_frames == 3
+    with torch.device("meta"):      # ReCamMaster's injection: 30 x (Linear(12 -> 1536) + Linear(1536 -> 1536))
+        recam = BACKBONES.build("wan2.1-t2v-1.3b", camera_encoder="recammaster").camera_encoder
+    assert sum(p.numel() for p in recam.parameters()) == 71_424_000 == 30 * (12 * 1536 + 1536 + 1536 * 1536 + 1536)
 
 
 def test_bf16_autocast_keeps_modulation_and_time_path_in_float32():
