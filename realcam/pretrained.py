@@ -70,8 +70,8 @@ Layout = Literal["diffusers", "original"]
 
 def recammaster_key_table(depth: int) -> dict[str, str]:
     """realcam key -> ReCamMaster's checkpoint key of its camera injection (the same in both layouts)."""
-    return {f"camera_encoder.{ours}.{i}.{t}": f"blocks.{i}.{theirs}.{t}" for i in range(depth)
-            for ours, theirs in (("cam_encoder", "cam_encoder"), ("projector", "projector")) for t in ("weight", "bias")}
+    return {f"camera_encoder.{part}.{i}.{t}": f"blocks.{i}.{part}.{t}" for i in range(depth)
+            for part in ("cam_encoder", "projector") for t in ("weight", "bias")}
 
 
 def _camera_table(model: CrossFrameDiT, entries: dict, path) -> dict[str, str]:

@@ -423,7 +423,7 @@ class CrossFrameDiT(nn.Module):
         return e, [block.modulations(e6) for block in self.blocks]
 
     def _conditioning(self, cond: Cond, Ft: int, grid: tuple[int, int], dtype: torch.dtype,
-                      cache: KVCache | None, memo: bool = True) -> tuple[Tensor, Tensor, tuple | None]:
+                      cache: KVCache | None, memo: bool = True) -> tuple[Tensor, Tensor, tuple | None, Tensor | None]:
         """(stream [1, 2Ft, 1, D], camera [B, 2Ft, n|1, D]) embeddings in ``dtype``, the reprojection's samples
         for the blend (None without reprojection) and a per-block camera encoder's embeddings [depth, B, 2Ft, 1, D]
         (else None).
