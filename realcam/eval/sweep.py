@@ -28,7 +28,9 @@ from torch import Tensor
 from realcam import geometry
 from realcam.atomic import write_atomic
 from realcam.data.cli import at_least
-from realcam.stream_cli import TRAINING_SOURCE_ARGS, add_model_args, load_generator, open_synthetic, stream_clip
+from realcam.eval.camera import rotation_angles
+from realcam.stream_cli import add_model_args, load_generator, stream_clip
+from realcam.stream_sources import TRAINING_SOURCE_ARGS, open_synthetic
 
 ANGLE_EDGES = (0.0, 5.0, 10.0, 20.0, 30.0, 45.0)         # degrees; the identity gets its own bin "0"
 TRANSLATION_EDGES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)       # metres between the camera centres
@@ -45,8 +47,8 @@ def view_change(rel: Tensor) -> tuple[Tensor, Tensor]:
     """Target poses relative to the source camera ``[T, 4, 4]`` -> (rotation angle [T] in degrees, distance
     between the camera centres [T] in the poses' units)."""
     R = rel[..., :3, :3].double()
-    cos = ((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)
-    return torch.rad2deg(torch.arccos(cos)).float(), rel[..., :3, 3].double().norm(dim=-1).float()
+    angle = rotation_angles(torch.eye(3, dtype=R.dtype).expand_as(R), R)
+    return torch.rad2deg(angle).float(), rel[..., :3, 3].double().norm(dim=-1).float()
 
 
 def bin_names(edges: Sequence[float], unit: str = "") -> list[str]:
