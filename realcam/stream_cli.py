@@ -214,7 +214,7 @@ def mp4_path(text: str) -> Path:
     return path
 
 
-def _fov(text: str) -> float:
+def fov_degrees(text: str) -> float:
     value = positive_float(text)
     if value >= 180:
         raise argparse.ArgumentTypeError(f"{value} degrees: a pinhole field of view must be in (0, 180)")
@@ -267,7 +267,7 @@ def stream_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=positive_float, default=None, help="source rate to stream at (default: the model's fps); "
                    "the video is subsampled by the nearest integer stride")
     p.add_argument("--stride", type=at_least(1), default=None, help="explicit video frame stride (overrides --fps)")
-    p.add_argument("--fov", type=_fov, default=60.0, help="the video's horizontal field of view, degrees")
+    p.add_argument("--fov", type=fov_degrees, default=60.0, help="the video's horizontal field of view, degrees")
     p.add_argument("--out", type=mp4_path, required=True, help="generated video (.mp4)")
     p.add_argument("--side-by-side", type=mp4_path, default=None, help="source | generated [| ground truth] mp4")
     p.add_argument("--json", type=Path, default=None, help="timings and metrics (default: OUT with .json)")

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from realcam.data.cli import at_least
-from realcam.stream_cli import _fov, positive_float
+from realcam.stream_cli import fov_degrees, positive_float
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16", help="bf16 = torch.autocast")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0, help="noise seed of every session (streams are reproducible)")
-    p.add_argument("--fov", type=_fov, default=60.0, help="assumed horizontal field of view of uploads and the webcam")
+    p.add_argument("--fov", type=fov_degrees, default=60.0, help="assumed horizontal field of view of uploads and the webcam")
     p.add_argument("--max-fps", type=positive_float, default=30.0, help="frame rate cap a session starts with")
     p.add_argument("--max-sessions", type=at_least(1), default=8, help="concurrent tabs (each has its own model)")
     p.add_argument("--max-upload-mb", type=positive_float, default=50.0, help="largest video upload, in MB")
