@@ -22,6 +22,7 @@ import torch
 
 from realcam import geometry
 from realcam.data.video import VideoWriter, side_by_side
+from realcam.stream_cli import psnr_u8
 from realcam.studio.camera import CameraControl, trajectory_json
 from realcam.studio.protocol import IMAGE_FORMATS, pack
 
@@ -255,8 +256,7 @@ class Session:
         tiles, names, psnr = [src.image.numpy(), generated], ["source", "generated"], None
         if src.render is not None and self.ground_truth:
             gt = src.render(world, self.target_K()).numpy()
-            err = np.mean((gt.astype(np.float64) - generated) ** 2)
-            psnr = round(float(10 * np.log10(255.0 ** 2 / max(err, 1e-10))), 3)
+            psnr = round(psnr_u8(torch.from_numpy(gt)[None], torch.from_numpy(generated)[None])[0], 3)
             tiles.append(gt)
             names.append("ground_truth")
         image = side_by_side([torch.from_numpy(np.ascontiguousarray(t)) for t in tiles])[0].numpy()
