@@ -69,6 +69,13 @@ class LatentCodec(nn.Module, ABC):
             raise ValueError(f"frames={frames} does not fit temporal factor {tf}")
         return -(-frames // tf)
 
+    def pose_frames(self, latent_frames: int, start: int = 0) -> list[int]:
+        """The video frame whose camera latent frame ``i`` takes, for ``i`` in ``[start, start + latent_frames)``:
+        frame ``temporal_factor * i``. With Wan's VAE that is frame 0 for the first latent frame (it holds frame 0
+        alone), then the last frame of each group of 4 (frames 1-4 -> 4, 5-8 -> 8, ...): ReCamMaster's sampling of
+        one camera per 4 frames (``cameras[::4]``, 21 of 81). Training (``prepare_batch``) and streaming use it."""
+        return [self.temporal_factor * i for i in range(start, start + latent_frames)]
+
     def video_frames(self, latent_frames: int) -> int:
         """T video frames decoded from F latent frames."""
         tf = self.temporal_factor

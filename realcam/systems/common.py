@@ -23,14 +23,14 @@ def prepare_batch(batch: dict, codec: LatentCodec, pose_reference: str) -> tuple
     """A data batch (docs/data.md) -> clean target latents x0 [B, F, C, h, w] and the conditions.
 
     Target poses become relative to the source camera under ``pose_reference``; a temporally
-    compressing codec takes the camera of the first video frame of each latent frame.
+    compressing codec gives each latent frame the camera of one video frame (``LatentCodec.pose_frames``).
     """
     source, target = batch["source"], batch["target"]
     H, W = source.shape[-2:]
     with torch.no_grad():
         x0, src = codec.encode(target), codec.encode(source)
     rel = geometry.relative_poses(batch["source_c2w"].float(), batch["target_c2w"].float(), pose_reference)
-    frames = torch.arange(x0.shape[1], device=x0.device) * codec.temporal_factor
+    frames = torch.tensor(codec.pose_frames(x0.shape[1]), device=x0.device)
     cond = Cond(source=src, target_c2w=rel[:, frames], target_K=batch["target_K"][:, frames].float(),
                 source_K=batch["source_K"][:, frames].float(), image_size=(H, W))
     return x0, cond
