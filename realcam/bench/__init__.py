@@ -6,6 +6,9 @@
                                   docs/benchmarks.md
   realcam bench cache             per-chunk transformer latency early vs late in the stream (cache.py)
   realcam bench transformer       transformer-only FPS of a preset, e.g. wan1.3b on a GPU (transformer.py)
+  realcam bench gpu               the first check on a GPU machine (scripts/gpu_check.sh): wan2.1-t2v-1.3b
+                                  streaming FPS at 480x832, the Wan VAE's, 5 training steps of each system,
+                                  peak memory; tiny-wan on a CPU (gpu.py)
 
 Every ratio is measured side by side in one run, since the machines are noisy.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from realcam.bench import cache, suite, transformer
+from realcam.bench import cache, gpu, suite, transformer
 from realcam.atomic import check_outputs
 from realcam.bench._common import write_json
 
@@ -22,6 +25,7 @@ COMMANDS = {
     "all": (suite, "the streaming student against its teachers, every section in one run"),
     "cache": (cache, "per-chunk latency early vs late in the stream; attention backends"),
     "transformer": (transformer, "transformer-only streaming FPS of a preset (wan1.3b on a GPU)"),
+    "gpu": (gpu, "first check on a GPU machine: Wan 1.3B streaming, VAE, training steps, peak memory"),
 }
 
 
@@ -45,7 +49,10 @@ def main(argv: list[str]) -> int:
             write_json(result, args.out)
             print(f"\nwrote {args.out}")
         else:
-            COMMANDS[args.which][0].main(args)
+            result = COMMANDS[args.which][0].main(args)
+            if isinstance(result, dict) and result.get("failed"):
+                print(f"realcam bench {args.which}: failed items: {', '.join(result['failed'])}", file=sys.stderr)
+                return 1
     except (ValueError, FileNotFoundError) as err:
         print(f"realcam bench {args.which}: error: {err}", file=sys.stderr)
         return 2

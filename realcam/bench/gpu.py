@@ -1,0 +1,470 @@
+"""``realcam bench gpu`` (``scripts/gpu_check.sh``): the first check on a machine with a GPU, random weights.
+
+On CUDA (profile ``full``, about 5 minutes on one H100 / H200, bounded by ``--budget-s``):
+
+1. ``stream_1step`` / ``stream_4step``: the ``wan2.1-t2v-1.3b`` transformer's streaming FPS at 480x832 (60x104
+   latents), chunks of 3 latent frames (12 video frames), sink + window cache, a 512-token prompt whose K/V the
+   cache keeps, bf16 autocast: :func:`~realcam.rollout.rollout_chunk` with the fused cache pass, as
+   ``StreamingGenerator`` runs it; warm-up until the window is full, then timed chunks. Video FPS = 4 x latent FPS.
+2. ``vae``: the ``wan`` codec's ``stream()`` (a random full-size ``AutoencoderKLWan``, diffusers' defaults = Wan2.1)
+   encoding and decoding 480x832 video 12 frames per call.
+3. ``train_teacher`` / ``train_ode_init`` / ``train_dmd``: 5 Lightning steps (bf16-mixed, one device) of each
+   system at the 1.3B size on a small latent shape, from latent batches of the shared contract held in memory.
+4. Peak GPU memory (``torch.cuda.max_memory_allocated``) of every item.
+
+Each item runs guarded (a failure is recorded and the next item runs) and the JSON is rewritten after each, so a
+run cut short still leaves its numbers. Without CUDA (profile ``tiny``) the same code runs at ``tiny-wan`` size
+with the tiny random VAE of :mod:`realcam.tiny_wan`, in seconds: that is what CI runs.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from realcam.atomic import write_atomic
+from realcam.bench._common import autocast, machine_info, random_cond, randomize_, sync
+from realcam.device import checked_device
+from realcam.modules.flow import FlowSchedule
+from realcam.registry import BACKBONES
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The sizes of one run. ``grid``: streaming latents (h, w); ``train_grid`` / ``train_frames``: the training
+    items' latents; ``text_tokens``: prompt length; ``vae``: ``full`` (diffusers' defaults) or ``tiny``."""
+
+    preset: str
+    grid: tuple[int, int]
+    text_tokens: int
+    vae: str
+    train_grid: tuple[int, int]
+    train_frames: int
+    timed_chunks: int
+    vae_chunks: int
+    dtype: str
+    model_args: tuple = ()
+    item_s: float = 0.0       # about how long an item takes: one is not started with less budget left
+
+
+PROFILES = {
+    "full": Profile("wan2.1-t2v-1.3b", (60, 104), 512, "full", (16, 16), 6, timed_chunks=8, vae_chunks=4,
+                    dtype="bf16", item_s=20.0),
+    # chunk_frames 3 as the recipe (tiny-wan's own preset streams one latent frame per chunk)
+    "tiny": Profile("tiny-wan", (4, 4), 8, "tiny", (4, 4), 3, timed_chunks=4, vae_chunks=2, dtype="bf16",
+                    model_args=(("chunk_frames", 3),)),
+}
+SHIFT, STEPS = 5.0, (1000, 750, 500, 250)       # the wan1.3b recipe
+ITEMS = ("stream_1step", "stream_4step", "vae", "train_teacher", "train_ode_init", "train_dmd")
+
+
+class Budget:
+    """The run's wall-clock deadline: items that cannot start are skipped, timed loops stop early."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.start = float(seconds), time.monotonic()
+
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.start)
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _model_args(profile: Profile, **extra) -> dict:
+    return {**dict(profile.model_args), **extra}
+
+
+def random_network(profile: Profile, device: torch.device, **options):
+    """A network of the profile's preset with random weights (zero-initialized outputs drawn too), built straight
+    on ``device``: a 1.3B model initializes there in seconds instead of about 20 s on a CPU. A module that cannot be
+    built under a device context is built on the CPU and moved."""
+    kwargs = _model_args(profile, **options)
+    try:
+        with torch.device(device):
+            net = BACKBONES.build(profile.preset, **kwargs)
+    except Exception:
+        net = BACKBONES.build(profile.preset, **kwargs).to(device)
+    return randomize_(net)
+
+
+def _text(batch: int, profile: Profile, model, device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(batch, profile.text_tokens, model.text_dim, generator=g).to(device)
+
+
+# ---- 1. the transformer's streaming FPS --------------------------------------------------------------------------
+@torch.no_grad()
+def stream_fps(model, profile: Profile, steps: int, args, budget: Budget, device: torch.device) -> dict:
+    """Chunks through ``rollout_chunk`` exactly as ``StreamingGenerator._generate`` runs them (fused cache pass)."""
+    from realcam.bundle import evenly_spaced_steps
+    from realcam.rollout import rollout_chunk, supports_fused_cache_pass
+
+    c = model.chunk_frames
+    _, cond = random_cond(model, c, profile.grid, device=str(device))
+    cond = replace(cond, text=_text(1, profile, model, device))
+    sigmas = FlowSchedule(shift=SHIFT, denoising_steps=evenly_spaced_steps(steps)).student_sigmas(device=device)
+    cache, noise = model.new_cache(sink=args.sink, window=args.window), torch.Generator().manual_seed(0)
+    fuse = supports_fused_cache_pass(model)
+    warmup = args.sink + args.window + 1                      # the window is full from here on
+    previous, times = None, []
+    with autocast(str(device), profile.dtype):
+        for i in range(warmup + profile.timed_chunks):
+            if i >= warmup and budget.left() < 0:
+                break
+            sync(device)
+            t0 = time.perf_counter()
+            x0, _, _ = rollout_chunk(model, cond, sigmas, cache, noise, cond.source, previous=previous,
+                                     defer_cache_pass=fuse)
+            sync(device)
+            previous = (x0, cond) if fuse else None
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    if not times:
+        raise RuntimeError("the time budget ran out during the warm-up chunks")
+    chunk_s = statistics.median(times)
+    tokens = 2 * c * (profile.grid[0] // model.patch[1]) * (profile.grid[1] // model.patch[2])
+    return {"steps": steps, "passes_per_chunk": steps + (0 if fuse else 1), "chunk_latent_frames": c,
+            "chunk_video_frames": 4 * c, "tokens_per_chunk": tokens, "text_tokens": profile.text_tokens,
+            "warmup_chunks": warmup, "chunks_timed": len(times), "chunk_ms_p50": 1e3 * chunk_s,
+            "chunk_ms_max": 1e3 * max(times), "latent_fps": c / chunk_s, "video_fps": 4 * c / chunk_s}
+
+
+# ---- 2. the VAE's streaming encode and decode ---------------------------------------------------------------------
+def make_vae_folder(profile: Profile, root: Path) -> Path:
+    """A random Wan VAE saved as a diffusers ``vae/`` folder under ``root``: full size or tiny."""
+    from diffusers import AutoencoderKLWan
+
+    from realcam.tiny_wan import make_tiny_wan_vae
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vae = AutoencoderKLWan() if profile.vae == "full" else make_tiny_wan_vae(0)
+    vae.save_pretrained(root / "vae")
+    return root
+
+
+@torch.no_grad()
+def vae_fps(codec, profile: Profile, budget: Budget, device: torch.device) -> dict:
+    """Encode then decode a stream of 1 + 8 frames, then 12 frames (3 latent frames) per call; the first call of
+    each is warm-up, the later ones are timed."""
+    h, w = (8 * v for v in profile.grid)
+    g = torch.Generator().manual_seed(0)
+    video = (torch.rand(1, 9 + 12 * profile.vae_chunks, 3, h, w, generator=g) * 2 - 1).to(device)
+    pieces = [video[:, :9]] + list(video[:, 9:].split(12, dim=1))
+    out = {}
+    for kind in ("encode", "decode"):
+        stream, times, latents = codec.stream(), [], []
+        for i, piece in enumerate(pieces):
+            if i and budget.left() < 0:
+                break
+            sync(device)
+            t0 = time.perf_counter()
+            if kind == "encode":
+                latents.append(stream.encode_chunk(piece))
+            else:
+                stream.decode_chunk(encoded[:, 3 * i:3 * i + 3])
+            sync(device)
+            if i:
+                times.append(time.perf_counter() - t0)
+        if kind == "encode":
+            encoded = torch.cat(latents, dim=1)
+        if not times:
+            raise RuntimeError(f"the time budget ran out before a timed {kind} call")
+        out[f"{kind}_ms_per_12_frames"] = 1e3 * statistics.median(times)
+        out[f"{kind}_fps"] = 12 / statistics.median(times)
+        out[f"{kind}_calls_timed"] = len(times)
+    out.update(size=[h, w], vae_dtype=codec.dtype_name, latent_frames_per_call=3)
+    return out
+
+
+# ---- 3. training steps ------------------------------------------------------------------------------------------
+def latent_batch(codec, profile: Profile, text_dim: int, device: torch.device, batch: int = 1) -> dict:
+    """A training batch of the shared latent contract (docs/data.md): cameras at video rate, ``source_latents`` /
+    ``target_latents`` [B, F, C, h, w], ``text`` [B, L, D]. The latents are the codec's encoding of the batch's
+    pixel frames ``source`` / ``target``, which the batch carries too: a ``prepare_batch`` that reads latents
+    uses them, one that encodes pixels gets the same numbers."""
+    F, (h, w) = profile.train_frames, profile.train_grid
+    T, H, W = codec.temporal_factor * (F - 1) + 1, codec.spatial_factor * h, codec.spatial_factor * w
+    g = torch.Generator().manual_seed(0)
+    frames = {k: torch.rand(batch, T, 3, H, W, generator=g) * 2 - 1 for k in ("source", "target")}
+    c2w = torch.eye(4).repeat(batch, T, 1, 1)
+    c2w[..., 0, 3] = torch.linspace(0, 0.5, T)                 # the target slides right of the static source
+    K = torch.tensor([[float(W), 0, W / 2], [0, float(W), H / 2], [0, 0, 1]]).expand(batch, T, 3, 3)
+    with torch.no_grad():
+        latents = {f"{k}_latents": codec.to(device).encode(v.to(device)).cpu() for k, v in frames.items()}
+    return {**frames, **latents, "source_c2w": torch.eye(4).repeat(batch, T, 1, 1), "target_c2w": c2w,
+            "source_K": K.clone(), "target_K": K.clone(), "revisit": torch.full((batch, T), -1),
+            "length": torch.full((batch,), T), "key": [f"gpu_check_{b}" for b in range(batch)],
+            "scene_id": [f"random_{b}" for b in range(batch)], "strategy": ["none"] * batch,
+            "text": torch.randn(batch, profile.text_tokens, text_dim, generator=g)}
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def ode_batch(batch: dict, codec, schedule: FlowSchedule) -> dict:
+    """An ODE-pair batch (``collate_ode_pairs``' fields, text in ``cond``): random teacher states at the student's
+    sigmas around the batch's target latents."""
+    from realcam.systems.common import prepare_batch
+
+    x0, cond = prepare_batch(batch, codec, "current_source")
+    sigmas = schedule.student_sigmas()
+    g = torch.Generator().manual_seed(2)
+    noise = torch.randn(x0.shape, generator=g).to(x0)
+    states = torch.stack([(1 - s) * x0 + s * noise for s in sigmas.tolist()], dim=1)
+    return {"states": states, "sigmas": sigmas, "x0": x0, "target": x0, "key": batch["key"],
+            "cond": replace(cond, text=batch["text"].to(x0.device))}
+
+
+def _text_bridge():
+    """BRIDGE (issue #17): until ``prepare_batch`` puts a latent batch's ``text`` into ``Cond.text`` (part B), put
+    it there after the call, so a Wan backbone, which needs text, trains today. Returns the patched modules'
+    originals; :func:`_restore` puts them back. Remove with the probe in :func:`train_steps` once part B has
+    landed."""
+    import realcam.systems.student as student
+    import realcam.systems.teacher as teacher
+    from realcam.systems import common
+
+    original = common.prepare_batch
+
+    def prepare_with_text(batch, codec, pose_reference):
+        x0, cond = original(batch, codec, pose_reference)
+        if cond.text is None and "text" in batch:
+            cond = replace(cond, text=batch["text"].to(cond.source.device))
+        return x0, cond
+
+    saved = {m: m.prepare_batch for m in (teacher, student)}
+    for m in saved:
+        m.prepare_batch = prepare_with_text
+    return saved
+
+
+def _restore(saved: dict) -> None:
+    for module, fn in saved.items():
+        module.prepare_batch = fn
+
+
+def build_system(kind: str, profile: Profile, codec, args, device: torch.device):
+    """teacher / ode_init / dmd with random networks of the profile's preset and the wan1.3b recipe values."""
+    from realcam.systems.student import OdeInitModule, SelfForcingDMDModule
+    from realcam.systems.teacher import TeacherModule
+
+    def net(mode: str):
+        extra = {"sink_chunks": args.sink, "window_chunks": args.window} if mode == "causal" else {}
+        return random_network(profile, device, attention_mode=mode, **extra)
+
+    common = dict(codec=codec, shift=SHIFT)
+    if kind == "teacher":
+        return TeacherModule(denoiser=net("bidirectional"), lr=1e-5, warmup_steps=1, **common)
+    if kind == "ode_init":
+        return OdeInitModule(generator=net("causal"), denoising_steps=STEPS, lr=2e-6, warmup_steps=1, **common)
+    return SelfForcingDMDModule(generator=net("causal"), real_score=net("bidirectional"), denoising_steps=STEPS,
+                                generator_lr=2e-6, critic_lr=4e-7, critic_ratio=5, guidance=3.0, **common)
+
+
+def train_steps(kind: str, profile: Profile, codec, args, budget: Budget, device: torch.device) -> dict:
+    """``args.train_steps`` steps of Lightning's Trainer (bf16-mixed, one device) from an in-memory DataLoader."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from realcam.systems.common import prepare_batch
+
+    system = build_system(kind, profile, codec, args, device)
+    network = system.denoiser if kind == "teacher" else system.generator
+    batch = latent_batch(system.codec, profile, network.text_dim, device)
+    # BRIDGE (issue #17): the contract's batch has no pixel frames; a prepare_batch that does not read latents yet
+    # (before part B) needs them, and one that drops the text needs _text_bridge. Probe which, on the device.
+    latent_only = {k: v for k, v in batch.items() if k not in ("source", "target")}
+    try:
+        _, probe = prepare_batch(_to(latent_only, device), system.codec, "current_source")
+        batch, reads_latents = latent_only, True
+    except KeyError:
+        _, probe = prepare_batch(_to(batch, device), system.codec, "current_source")
+        reads_latents = False
+    saved = _text_bridge() if probe.text is None and kind != "ode_init" else {}
+    try:
+        if kind == "ode_init":
+            batch = ode_batch(_to(batch, device), system.codec, system.schedule)
+        timer = step_timer(device, budget)
+        trainer = L.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu",
+                            devices=[device.index or 0] if device.type == "cuda" else 1,
+                            precision="bf16-mixed" if profile.dtype == "bf16" else "32-true",
+                            max_steps=args.train_steps, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                            limit_val_batches=0, callbacks=[timer])
+        trainer.fit(system, DataLoader([batch] * args.train_steps, batch_size=None))
+    finally:
+        _restore(saved)
+    if not timer.times:
+        raise RuntimeError("no training step finished")
+    later = timer.times[1:] or timer.times
+    params = sum(p.numel() for p in network.parameters())
+    return {"steps": len(timer.times), "step_s": timer.times, "first_step_s": timer.times[0],
+            "step_s_median_after_first": statistics.median(later), "network_params": params,
+            "latent_shape": [profile.train_frames, network.in_channels, *profile.train_grid],
+            "prepare_batch_reads_latents": reads_latents, "text_bridge": bool(saved),
+            "precision": trainer.precision}
+
+
+def step_timer(device: torch.device, budget: Budget):
+    """A Lightning callback timing each training step (synchronized on CUDA) that stops the fit when the budget
+    runs out (built here: Lightning is imported only when a training item runs)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class StepTimer(Callback):
+        def __init__(self):
+            self.times, self.t0 = [], 0.0
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            sync(device)
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            sync(device)
+            self.times.append(time.perf_counter() - self.t0)
+            if budget.left() < 0:
+                trainer.should_stop = True
+
+    return StepTimer()
+
+
+# ---- the run ------------------------------------------------------------------------------------------------------
+def _guarded(name: str, fn, result: dict, budget: Budget, device: torch.device, out: Path, need_s: float) -> None:
+    """Run one item: record its numbers and peak memory, or why it failed or was skipped; then save the JSON."""
+    if budget.left() < need_s:
+        result["items"][name] = {"status": "skipped", "reason": f"time budget: {budget.left():.0f} s left, the item "
+                                                                f"needs about {need_s:.0f} s (raise --budget-s)"}
+    else:
+        _free(device)
+        t0 = time.perf_counter()
+        try:
+            entry = {"status": "ok", **fn()}
+        except Exception as err:          # one failing item is reported; the others still run
+            traceback.print_exc()
+            entry = {"status": "failed", "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+        entry.update(wall_s=time.perf_counter() - t0, peak_gpu_mem_gib=_peak_gib(device))
+        result["items"][name] = entry
+        print(f"  {name}: {entry['status']} in {entry['wall_s']:.1f} s", flush=True)
+    result["elapsed_s"] = budget.seconds - budget.left()
+    write_atomic(out, json.dumps(result, indent=2))
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = checked_device(args.device, "--device")
+    profile = PROFILES[args.profile or ("full" if device.type == "cuda" else "tiny")]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    budget = Budget(args.budget_s)
+    result = {"benchmark": "gpu_check", "profile": args.profile or ("full" if device.type == "cuda" else "tiny"),
+              "device": str(device), "preset": profile.preset, "weights": "random", "machine": machine_info(),
+              "budget_s": args.budget_s, "sink": args.sink, "window": args.window, "shift": SHIFT,
+              "profile_sizes": {k: v for k, v in vars(profile).items()}, "items": {}}
+    print(f"realcam bench gpu — profile {result['profile']} ({profile.preset}) on {device}, budget "
+          f"{args.budget_s:.0f} s", flush=True)
+    items = [i for i in ITEMS if not args.only or i in args.only]
+    with tempfile.TemporaryDirectory(prefix="realcam_gpu_check_") as tmp:
+        if any(i.startswith("stream") for i in items):
+            holder = {}
+
+            def stream(steps: int):
+                def item():
+                    if "model" not in holder:
+                        holder["model"] = random_network(profile, device, attention_mode="causal",
+                                                         sink_chunks=args.sink, window_chunks=args.window).eval()
+                    return stream_fps(holder["model"], profile, steps, args, budget, device)
+                return item
+
+            for steps in (1, 4):
+                if f"stream_{steps}step" in items:
+                    _guarded(f"stream_{steps}step", stream(steps), result, budget, device, args.out,
+                             profile.item_s)
+            holder.clear()
+        if set(items) & {"vae", "train_teacher", "train_ode_init", "train_dmd"}:
+            from realcam.modules.wan_vae import WanCodec
+
+            codecs = {}
+
+            def codec(dtype: str):
+                if dtype not in codecs:
+                    root = Path(tmp) if codecs else make_vae_folder(profile, Path(tmp))
+                    codecs[dtype] = WanCodec(str(root), dtype=dtype)
+                return codecs[dtype].to(device)
+
+            vae_dtype = "bf16" if profile.dtype == "bf16" and device.type == "cuda" else "float32"
+            if "vae" in items:
+                _guarded("vae", lambda: vae_fps(codec(vae_dtype), profile, budget, device), result, budget, device,
+                         args.out, profile.item_s)
+            for kind in ("teacher", "ode_init", "dmd"):
+                if f"train_{kind}" in items:
+                    _guarded(f"train_{kind}", lambda: train_steps(kind, profile, codec("float32"), args, budget,
+                                                                  device), result, budget, device, args.out,
+                             2 * profile.item_s)
+    result["failed"] = [k for k, v in result["items"].items() if v["status"] == "failed"]
+    write_atomic(args.out, json.dumps(result, indent=2))
+    print_table(result)
+    print(f"wrote {args.out}")
+    return result
+
+
+def _headline(name: str, entry: dict) -> str:
+    if entry["status"] != "ok":
+        return entry.get("error") or entry.get("reason", "")
+    if name.startswith("stream"):
+        return (f"{entry['video_fps']:.1f} video FPS ({entry['chunk_ms_p50']:.0f} ms per {entry['chunk_video_frames']}"
+                f"-frame chunk, {entry['tokens_per_chunk']} tokens)")
+    if name == "vae":
+        return f"encode {entry['encode_fps']:.1f} FPS, decode {entry['decode_fps']:.1f} FPS"
+    return (f"{entry['step_s_median_after_first']:.2f} s per step ({entry['steps']} steps, first "
+            f"{entry['first_step_s']:.2f} s)")
+
+
+def print_table(result: dict) -> None:
+    from realcam.bench._common import markdown_table
+
+    rows = []
+    for name, entry in result["items"].items():
+        peak = entry.get("peak_gpu_mem_gib")
+        rows.append([name, entry["status"], _headline(name, entry), f"{entry.get('wall_s', 0):.1f}",
+                     "-" if peak is None else f"{peak:.1f}"])
+    print(f"\nrealcam bench gpu — {result['preset']} on {result['machine']['cuda'] or result['machine']['cpu']} "
+          f"({result['profile']} profile, random weights, {result['elapsed_s']:.0f} s)")
+    print(markdown_table(["item", "status", "result", "wall (s)", "peak GPU mem (GiB)"], rows))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="the JSON (rewritten after each item)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                   help="full: wan2.1-t2v-1.3b at 480x832 (default on CUDA); tiny: tiny-wan (default on a CPU)")
+    p.add_argument("--budget-s", type=float, default=420.0,
+                   help="wall-clock budget of the items; one that cannot start is skipped (default 420)")
+    p.add_argument("--sink", type=int, default=1, help="sink chunks of the streaming cache (default 1)")
+    p.add_argument("--window", type=int, default=3,
+                   help="rolling window chunks (default 3: sink + window + current = 15 latent frames)")
+    p.add_argument("--train-steps", type=int, default=5, help="Lightning steps per training item (default 5)")
+    p.add_argument("--only", nargs="+", choices=ITEMS, default=None, help="run only these items")
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.train_steps < 1 or args.budget_s <= 0 or args.sink < 0 or args.window < 1:
+        raise ValueError(f"--train-steps {args.train_steps}, --budget-s {args.budget_s}, --sink {args.sink}, "
+                         f"--window {args.window}: expected steps >= 1, budget > 0, sink >= 0, window >= 1")
+    return run(args)
