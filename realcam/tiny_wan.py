@@ -64,7 +64,8 @@ def make_tiny_wan_transformer(seed: int = 0) -> CrossFrameDiT:
     return _draw_(model, seed, 0.1, gains, skip=REALCAM_ONLY).eval()
 
 
-def save_tiny_umt5(root: str | Path, seed: int = 0, d_model: int = 32, tokenizer_root: str | Path | None = None) -> Path:
+def save_tiny_umt5(root: str | Path, seed: int = 0, d_model: int = 32,
+                   tokenizer_root: str | Path | None = None) -> Path:
     """Write a random 2-layer ``UMT5EncoderModel`` to ``root`` and its word-level tokenizer to ``tokenizer_root``
     (default: ``root`` too, one folder holding both), both by save_pretrained."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors

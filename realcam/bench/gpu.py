@@ -141,6 +141,7 @@ def stream_fps(model, profile: Profile, steps: int, args, budget: Budget, device
     chunk_s = statistics.median(times)
     tokens = 2 * c * (profile.grid[0] // model.patch[1]) * (profile.grid[1] // model.patch[2])
     return {"steps": steps, "passes_per_chunk": steps + (0 if fuse else 1), "chunk_latent_frames": c,
+            "precision": f"{profile.dtype} autocast, float32 weights (StreamingGenerator's dtype={profile.dtype!r})",
             "chunk_video_frames": 4 * c, "tokens_per_chunk": tokens, "text_tokens": profile.text_tokens,
             "warmup_chunks": warmup, "chunks_timed": len(times), "chunk_ms_p50": 1e3 * chunk_s,
             "chunk_ms_max": 1e3 * max(times), "latent_fps": c / chunk_s, "video_fps": 4 * c / chunk_s}
@@ -207,7 +208,8 @@ def _guarded(name: str, fn, result: dict, budget: Budget, device: torch.device, 
             entry = {"status": "ok", **fn()}
         except Exception as err:          # one failing item is reported; the others still run
             traceback.print_exc()
-            entry = {"status": "failed", "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+            first_line = str(err).splitlines()[0] if str(err) else ""
+            entry = {"status": "failed", "error": f"{type(err).__name__}: {first_line}"}
         entry.update(wall_s=time.perf_counter() - t0, peak_gpu_mem_gib=_peak_gib(device))
         result["items"][name] = entry
         print(f"  {name}: {entry['status']} in {entry['wall_s']:.1f} s", flush=True)
@@ -261,11 +263,12 @@ def run(args: argparse.Namespace) -> dict:
             if "vae" in items:
                 _guarded("vae", lambda: vae_fps(codec(vae_dtype), profile, budget, device), result, budget, device,
                          args.out, profile.item_s)
+            def train(kind: str):
+                return lambda: gpu_train.train_steps(kind, profile, codec("float32"), args, budget, device)
+
             for kind in ("teacher", "ode_init", "dmd"):
                 if f"train_{kind}" in items:
-                    _guarded(f"train_{kind}", lambda: gpu_train.train_steps(kind, profile, codec("float32"), args, budget,
-                                                                  device), result, budget, device, args.out,
-                             2 * profile.item_s)
+                    _guarded(f"train_{kind}", train(kind), result, budget, device, args.out, 2 * profile.item_s)
     result["failed"] = [k for k, v in result["items"].items() if v["status"] == "failed"]
     write_atomic(args.out, json.dumps(result, indent=2))
     print_table(result)

@@ -33,7 +33,7 @@ def latent_batch(codec, profile: Profile, text_dim: int, device: torch.device, b
         latents = {f"{k}_latents": codec.to(device).encode(v.to(device)).cpu() for k, v in frames.items()}
     return {**frames, **latents, "source_c2w": torch.eye(4).repeat(batch, T, 1, 1), "target_c2w": c2w,
             "source_K": K.clone(), "target_K": K.clone(), "revisit": torch.full((batch, T), -1),
-            "length": torch.full((batch,), T), "key": [f"gpu_check_{b}" for b in range(batch)],
+            "length": T, "key": [f"gpu_check_{b}" for b in range(batch)],
             "scene_id": [f"random_{b}" for b in range(batch)], "strategy": ["none"] * batch,
             "text": torch.randn(batch, profile.text_tokens, text_dim, generator=g)}
 
