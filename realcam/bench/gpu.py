@@ -63,6 +63,7 @@ PROFILES = {
                     model_args=(("chunk_frames", 3),)),
 }
 SHIFT, STEPS = 5.0, (1000, 750, 500, 250)       # the wan1.3b recipe
+VAE_SPATIAL = 8                                  # Wan2.1's VAE: 8x in space (4x in time, after a first frame)
 ITEMS = ("stream_1step", "stream_4step", "vae", "train_teacher", "train_ode_init", "train_dmd")
 
 
@@ -118,7 +119,9 @@ def stream_fps(model, profile: Profile, steps: int, args, budget: Budget, device
 
     c = model.chunk_frames
     _, cond = random_cond(model, c, profile.grid, device=str(device))
-    cond = replace(cond, text=_text(1, profile, model, device))
+    H, W = (VAE_SPATIAL * v for v in profile.grid)                     # the video size the latents stand for
+    K = torch.tensor([[float(W), 0, W / 2], [0, float(W), H / 2], [0, 0, 1]], device=device).expand(1, c, 3, 3)
+    cond = replace(cond, image_size=(H, W), target_K=K, source_K=K, text=_text(1, profile, model, device))
     sigmas = FlowSchedule(shift=SHIFT, denoising_steps=evenly_spaced_steps(steps)).student_sigmas(device=device)
     cache, noise = model.new_cache(sink=args.sink, window=args.window), torch.Generator().manual_seed(0)
     fuse = supports_fused_cache_pass(model)
@@ -165,7 +168,7 @@ def make_vae_folder(profile: Profile, root: Path) -> Path:
 def vae_fps(codec, profile: Profile, budget: Budget, device: torch.device) -> dict:
     """Encode then decode a stream of 1 + 8 frames, then 12 frames (3 latent frames) per call; the first call of
     each is warm-up, the later ones are timed."""
-    h, w = (8 * v for v in profile.grid)
+    h, w = (VAE_SPATIAL * v for v in profile.grid)
     g = torch.Generator().manual_seed(0)
     video = (torch.rand(1, 9 + 12 * profile.vae_chunks, 3, h, w, generator=g) * 2 - 1).to(device)
     pieces = [video[:, :9]] + list(video[:, 9:].split(12, dim=1))
