@@ -67,8 +67,8 @@ def _text_bridge():
 
     original = common.prepare_batch
 
-    def prepare_with_text(batch, codec, pose_reference):
-        x0, cond = original(batch, codec, pose_reference)
+    def prepare_with_text(batch, codec, pose_reference, **kwargs):
+        x0, cond = original(batch, codec, pose_reference, **kwargs)
         if cond.text is None and "text" in batch:
             cond = replace(cond, text=batch["text"].to(cond.source.device))
         return x0, cond
