@@ -5,7 +5,9 @@
 # wan2.1-t2v-1.3b transformer's streaming FPS at 480x832 (1 and 4 steps), the Wan VAE's streaming encode and
 # decode FPS, 5 training steps of the teacher, ODE init and DMD, and the peak GPU memory of each. It prints a
 # table and writes JSON. Without CUDA it runs the same code at tiny-wan size in seconds (what CI runs).
-# Every option goes to `realcam bench gpu` (--help lists them); PYTHON picks the interpreter.
+# Every option goes to `realcam bench gpu` (--help lists them); PYTHON picks the interpreter. Relative paths are
+# the caller's; this checkout's realcam is the one imported.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 exec "${PYTHON:-python}" -m realcam bench gpu "$@"
