@@ -30,7 +30,8 @@ from realcam import geometry
 from realcam.device import checked_device
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.cond import Cond
-from realcam.bundle import build_bundle, bundled_model, evenly_spaced_steps, load_bundle, run_bundle_config  # noqa: F401 (public)
+from realcam.bundle import (build_bundle, bundled_model, evenly_spaced_steps, load_bundle,  # noqa: F401 (public)
+                            read_text_embedding, run_bundle_config)
 from realcam.modules.flow import FlowSchedule
 from realcam.modules.protocol import check_causal
 from realcam.rollout import rollout_chunk, supports_fused_cache_pass
@@ -190,7 +191,8 @@ class StreamingGenerator:
         """From a bundle folder, or a Lightning ``.ckpt`` / ``.safetensors`` plus its training YAML (``config``).
 
         ``options`` are the constructor's keywords (``steps``, ``sink``, ``window``, ``dtype``, ``device``,
-        ``seed``, ...) and win over the bundle's values.
+        ``seed``, ...) and win over the bundle's values. ``text`` (a network that reads text) may also be the
+        path of an ``[L, D]`` ``.npy`` prompt embedding; a bundle's ``text.npy`` is the default.
         """
         path = Path(path)
         if not path.exists():
@@ -208,6 +210,8 @@ class StreamingGenerator:
                     raise ValueError(f"{config} has no data.init_args.image_size: pass image_size=(H, W)")
                 cfg["image_size"] = list(options["image_size"])
             bundle = build_bundle(cfg, path, str(path), prefer)
+        if isinstance(options.get("text"), (str, Path)):
+            options["text"] = read_text_embedding(options["text"], bundle.network, "text (realcam stream --text)")
         gen = cls(bundle.network, bundle.codec, **{**bundle.options(), **options})
         gen.config = bundle.config
         return gen
