@@ -160,6 +160,11 @@ class StreamingGenerator:
                  device: str | torch.device = "cpu", seed: int = 0, fuse_cache_pass: bool | None = None,
                  text: Tensor | None = None):
         check_causal(network, "network")
+        channels = getattr(network, "in_channels", None)
+        if channels is not None and channels != codec.latent_channels:
+            raise ValueError(f"codec {type(codec).__name__} gives {codec.latent_channels}-channel latents but the network "
+                             f"takes in_channels={channels}: stream the network with the codec it was trained with "
+                             f"(a bundle's codec), or build it with in_channels={codec.latent_channels}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}: choose one of {DTYPES}")
         if isinstance(steps, int):

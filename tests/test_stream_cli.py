@@ -335,3 +335,12 @@ def test_stream_text_model_needs_a_prompt_named_by_its_flag(tiny_wan_vae_dir, tm
     assert "missing.npy does not exist" in capsys.readouterr().err
     assert main([*args[:-1], "4", "--text", str(tmp_path / "prompt.npy")]) == 2     # 4 frames: not one chunk
     assert "shorter than one chunk (5 source frames)" in capsys.readouterr().err
+
+
+def test_stream_wan_bundle_with_a_missing_vae_names_the_path_and_the_fix(tmp_path, capsys):
+    bundle = wan_bundle(tmp_path / "wan", tmp_path / "no_vae", torch.zeros(2, 32))
+    assert main(["stream", "--bundle", str(bundle), "--source", "synthetic:seed=0", "--frames", "5",
+                 "--out", str(tmp_path / "o.mp4"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no_vae" in err and "does not exist" in err and "diffusers folder" in err
+    assert not (tmp_path / "o.mp4").exists()

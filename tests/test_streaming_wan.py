@@ -143,3 +143,10 @@ def test_chunk_sizes_frame_count_rule_stats_and_close(wan_codec):
     assert len(s["chunk_ms"]) == 2 and s["chunk_compute_ms_max"] >= s["chunk_compute_ms_mean"] > 0
     assert s["frame_latency_ms_max"] == pytest.approx(s["buffer_latency_ms"] + s["chunk_compute_ms_max"])
     assert s["time_to_first_frame_ms"] > 0
+
+
+def test_a_network_whose_channels_differ_from_the_vae_is_refused_naming_both(wan_codec):
+    with pytest.raises(ValueError, match=r"WanCodec gives 16-channel latents but the network takes in_channels=12.*"
+                                         r"in_channels=16"):
+        StreamingGenerator(tiny_network(1, name="tiny-wan"), wan_codec, image_size=(SIZE, SIZE),
+                           text=torch.zeros(1, TEXT_DIM))
