@@ -269,7 +269,8 @@ def stream_parser() -> argparse.ArgumentParser:
                    help="builder spec (arc:left:30, pan:right:20, loop:orbit:20, ...) or a file: realcam JSON, "
                         "MultiCamVideo/ReCamMaster JSON (with --camera), RealEstate10K txt")
     p.add_argument("--camera", default=None, help="camera of a MultiCamVideo JSON, e.g. cam01")
-    p.add_argument("--frames", type=at_least(1), default=None, help="frames to stream (synthetic default 16; video: all)")
+    p.add_argument("--frames", type=at_least(1), default=None, help="frames to stream (synthetic default 16; video: "
+                   "all), at most: only whole chunks are streamed (Wan's VAE: 1 + 4k frames)")
     p.add_argument("--start", type=at_least(0), default=0, help="first video frame")
     p.add_argument("--fps", type=positive_float, default=None, help="source rate to stream at (default: the model's fps); "
                    "the video is subsampled by the nearest integer stride")

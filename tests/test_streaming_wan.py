@@ -127,12 +127,13 @@ def test_cost_per_chunk_stops_growing(wan_codec):
 
 
 def test_chunk_sizes_frame_count_rule_stats_and_close(wan_codec):
-    """c = 3 (the wan1.3b recipe): 9 then 12 frames per chunk; 81 frames fill 7 chunks, 80 only 6 (69 frames).
+    """c = 3 (the wan1.3b recipe): 9 then 12 frames per chunk; 81 frames fill 7 chunks, 80 only 6 (69 frames),
+    100 fill 8 (93 frames).
     Stats give the buffering latency in frames and in ms at the stream's fps; close() counts what it drops."""
     gen3 = wan_stream(wan_codec, 3)
     assert [gen3.chunk_frames_at(3 * k) for k in range(3)] == [9, 12, 12]
     assert gen3.chunk_pose_frames() == [0, 4, 8]
-    assert [gen3.whole_chunk_frames(t) for t in (81, 80, 8, 9, 20, 21)] == [81, 69, 0, 9, 9, 21]
+    assert [gen3.whole_chunk_frames(t) for t in (81, 80, 100, 8, 9, 20, 21)] == [81, 69, 93, 0, 9, 9, 21]
     gen = wan_stream(wan_codec, 2, fps=8.0)
     frames, poses = clip(16)
     push_all(gen, frames, poses)                     # chunks of 5 and 8 frames, then 3 frames left over
