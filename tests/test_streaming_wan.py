@@ -151,3 +151,27 @@ def test_a_network_whose_channels_differ_from_the_vae_is_refused_naming_both(wan
                                          r"in_channels=16"):
         StreamingGenerator(tiny_network(1, name="tiny-wan"), wan_codec, image_size=(SIZE, SIZE),
                            text=torch.zeros(1, TEXT_DIM))
+
+
+def test_a_studio_session_streams_a_wan_bundle_chunk_by_chunk(tiny_wan_vae_dir, tmp_path):
+    """The studio only uses push: stepped frame by frame on a Wan bundle (prompt from its text.npy), it publishes
+    nothing until a chunk is complete, then every frame of the chunk (5, then 8 with 2 latent frames per chunk)."""
+    from realcam.studio.session import Session
+    from realcam.studio.sources import SyntheticFeed
+    from tests.studio.test_session import Recorder, wait_for
+    from tests.test_stream_cli import wan_bundle
+
+    bundle = wan_bundle(tmp_path / "wan", tiny_wan_vae_dir, torch.randn(3, TEXT_DIM), size=SIZE)
+    out = Recorder()
+    session = Session(lambda steps: StreamingGenerator.from_checkpoint(bundle, steps=steps), out, tmp_path / "s",
+                      steps=1)
+    try:
+        session.request(feed=SyntheticFeed((SIZE, SIZE), 30.0, seed=3))
+        session.step(4)
+        wait_for(lambda: session.gen is not None and session.gen.pending == 4)
+        assert out.frames == []
+        session.step(9)
+        wait_for(lambda: len(out.frames) == 13)
+        assert session.gen.stats.chunks == 2 and session.gen.pending == 0
+    finally:
+        session.close()
