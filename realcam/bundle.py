@@ -1,7 +1,8 @@
 """The bundle format: a folder holding a trained network for inference (docs/streaming.md, Bundles).
 
 ``model.safetensors`` holds the bare weights (the EMA); ``config.yaml`` the network and codec
-(``class_path``/``init_args``), schedule, pose reference, image size, fps, role and provenance.
+(``class_path``/``init_args``), schedule, pose reference, image size, fps, role and provenance; ``text.npy``
+(optional, for a network that reads text) the prompt embedding a stream uses unless given another.
 :func:`export_checkpoint` writes one from a training run (``realcam export``); :func:`load_bundle` reads it back.
 Nothing here needs Lightning.
 """
@@ -14,8 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+import torch
 import yaml
-from torch import nn
+from torch import Tensor, nn
 
 from realcam import geometry
 from realcam.modules.codecs import LatentCodec
@@ -24,25 +27,28 @@ from realcam.networks import load_network_weights
 from realcam.registry import BACKBONES, CODECS
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-BUNDLE_WEIGHTS, BUNDLE_CONFIG = "model.safetensors", "config.yaml"
+BUNDLE_WEIGHTS, BUNDLE_CONFIG, BUNDLE_TEXT = "model.safetensors", "config.yaml", "text.npy"
 ROLES = ("student", "teacher")
 
 
 @dataclass
 class Bundle:
-    """A loaded bundle: the network (eval mode, no grad), its codec and the parsed ``config.yaml``."""
+    """A loaded bundle: the network (eval mode, no grad), its codec, the parsed ``config.yaml`` and, for a
+    network that reads text, the stored prompt embedding ``text`` [L, D] (``text.npy``) if there is one."""
 
     network: nn.Module
     codec: LatentCodec
     config: dict[str, Any]
     path: Path | None = None
+    text: Tensor | None = None
 
     def options(self) -> dict[str, Any]:
-        """The :class:`StreamingGenerator` arguments the config fixes."""
+        """The :class:`StreamingGenerator` arguments the config (and ``text.npy``) fix."""
         c = self.config
+        text = {} if self.text is None else {"text": self.text}
         return dict(image_size=tuple(c["image_size"]), shift=float(c["shift"]),
                     denoising_steps=tuple(c["denoising_steps"]), pose_reference=c["pose_reference"],
-                    fps=float(c["fps"]))
+                    fps=float(c["fps"]), **text)
 
 
 def _instantiate(spec: Any, kind: type, field_name: str, registry) -> Any:
@@ -116,12 +122,34 @@ def read_bundle_config(path: str | Path) -> dict[str, Any]:
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Read a bundle folder (``model.safetensors`` + ``config.yaml``)."""
+    """Read a bundle folder (``model.safetensors`` + ``config.yaml``, and ``text.npy`` when there is one)."""
     path = Path(path)
     config = read_bundle_config(path)
     bundle = build_bundle(config, path / BUNDLE_WEIGHTS, str(path))
     bundle.path = path
+    if (path / BUNDLE_TEXT).is_file():
+        bundle.text = read_text_embedding(path / BUNDLE_TEXT, bundle.network, f"{path}'s {BUNDLE_TEXT}")
     return bundle
+
+
+def read_text_embedding(path: str | Path, network: nn.Module, field_name: str) -> Tensor:
+    """A prompt embedding ``[L, D]`` from a ``.npy`` (umT5 outputs: ``realcam data encode`` writes
+    ``text_empty.npy`` and ``KEY.text.npy``), checked against the network's ``text_dim``."""
+    path = Path(path)
+    text_dim = getattr(network, "text_dim", None)
+    if text_dim is None:
+        raise ValueError(f"{field_name}: {type(network).__name__} takes no text (text_dim is None): leave it out")
+    if not path.is_file():
+        raise FileNotFoundError(f"{field_name}: {path} does not exist: give an [L, {text_dim}] .npy of umT5 "
+                                f"embeddings (`realcam data encode` writes OUT/text_empty.npy)")
+    try:
+        text = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{field_name}: {path} cannot be read as a .npy array ({err})") from None
+    if text.ndim != 2 or text.shape[1] != text_dim or not np.issubdtype(text.dtype, np.floating):
+        raise ValueError(f"{field_name}: {path} holds {text.dtype} {list(text.shape)}, but the network needs a float "
+                         f"[L, {text_dim}] prompt embedding (umT5 outputs of its text_dim)")
+    return torch.from_numpy(text.astype(np.float32))
 
 
 def bundled_model(name: str = "tiny_student") -> Path:
@@ -211,8 +239,10 @@ def bundle_config_of(cfg: dict[str, Any], where: str, role: str | None = None) -
     return out
 
 
-def export_bundle(network: nn.Module, out: str | Path, config: dict[str, Any], overwrite: bool = False) -> Path:
-    """Write ``network``'s weights and ``config`` as a bundle folder (atomically: a temp folder, then renamed)."""
+def export_bundle(network: nn.Module, out: str | Path, config: dict[str, Any], overwrite: bool = False,
+                  text: Tensor | None = None) -> Path:
+    """Write ``network``'s weights and ``config`` (and the prompt embedding ``text`` [L, D] as ``text.npy``) as a
+    bundle folder (atomically: a temp folder, then renamed)."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -227,6 +257,8 @@ def export_bundle(network: nn.Module, out: str | Path, config: dict[str, Any], o
         state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
         save_file(state, str(tmp / BUNDLE_WEIGHTS), metadata={"format": "realcam-bundle", "role": config["role"]})
         (tmp / BUNDLE_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+        if text is not None:
+            np.save(tmp / BUNDLE_TEXT, torch.as_tensor(text, dtype=torch.float32).cpu().numpy())
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -238,12 +270,13 @@ def export_bundle(network: nn.Module, out: str | Path, config: dict[str, Any], o
 def export_checkpoint(config: str | Path | None, ckpt: str | Path, out: str | Path, role: str | None = None,
                       prefer: str = "ema", fps: float | None = None, image_size: Sequence[int] | None = None,
                       provenance: dict[str, Any] | None = None, overwrite: bool = False,
-                      network_args: dict[str, Any] | None = None) -> Path:
+                      network_args: dict[str, Any] | None = None, text: str | Path | None = None) -> Path:
     """A training run (Lightning ``.ckpt``, EMA weights by default; the YAML only for what it lacks) -> a bundle
     folder.
 
     ``network_args`` override the network's ``init_args`` for inference (parameter-free options such as
-    ``reproject_copy_gate``); the weights must still load into the result."""
+    ``reproject_copy_gate``); the weights must still load into the result. ``text``: a ``.npy`` prompt
+    embedding [L, D] stored as the bundle's ``text.npy`` (a network that reads text streams with it by default)."""
     bundle_cfg = run_bundle_config(ckpt, config, role)
     trained_steps = bundle_cfg.pop("global_step", None)
     if network_args:
@@ -263,4 +296,5 @@ def export_checkpoint(config: str | Path | None, ckpt: str | Path, out: str | Pa
                                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                 **(provenance or {})}
     bundle = build_bundle(bundle_cfg, ckpt, str(ckpt), prefer)
-    return export_bundle(bundle.network, out, bundle_cfg, overwrite)
+    embedding = None if text is None else read_text_embedding(text, bundle.network, "--text")
+    return export_bundle(bundle.network, out, bundle_cfg, overwrite, text=embedding)

@@ -84,7 +84,8 @@ def stream_clip(gen, clip: SourceClip, rel: Tensor, progress: bool = True, desc:
     (``interrupted``); what was generated is kept and written."""
     from tqdm import tqdm
 
-    T = min(len(rel), len(clip.frames))
+    available = min(len(rel), len(clip.frames))
+    T = gen.whole_chunk_frames(available)       # frames past the last whole chunk would never come out
     if clip.c2w is not None and target_world is None:
         target_world = clip.c2w[:T] @ rel[:T]
     gt = clip.render(target_world) if clip.render is not None else None
@@ -134,7 +135,7 @@ def stream_clip(gen, clip: SourceClip, rel: Tensor, progress: bool = True, desc:
     finally:
         bar.close()
     result = {"stats": gen.close().as_dict(), "metrics": {}, "frames": done, "frames_requested": T,
-              "interrupted": interrupted, "source_ended_early": ended_early}
+              "frames_past_last_chunk": available - T, "interrupted": interrupted, "source_ended_early": ended_early}
     if keep:
         empty = torch.zeros(0, *gen.image_size, 3, dtype=torch.uint8)
         result.update({k: torch.cat(v) if v else empty for k, v in kept.items()})
@@ -154,6 +155,7 @@ def write_report(path: Path, result: dict[str, Any], fps: float, outputs: dict[s
     """The JSON report of a stream: arguments and details (``extra``), outputs, stats and metrics, machine."""
     body = {**extra, "outputs": {**outputs, "report": str(path)}, "fps_video": fps,
             "interrupted": result["interrupted"], "source_ended_early": result["source_ended_early"],
+            "frames_past_last_chunk": result.get("frames_past_last_chunk", 0),
             "stats": result["stats"], "metrics": result["metrics"],
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}}
@@ -165,7 +167,8 @@ def run_stream(gen, clip: SourceClip, rel: Tensor, writers: StreamWriters, keep:
     try:
         result = stream_clip(gen, clip, rel, writers=writers, keep=keep, **kw)
         if result["frames"] == 0:
-            raise ValueError("no frame was generated: the stream is shorter than one chunk")
+            raise ValueError(f"no frame was generated: the stream is shorter than one chunk ({gen.chunk_frames_at(0)} "
+                             f"source frames): stream more frames (--frames)")
         return result, writers.close()
     except BaseException:
         writers.abort()
@@ -181,6 +184,8 @@ def load_generator(args: argparse.Namespace):
         torch.set_num_threads(args.threads)
     opts = dict(steps=args.steps, sink=args.sink, window=args.window, dtype=args.dtype, device=args.device,
                 seed=args.seed, fuse_cache_pass=None if getattr(args, "fuse", True) else False)
+    if args.text is not None:
+        opts["text"] = Path(args.text)
     if args.ckpt is not None:
         return StreamingGenerator.from_checkpoint(args.ckpt, args.config, **opts), str(args.ckpt)
     path = Path(args.bundle) if args.bundle else bundled_model("tiny_student")
@@ -247,6 +252,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-fuse", dest="fuse", action="store_false",
                    help="run each chunk's cache pass on its own instead of inside the next chunk's first pass "
                         "(one transformer pass more per frame; the stream then equals the offline rollout bit for bit)")
+    g.add_argument("--text", default=None, help="prompt embedding .npy [L, D] (umT5 outputs, e.g. `realcam data "
+                   "encode`'s OUT/text_empty.npy) for a model that reads text (Wan); default: the bundle's text.npy")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -262,7 +269,8 @@ def stream_parser() -> argparse.ArgumentParser:
                    help="builder spec (arc:left:30, pan:right:20, loop:orbit:20, ...) or a file: realcam JSON, "
                         "MultiCamVideo/ReCamMaster JSON (with --camera), RealEstate10K txt")
     p.add_argument("--camera", default=None, help="camera of a MultiCamVideo JSON, e.g. cam01")
-    p.add_argument("--frames", type=at_least(1), default=None, help="frames to stream (synthetic default 16; video: all)")
+    p.add_argument("--frames", type=at_least(1), default=None, help="frames to stream (synthetic default 16; video: "
+                   "all), at most: only whole chunks are streamed (Wan's VAE: 1 + 4k frames)")
     p.add_argument("--start", type=at_least(0), default=0, help="first video frame")
     p.add_argument("--fps", type=positive_float, default=None, help="source rate to stream at (default: the model's fps); "
                    "the video is subsampled by the nearest integer stride")
@@ -285,7 +293,15 @@ def stream_outputs_ok(args: argparse.Namespace) -> None:
     trajectory = args.trajectory if Path(args.trajectory).is_file() else None
     check_outputs({"--out": args.out, "--side-by-side": args.side_by_side, "--json": args.json},
                   {"--video": args.video, "--trajectory": trajectory, "--ckpt": args.ckpt, "--config": args.config,
-                   "--bundle": args.bundle})
+                   "--bundle": args.bundle, "--text": args.text})
+
+
+def print_dropped(gen, frames: int) -> None:
+    """Say how many trailing source frames did not fill a whole chunk, and why."""
+    if frames:
+        print(f"realcam stream: dropped the last {frames} source frames: they do not fill a whole chunk "
+              f"({gen.chunk_frames} latent frames = {gen.next_chunk_frames()} video frames at that point; with Wan's "
+              f"VAE a stream takes 1 + 4 (c - 1) frames, then 4 c per chunk: docs/streaming.md)")
 
 
 def stream_main(argv: list[str]) -> int:
@@ -301,6 +317,7 @@ def stream_main(argv: list[str]) -> int:
         rel, traj_info = target_trajectory(args.trajectory, clip, args.camera)
         writers = StreamWriters(clip.fps, args.out, args.side_by_side, args.scale, args.crf)
         result, paths = run_stream(gen, clip, rel, writers, progress=not args.quiet)
+        print_dropped(gen, result["frames_past_last_chunk"])
         extra = {"command": "stream", "argv": argv, **model_info(gen, model_path), "source": clip.info,
                  "trajectory": traj_info, "frames": result["frames"], "image_size": list(size)}
         paths["report"] = write_report(args.json, result, clip.fps, paths, extra)
@@ -341,6 +358,9 @@ def export_parser() -> argparse.ArgumentParser:
                    "line), recorded in the bundle's provenance before this export command")
     p.add_argument("--network-args", type=json.loads, default=None, help="JSON overrides of the network's init_args "
                    "for inference, e.g. '{\"reproject_copy_gate\": 0.4}'")
+    p.add_argument("--text", default=None, help="a prompt embedding .npy [L, D] (umT5 outputs, e.g. `realcam data "
+                   "encode`'s OUT/text_empty.npy) stored as the bundle's text.npy: a network that reads text (Wan) "
+                   "then streams with no --text")
     p.add_argument("--overwrite", action="store_true")
     return p
 
@@ -351,13 +371,14 @@ def export_main(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     try:
         check_outputs({"--out": args.out}, {"--ckpt": args.ckpt, "--config": args.config,
-                                             "--commands-file": args.commands_file}, folders=("--out",))
+                                             "--commands-file": args.commands_file, "--text": args.text},
+                      folders=("--out",))
         size = None if args.image_size is None else [int(v) for v in args.image_size.split(",")]
         commands = [] if args.commands_file is None else Path(args.commands_file).read_text().splitlines()
         commands = [c for c in commands if c.strip()] + [shlex.join(["realcam", "export", *argv])]
         out = export_checkpoint(args.config, args.ckpt, args.out, role=args.role, prefer="raw" if args.raw else "ema",
                                 fps=args.fps, image_size=size, overwrite=args.overwrite,
-                                provenance={"commands": commands}, network_args=args.network_args)
+                                provenance={"commands": commands}, network_args=args.network_args, text=args.text)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"realcam export: error: {err}", file=sys.stderr)
         return 2

@@ -276,3 +276,71 @@ def test_export_network_args_override_the_inference_network(tmp_path, capsys):
     assert load_bundle(tmp_path / "b").network.window_chunks == 2
     assert main([*base, "--out", str(tmp_path / "c"), "--network-args", '{"no_such_option": 1}']) == 2
     assert "no_such_option" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------------------------------------------------ Wan bundles
+def wan_bundle(out: Path, vae_dir: Path, text: torch.Tensor | None, size: int = 32) -> Path:
+    """A tiny-wan student (random weights, 2 latent frames per chunk) whose codec is the tiny Wan VAE folder,
+    at the fixture video's 30 fps (stride 1), with the prompt embedding ``text`` as its text.npy."""
+    from realcam.bundle import export_bundle
+    from tests.test_streaming import TINY, bundle_config, tiny_network
+
+    overrides = dict(in_channels=16, chunk_frames=2)
+    config = {**bundle_config(size), "network": "tiny-wan", "network_args": {**TINY, **overrides}, "fps": 30.0,
+              "codec": {"class_path": "realcam.modules.wan_vae.WanCodec", "init_args": {"path": str(vae_dir)}}}
+    return export_bundle(tiny_network(2, name="tiny-wan", in_channels=16), out, config, text=text)
+
+
+def test_stream_wan_bundle_on_the_recammaster_video_follows_the_1_plus_4k_rule(tiny_wan_vae_dir, tmp_path, capsys):
+    """A bundle on the Wan VAE streams the real fixture video through it: 16 frames at 2 latent frames per chunk
+    fill chunks of 5 and 8 frames, so 13 = 1 + 4 * 3 come out and the last 3 are dropped with a line saying so.
+    The prompt is the bundle's text.npy."""
+    video = fixture("recammaster", "videos", "10.mp4")
+    cams = fixture("recammaster", "camera_extrinsics.json")
+    bundle = wan_bundle(tmp_path / "wan", tiny_wan_vae_dir, torch.randn(3, 32))
+    assert sorted(p.name for p in bundle.iterdir()) == ["config.yaml", "model.safetensors", "text.npy"]
+    out = tmp_path / "wan.mp4"
+    rc = main(["stream", "--bundle", str(bundle), "--video", str(video), "--trajectory", str(cams), "--camera",
+               "cam01", "--frames", "16", "--out", str(out), "--side-by-side", str(tmp_path / "sbs.mp4"), "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "dropped the last 3 source frames: they do not fill a whole chunk" in captured.out
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["frames"] == 13 and report["frames_past_last_chunk"] == 3 and report["source"]["stride"] == 1
+    assert report["stats"]["chunks"] == 2 and report["stats"]["buffer_latency_frames"] == 7
+    assert report["stats"]["buffer_latency_ms"] == pytest.approx(7 * 1000 / 30)
+    assert read_video(out).shape == (13, 32, 32, 3)
+    assert read_video(tmp_path / "sbs.mp4").shape == (13, 32, 2 * 32 + 2, 3)        # source | generated
+
+
+def test_stream_text_model_needs_a_prompt_named_by_its_flag(tiny_wan_vae_dir, tmp_path, capsys):
+    """A text model with no text.npy and no --text is refused naming --text; --text FILE.npy streams it; an
+    embedding of the wrong width names the flag and the width."""
+    import numpy as np
+
+    video = fixture("recammaster", "videos", "10.mp4")
+    bundle = wan_bundle(tmp_path / "wan", tiny_wan_vae_dir, None)
+    args = ["stream", "--bundle", str(bundle), "--video", str(video), "--trajectory", "arc:left:20",
+            "--out", str(tmp_path / "o.mp4"), "--quiet", "--frames", "5"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "reads text (text_dim=32)" in err and "realcam stream --text FILE.npy" in err
+    np.save(tmp_path / "prompt.npy", np.random.default_rng(0).standard_normal((4, 32)).astype(np.float32))
+    assert main([*args, "--text", str(tmp_path / "prompt.npy")]) == 0
+    assert json.loads((tmp_path / "o.json").read_text())["frames"] == 5 and "dropped" not in capsys.readouterr().out
+    np.save(tmp_path / "narrow.npy", np.zeros((4, 16), np.float32))
+    assert main([*args, "--text", str(tmp_path / "narrow.npy")]) == 2
+    assert "--text" in (err := capsys.readouterr().err) and "[L, 32]" in err
+    assert main([*args, "--text", str(tmp_path / "missing.npy")]) == 2
+    assert "missing.npy does not exist" in capsys.readouterr().err
+    assert main([*args[:-1], "4", "--text", str(tmp_path / "prompt.npy")]) == 2     # 4 frames: not one chunk
+    assert "shorter than one chunk (5 source frames)" in capsys.readouterr().err
+
+
+def test_stream_wan_bundle_with_a_missing_vae_names_the_path_and_the_fix(tmp_path, capsys):
+    bundle = wan_bundle(tmp_path / "wan", tmp_path / "no_vae", torch.zeros(2, 32))
+    assert main(["stream", "--bundle", str(bundle), "--source", "synthetic:seed=0", "--frames", "5",
+                 "--out", str(tmp_path / "o.mp4"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no_vae" in err and "does not exist" in err and "diffusers folder" in err
+    assert not (tmp_path / "o.mp4").exists()

@@ -61,12 +61,14 @@ def inputs(T: int = 5, seed: int = 0):
 
 
 def offline(gen: StreamingGenerator, frames: torch.Tensor, rel: torch.Tensor, seed: int = 7) -> torch.Tensor:
-    """The offline causal rollout over the whole clip, decoded: [T, 3, H, W]."""
-    T = len(frames)
+    """The offline causal rollout over the whole clip, decoded: [T, 3, H, W]. The whole clip is encoded at once,
+    and latent frame i takes the pose of video frame ``codec.pose_frames`` (i itself for a frame-wise codec)."""
     video = frames.permute(0, 3, 1, 2).float() / 127.5 - 1
-    K = gen.K.expand(1, T, 3, 3)
-    cond = Cond(source=gen.codec.encode(video[None]), target_c2w=rel[None], target_K=K, source_K=K,
-                image_size=(SIZE, SIZE), text=gen.text)
+    latents = gen.codec.encode(video[None])
+    F = latents.shape[1]
+    K = gen.K.expand(1, F, 3, 3)
+    cond = Cond(source=latents, target_c2w=rel[gen.codec.pose_frames(F)][None], target_K=K, source_K=K,
+                image_size=tuple(video.shape[-2:]), text=gen.text)
     with torch.no_grad():
         roll = causal_rollout(gen.network, cond, gen.sigmas, torch.Generator().manual_seed(seed))
     return gen.codec.decode(roll.x0)[0].clamp(-1, 1)

@@ -27,6 +27,21 @@ class CodecStream(ABC):
     def decode_chunk(self, latents: Tensor) -> Tensor:
         """The next latent frames [B, m, C, h, w] -> their video frames [B, n, 3, H, W]."""
 
+    def snapshot(self) -> dict:
+        """Everything :meth:`restore` needs to undo the calls that come after (a streaming chunk that fails half
+        way leaves no trace): every attribute, lists and dicts copied one level deep. Enough for streams that
+        replace their cached tensors rather than write into them (diffusers' Wan feature caches assign new ones);
+        a stream that writes into its state in place overrides both methods."""
+        return {name: _shallow_copy(value) for name, value in vars(self).items()}
+
+    def restore(self, snapshot: dict) -> None:
+        """Go back to a :meth:`snapshot`."""
+        self.__dict__.update({name: _shallow_copy(value) for name, value in snapshot.items()})
+
+
+def _shallow_copy(value):
+    return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
+
 
 class LatentCodec(nn.Module, ABC):
     """Base class: subclasses set the three attributes and implement encode/decode.
