@@ -26,7 +26,7 @@ VIDEO = Path("../shared/fixtures/recammaster/videos/10.mp4")
 def tiny_wan_bundle(folder: Path, vae_dir: Path, chunk_frames: int, size: int, fps: float) -> Path:
     """A tiny-wan student with every weight drawn at random (0.3 std) on the tiny VAE, with a random prompt."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))     # the repository root, for tests/
-    from tests.conftest import make_tiny_wan_vae
+    from realcam.tiny_wan import make_tiny_wan_vae
 
     make_tiny_wan_vae().save_pretrained(vae_dir / "vae")
     args = dict(attention_mode="causal", chunk_frames=chunk_frames, window_chunks=2)
