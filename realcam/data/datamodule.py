@@ -369,6 +369,9 @@ class RealcamDataModule(L.LightningDataModule):
             (:mod:`realcam.data.latents`; evaluation splits still decode the frames, for the metrics). None (the
             default): wherever index.json beside the shards says they were encoded. Latent samples are used whole:
             image_size and max_zoom must stay unset; length_buckets crop to the first T' frames.
+        text_length: pad each latent batch's ``text`` to this many tokens with zeros; 512 is what Wan's model saw
+            in its own training (its text cross-attention has no mask, so the padding is part of the condition).
+            None: to the batch's longest prompt.
     """
 
     def __init__(self, train_shards: str | list[str] | None = None, val_shards: str | list[str] | None = None,
@@ -378,7 +381,7 @@ class RealcamDataModule(L.LightningDataModule):
                  length_buckets: list[int] | None = None, train_batches_per_epoch: int | None = None,
                  shuffle_buffer: int = 16, seed: int = 0,
                  persistent_workers: bool = False, loader_timeout: float = 0.0, log_corrupt: bool = True,
-                 latents: bool | None = None):
+                 latents: bool | None = None, text_length: int | None = None):
         super().__init__()
         self.save_hyperparameters()  # the data config travels with checkpoints
         if batch_size < 1:
@@ -387,6 +390,9 @@ class RealcamDataModule(L.LightningDataModule):
             raise ValueError(f"max_zoom={max_zoom}: expected >= 1.0 (1.0 means crop only, no random resize)")
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
             raise ValueError(f"image_size={image_size}: expected (height, width) in pixels")
+        if text_length is not None and text_length < 1:
+            raise ValueError(f"text_length={text_length}: expected >= 1 tokens (Wan: 512), or None for the batch's "
+                             f"longest prompt")
         if length_buckets is not None and (not length_buckets or min(length_buckets) < 1):
             raise ValueError(f"length_buckets={length_buckets}: expected a non-empty list of positive lengths")
         self.urls = {split: expand_urls(arg, f"{split}_shards") if arg is not None else None
@@ -399,7 +405,7 @@ class RealcamDataModule(L.LightningDataModule):
         self.max_zoom, self.length_buckets = max_zoom, length_buckets
         self.train_batches_per_epoch, self.shuffle_buffer, self.seed = train_batches_per_epoch, shuffle_buffer, seed
         self.persistent_workers, self.loader_timeout = persistent_workers, loader_timeout
-        self.log_corrupt = log_corrupt
+        self.log_corrupt, self.text_length = log_corrupt, text_length
         self.latents = {split: self._latent_split(split, urls, latents) for split, urls in self.urls.items()}
         self._text_empty: Tensor | None = None
         self.corrupt = {split: CorruptCounter() for split in self.urls}
@@ -475,7 +481,7 @@ class RealcamDataModule(L.LightningDataModule):
         if self.latents[split]:
             from realcam.data.latents import LatentShardStream
 
-            return LatentShardStream(urls, frames=split != "train", **args)
+            return LatentShardStream(urls, frames=split != "train", text_length=self.text_length, **args)
         return ShardStream(urls, image_size=self.image_size, max_zoom=self.max_zoom, **args)
 
     def _loader(self, split: str, transform: Callable[[Any], Any] = normalize_frames) -> DataLoader:

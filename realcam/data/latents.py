@@ -54,14 +54,15 @@ def latent_prefix(frames: int, latent_frames: int, length: int) -> int | None:
 
 class LatentShardStream(ShardStream):
     """Batches of precomputed latents (and text) from encoded shards; ``frames=True`` (evaluation) adds the uint8
-    ``source`` / ``target`` frames [B, T, 3, H, W] of the same samples."""
+    ``source`` / ``target`` frames [B, T, 3, H, W] of the same samples. ``text_length``: pad every batch's text to
+    this many tokens (None: to the batch's longest)."""
 
-    def __init__(self, urls: list[str], *, frames: bool = False, **kwargs: Any):
+    def __init__(self, urls: list[str], *, frames: bool = False, text_length: int | None = None, **kwargs: Any):
         if kwargs.get("image_size") is not None or kwargs.get("max_zoom", 1.0) != 1.0:
             raise ValueError("image_size / max_zoom cannot apply to latent shards (latents were encoded at the "
                              "stored resolution): leave them unset")
         super().__init__(urls, **kwargs)
-        self.frames = frames
+        self.frames, self.text_length = frames, text_length
 
     def decode(self, entries: dict[str, bytes], key: str) -> dict[str, Any]:    # type: ignore[override]
         sample = decode_latent_sample(entries, key, require_text=False)
@@ -99,13 +100,12 @@ class LatentShardStream(ShardStream):
         return (tuple(sample["source_latents"].shape), int(sample["revisit"].shape[0]),
                 None if text is None else int(text.shape[-1]))
 
-    @staticmethod
-    def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:    # type: ignore[override]
         stacked = ["source_latents", "target_latents", *CAMERA_FIELDS, "revisit"]
         stacked += [k for k in ("source", "target") if k in samples[0]]
         batch: dict[str, Any] = {k: torch.stack([s[k] for s in samples]) for k in stacked}
         if samples[0]["text"] is not None:      # shape_key keeps samples with and without text apart
-            batch["text"] = batch_text([s["text"] for s in samples])
+            batch["text"] = batch_text([s["text"] for s in samples], self.text_length)
         batch["length"] = int(batch["revisit"].shape[1])
         batch.update({k: [s[k] for s in samples] for k in ("key", "scene_id", "strategy")})
         return batch

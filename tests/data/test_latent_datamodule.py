@@ -74,6 +74,10 @@ def test_latent_batches_hold_the_stored_latents_and_text(encoded, monkeypatch):
             assert torch.equal(batch["text"][b, :want["text"].shape[0]], want["text"])
         assert batch["text"].shape[-1] == encoded["text_dim"]
     assert torch.equal(dm.text_empty, load_text_empty(encoded["out"])) and dm.text_empty.abs().sum() > 0
+    padded = next(iter(_dm(encoded["out"], text_length=512).train_dataloader()))["text"]     # Wan's padding
+    L_ = batches[0]["text"].shape[1]
+    assert padded.shape[1] == 512 and padded[:, L_:].abs().sum() == 0 and torch.equal(padded[:, :L_],
+                                                                                       batches[0]["text"])
     monkeypatch.undo()
     val = next(iter(dm.val_dataloader()))      # evaluation decodes the frames too, for the metrics
     assert val["source"].shape == (2, T, 3, 16, 16) and val["source"].dtype == torch.float32
