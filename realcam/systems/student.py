@@ -191,14 +191,14 @@ class SelfForcingDMDModule(StudentModule):
         if init:
             load_network_weights(self.critic, init, "ema", "critic_init")
         for name, net in (("real_score", self.real_score), ("critic", self.critic)):
+            if net.attention_mode != "bidirectional":
+                raise ValueError(f"{name} must be bidirectional (it scores whole videos): set "
+                                 f"{name}.init_args.attention_mode: bidirectional")
             check_channels(self.codec, net, name)
             if getattr(net, "text_dim", None) != self.text_dim:
                 raise ValueError(f"{name} has text_dim={getattr(net, 'text_dim', None)} but the generator has "
                                  f"text_dim={self.text_dim}: the three networks share one Cond.text; give them one "
                                  f"text_dim")
-            if net.attention_mode != "bidirectional":
-                raise ValueError(f"{name} must be bidirectional (it scores whole videos): set "
-                                 f"{name}.init_args.attention_mode: bidirectional")
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
 
     def train(self, mode: bool = True):
