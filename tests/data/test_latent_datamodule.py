@@ -183,3 +183,19 @@ def test_teacher_ode_pairs_ode_init_and_dmd_from_latents_with_text(encoded, tmp_
     assert int(dmd.iteration) == 1 and len(seen) == 2        # guidance: conditional and camera-dropped passes
     assert all(c.text is not None and c.text.shape[-1] == D for c in seen)
     assert torch.equal(seen[0].text, seen[1].text) and seen[1].camera_keep.sum() == 0
+
+
+def test_latent_loader_bench_writes_its_table(tmp_path, capsys):
+    from realcam.data.bench_latents import WanShapedEncoder
+
+    enc = WanShapedEncoder()
+    assert enc.encode(torch.zeros(1, 9, 3, 16, 24)).shape == (1, 3, 16, 2, 3) and enc.latent_frames(81) == 21
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        enc.latent_frames(8)
+    out = tmp_path / "bench.json"
+    assert realcam_main(["data", "bench", "--latents", "--height", "16", "--width", "16", "--length", "5",
+                         "--num-samples", "2", "--batch-size", "1", "--workers", "0", "--out", str(out)]) == 0
+    import json
+    rows = json.loads(out.read_text())["latent_loader"]
+    assert {r["frame_format"] for r in rows} == {"mp4", "npy"} and all(r["speedup"] > 0 for r in rows)
+    assert "frames vs precomputed latents" in capsys.readouterr().out
