@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 from tartools import rewrite_member
 
 from realcam.cli import main as realcam_main
@@ -14,7 +15,7 @@ from realcam.data.datamodule import RealcamDataModule
 from realcam.data.encode import decode_latent_sample, load_text_empty
 from realcam.data.make import make_shards
 from realcam.data.shards import iter_shard
-from realcam.modules.backbone import CrossFrameDiT
+from realcam.modules.backbone import PRESETS, CrossFrameDiT
 from realcam.modules.codecs import PixelCodec
 from realcam.modules.flow import FlowSchedule
 from realcam.modules.wan_vae import WanCodec
@@ -156,10 +157,24 @@ def test_teacher_ode_pairs_ode_init_and_dmd_from_latents_with_text(encoded, tmp_
     schedule = FlowSchedule(shift=3.0)
     batches = _dm(encoded["out"], latents=True, train_shards=None).val_dataloader()
     write_ode_pairs(teacher.ema.module, codec, batches, tmp_path / "ode", schedule=schedule, steps=2,
-                    pose_reference="current_source", text_dim=D)
+                    pose_reference="first_source", text_dim=D)
     pairs = list(read_ode_pairs(str(tmp_path / "ode"), schedule))
     assert len(pairs) == 4 and pairs[0]["text"].shape[-1] == D and pairs[0]["states"].shape == (4, 3, 16, 2, 2)
     assert pairs[0]["target_c2w"].shape == (3, 4, 4)            # one camera per latent frame (frames 0, 4, 8)
+
+    # `realcam data make-ode-pairs` from the teacher's checkpoint and YAML writes the same pairs from latent shards
+    ckpt, config = tmp_path / "teacher.ckpt", tmp_path / "teacher.yaml"
+    torch.save({"state_dict": teacher.state_dict()}, ckpt)
+    net_args = {**PRESETS["tiny-wan"], "text_dim": D, "patch": list(PRESETS["tiny-wan"]["patch"])}
+    config.write_text(yaml.safe_dump({"model": {"class_path": "realcam.systems.TeacherModule", "init_args": {
+        "denoiser": {"class_path": "realcam.modules.backbone.CrossFrameDiT", "init_args": net_args},
+        "codec": {"class_path": "realcam.modules.wan_vae.WanCodec", "init_args": {"path": str(encoded["vae"])}},
+        "shift": 3.0}}}))
+    assert realcam_main(["data", "make-ode-pairs", "--teacher", str(ckpt), "--config", str(config), "--shards",
+                         str(encoded["out"]), "--out", str(tmp_path / "ode_cli"), "--steps", "2", "--batch-size",
+                         "2", "--precision", "fp32", "--device", "cpu", "--quiet"]) == 0
+    for a, b in zip(pairs, read_ode_pairs(str(tmp_path / "ode_cli"), schedule), strict=True):
+        assert torch.allclose(a["states"], b["states"], atol=1e-5) and torch.equal(a["text"], b["text"])
 
     causal = dict(attention_mode="causal")
     student = OdeInitModule(generator=_net("tiny-wan", D, **causal), codec=codec, shift=3.0, ema_start=0,
