@@ -153,6 +153,12 @@ def test_teacher_ode_pairs_ode_init_and_dmd_from_latents_with_text(encoded, tmp_
         warnings.simplefilter("ignore")
         _trainer(2).fit(teacher, datamodule=_dm(encoded["out"]))
     assert teacher.global_step == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metrics = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            limit_val_batches=1, default_root_dir=tmp_path).validate(
+            teacher, datamodule=_dm(encoded["out"]), verbose=False)[0]
+    assert torch.isfinite(torch.tensor(metrics["val/psnr"]))     # decoded latents scored against the frames
 
     schedule = FlowSchedule(shift=3.0)
     batches = _dm(encoded["out"], latents=True, train_shards=None).val_dataloader()
