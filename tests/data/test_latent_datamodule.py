@@ -220,3 +220,11 @@ def test_latent_loader_bench_writes_its_table(tmp_path, capsys):
     rows = json.loads(out.read_text())["latent_loader"]
     assert {r["frame_format"] for r in rows} == {"mp4", "npy"} and all(r["speedup"] > 0 for r in rows)
     assert "frames vs precomputed latents" in capsys.readouterr().out
+
+
+def test_latent_prefix_follows_the_codecs_frame_rule():
+    from realcam.data.latents import latent_prefix
+
+    assert [latent_prefix(81, 21, t) for t in (1, 5, 9, 81, 7)] == [1, 2, 3, 21, None]      # Wan: 1 + 4k
+    assert latent_prefix(6, 6, 4) == 4                                                      # frame-wise codec
+    assert latent_prefix(9, 4, 5) is None                                                   # no causal VAE rule
