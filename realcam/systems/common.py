@@ -31,7 +31,7 @@ def prepare_batch(batch: dict, codec: LatentCodec, pose_reference: str,
     """
     if "target_latents" in batch:
         x0, src = batch["target_latents"].float(), batch["source_latents"].float()
-        check_latents(x0, codec, batch.get("key"))
+        check_latents(x0, codec, batch["source_c2w"].shape[1], batch.get("key"))
         H, W = x0.shape[-2] * codec.spatial_factor, x0.shape[-1] * codec.spatial_factor
     else:
         source, target = batch["source"], batch["target"]
@@ -45,24 +45,24 @@ def prepare_batch(batch: dict, codec: LatentCodec, pose_reference: str,
                          f"TEXT`) and train from DIR")
     rel = geometry.relative_poses(batch["source_c2w"].float(), batch["target_c2w"].float(), pose_reference)
     frames = torch.tensor(codec.pose_frames(x0.shape[1]), device=x0.device)
-    if int(frames[-1]) >= rel.shape[1]:
-        raise ValueError(f"the batch has {x0.shape[1]} latent frames but {rel.shape[1]} cameras: latent frame "
-                         f"{x0.shape[1] - 1} takes camera {int(frames[-1])} under codec {type(codec).__name__}; were "
-                         f"the latents encoded with another codec?")
     cond = Cond(source=src, target_c2w=rel[:, frames], target_K=batch["target_K"][:, frames].float(),
                 source_K=batch["source_K"][:, frames].float(), image_size=(int(H), int(W)),
                 text=None if text is None else text.float())
     return x0, cond
 
 
-def check_latents(latents: Tensor, codec: LatentCodec, keys: list | None = None) -> None:
-    """Stored latents [B, F, C, h, w] must be the codec's: its channel count (and, for a temporally compressing
-    codec, a latent frame count it can make)."""
+def check_latents(latents: Tensor, codec: LatentCodec, frames: int, keys: list | None = None) -> None:
+    """Stored latents [B, F, C, h, w] of ``frames`` video frames must be the codec's: its channel count, and the
+    F its frame rule gives (Wan: 1 + (T - 1) / 4)."""
+    fix = (f"encode the shards with the model's codec (`realcam data encode --vae PATH`) or set the model's codec "
+           f"to the one that encoded them")
     if latents.ndim != 5 or latents.shape[2] != codec.latent_channels:
         raise ValueError(f"the shards' latents have shape {tuple(latents.shape)} (samples {keys}) but codec "
-                         f"{type(codec).__name__} has latent_channels={codec.latent_channels}: encode the shards with "
-                         f"the model's codec (`realcam data encode --vae PATH`) or set the model's codec to the one "
-                         f"that encoded them")
+                         f"{type(codec).__name__} has latent_channels={codec.latent_channels}: {fix}")
+    if codec.video_frames(latents.shape[1]) != frames:
+        raise ValueError(f"the shards' latents have {latents.shape[1]} frames for T={frames} video frames (samples "
+                         f"{keys}) but codec {type(codec).__name__} makes {codec.video_frames(latents.shape[1])} "
+                         f"video frames of them: {fix}")
 
 
 def check_channels(codec: LatentCodec, network: nn.Module, field: str) -> None:

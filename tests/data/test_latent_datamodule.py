@@ -104,6 +104,8 @@ def test_bad_options_and_shards_name_the_fix(encoded):
     batch = next(iter(_dm(encoded["out"]).train_dataloader()))
     with pytest.raises(ValueError, match=r"latent_channels=48: encode the shards with the model's codec"):
         prepare_batch(batch, PixelCodec(4), "first_source")
+    with pytest.raises(ValueError, match=r"3 frames for T=9 video frames .* PixelCodec makes 3 video frames"):
+        prepare_batch(batch, PixelCodec(1, channels=16), "first_source")        # 16 channels, one frame per latent
     del batch["text"]
     with pytest.raises(ValueError, match=r"no `text` but the denoiser has text_dim=16: .*--text-encoder PATH"):
         prepare_batch(batch, WanCodec(str(encoded["vae"])), "first_source", text_dim=16)
