@@ -322,6 +322,9 @@ def test_yaml_class_path_with_pretrained_builds_the_system_with_the_checkpoints_
         "class_path": "realcam.pretrained.PretrainedWan",
         "init_args": {"pretrained": str(folder), "attention_mode": "bidirectional", "chunk_frames": 1,
                       "camera_encoder": "recammaster"}}
+    # a codec with the tiny Wan's 4 latent channels (a system refuses a codec/denoiser channel mismatch)
+    config["model"]["init_args"]["codec"] = {"class_path": "realcam.modules.codecs.PixelCodec",
+                                             "init_args": {"factor": 1, "channels": 4}}
     (tmp_path / "wan.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.chdir(REPO)
     try:

@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--codec-video", help="also time the shard frame formats on this real video")
     bn.add_argument("--codec-size", type=_size, default=None, help="HxW to resize it to, e.g. 480x832")
     bn.add_argument("--codec-frames", type=at_least(1), default=81, help="its first N frames (default 81)")
+    bn.add_argument("--latents", action="store_true", help="instead: the training loader on frames vs on "
+                    "precomputed latents of the same samples (realcam/data/bench_latents.py); use --length 1 + 4k")
 
     # Listed here for --help only: realcam.cli sends `data encode` to realcam.encode_cli (it runs the VAE and umT5).
     sub.add_parser("encode", add_help=False, help="VAE latents and umT5 text embeddings of shards, into new shards "
@@ -181,6 +183,12 @@ def main(argv: list[str]) -> int:
         from realcam.data.bench import run_bench
 
         check_outputs({"--out": args.out}, {"--codec-video": args.codec_video}, suffixes={"--out": ".json"})
+        if args.latents:
+            from realcam.data.bench_latents import run_latent_bench
+
+            run_latent_bench(out=args.out, height=args.height, width=args.width, length=args.length,
+                             num_samples=args.num_samples, batch_size=args.batch_size, workers=args.workers)
+            return 0
         run_bench(out=args.out, height=args.height, width=args.width, length=args.length,
                   num_samples=args.num_samples, batch_size=args.batch_size, workers=args.workers,
                   render_repeats=args.render_repeats, codec_video=args.codec_video,

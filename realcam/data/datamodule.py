@@ -124,7 +124,7 @@ def normalize_frames(batch: dict[str, Any]) -> RealcamBatch:
     loader of small frames; the conversion here is one vectorized op in the receiving process.
     """
     for k in ("source", "target"):
-        if batch[k].dtype == torch.uint8:
+        if k in batch and batch[k].dtype == torch.uint8:     # latent training batches carry no frames
             batch[k] = batch[k].float().div_(127.5).sub_(1.0)
     return batch  # type: ignore[return-value]
 
@@ -365,6 +365,13 @@ class RealcamDataModule(L.LightningDataModule):
         shuffle_buffer: training sample shuffle buffer (on top of random shard resampling); 0 disables it.
         seed: drives shard resampling, crops and shuffling (rank and worker are mixed in).
         log_corrupt: attach :class:`CorruptSampleLogger` so ``data/corrupt_samples`` gets logged.
+        latents: read the precomputed latents (and text) of ``realcam data encode`` output instead of the frames
+            (:mod:`realcam.data.latents`; evaluation splits still decode the frames, for the metrics). None (the
+            default): wherever index.json beside the shards says they were encoded. Latent samples are used whole:
+            image_size and max_zoom must stay unset; length_buckets crop to the first T' frames.
+        text_length: pad each latent batch's ``text`` to this many tokens with zeros; 512 is what Wan's model saw
+            in its own training (its text cross-attention has no mask, so the padding is part of the condition).
+            None: to the batch's longest prompt.
     """
 
     def __init__(self, train_shards: str | list[str] | None = None, val_shards: str | list[str] | None = None,
@@ -373,7 +380,8 @@ class RealcamDataModule(L.LightningDataModule):
                  image_size: tuple[int, int] | None = None, max_zoom: float = 1.0,
                  length_buckets: list[int] | None = None, train_batches_per_epoch: int | None = None,
                  shuffle_buffer: int = 16, seed: int = 0,
-                 persistent_workers: bool = False, loader_timeout: float = 0.0, log_corrupt: bool = True):
+                 persistent_workers: bool = False, loader_timeout: float = 0.0, log_corrupt: bool = True,
+                 latents: bool | None = None, text_length: int | None = None):
         super().__init__()
         self.save_hyperparameters()  # the data config travels with checkpoints
         if batch_size < 1:
@@ -382,6 +390,9 @@ class RealcamDataModule(L.LightningDataModule):
             raise ValueError(f"max_zoom={max_zoom}: expected >= 1.0 (1.0 means crop only, no random resize)")
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
             raise ValueError(f"image_size={image_size}: expected (height, width) in pixels")
+        if text_length is not None and text_length < 1:
+            raise ValueError(f"text_length={text_length}: expected >= 1 tokens (Wan: 512), or None for the batch's "
+                             f"longest prompt")
         if length_buckets is not None and (not length_buckets or min(length_buckets) < 1):
             raise ValueError(f"length_buckets={length_buckets}: expected a non-empty list of positive lengths")
         self.urls = {split: expand_urls(arg, f"{split}_shards") if arg is not None else None
@@ -394,10 +405,40 @@ class RealcamDataModule(L.LightningDataModule):
         self.max_zoom, self.length_buckets = max_zoom, length_buckets
         self.train_batches_per_epoch, self.shuffle_buffer, self.seed = train_batches_per_epoch, shuffle_buffer, seed
         self.persistent_workers, self.loader_timeout = persistent_workers, loader_timeout
-        self.log_corrupt = log_corrupt
+        self.log_corrupt, self.text_length = log_corrupt, text_length
+        self.latents = {split: self._latent_split(split, urls, latents) for split, urls in self.urls.items()}
+        self._text_empty: Tensor | None = None
         self.corrupt = {split: CorruptCounter() for split in self.urls}
         self._streams: dict[str, ShardStream] = {}
         self._train_loader: _EpochLoader | None = None
+
+    def _latent_split(self, split: str, urls: list[str] | None, latents: bool | None) -> bool:
+        from realcam.data.latents import check_latent_shards, encoded_entry
+
+        if urls is None or latents is False:
+            return False
+        if latents:
+            check_latent_shards(urls, f"{split}_shards")
+        elif encoded_entry(urls) is None:
+            return False
+        if self.image_size is not None or self.max_zoom != 1.0:
+            raise ValueError(f"image_size={self.image_size} / max_zoom={self.max_zoom} cannot apply to the latent "
+                             f"shards of {split}_shards (latents are used whole, at the resolution they were encoded "
+                             f"at): unset image_size and max_zoom, or set latents: false to train from the frames")
+        return True
+
+    @property
+    def text_empty(self) -> Tensor:
+        """The empty-prompt embedding [L, D] stored beside the encoded training shards (``realcam data encode
+        --text-encoder``), for guidance and prompt dropout."""
+        from realcam.data.encode import load_text_empty
+
+        if self._text_empty is None:
+            urls = self.urls["train"] or self.urls["test"] or self.urls["val"]
+            if urls is None:
+                raise ValueError("text_empty: no shards are set (train_shards, val_shards or test_shards)")
+            self._text_empty = load_text_empty(str(urls[0]).rsplit("/", 1)[0] if "/" in str(urls[0]) else ".")
+        return self._text_empty
 
     @property
     def corrupt_count(self) -> int:
@@ -434,10 +475,14 @@ class RealcamDataModule(L.LightningDataModule):
         return stream
 
     def make_stream(self, split: str, urls: list[str], batches: int | None, rank: int, world: int) -> ShardStream:
-        return ShardStream(urls, train=split == "train", batch_size=self.batch_size, counter=self.corrupt[split],
-                           image_size=self.image_size, max_zoom=self.max_zoom, length_buckets=self.length_buckets,
-                           batches_per_epoch=batches, shuffle_buffer=self.shuffle_buffer,
-                           seed=self.seed + (0 if split == "train" else 7919), rank=rank, world_size=world)
+        args = dict(train=split == "train", batch_size=self.batch_size, counter=self.corrupt[split],
+                    length_buckets=self.length_buckets, batches_per_epoch=batches, shuffle_buffer=self.shuffle_buffer,
+                    seed=self.seed + (0 if split == "train" else 7919), rank=rank, world_size=world)
+        if self.latents[split]:
+            from realcam.data.latents import LatentShardStream
+
+            return LatentShardStream(urls, frames=split != "train", text_length=self.text_length, **args)
+        return ShardStream(urls, image_size=self.image_size, max_zoom=self.max_zoom, **args)
 
     def _loader(self, split: str, transform: Callable[[Any], Any] = normalize_frames) -> DataLoader:
         epoch_fn = None

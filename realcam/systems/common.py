@@ -19,21 +19,60 @@ def build_codec(codec: str | LatentCodec) -> LatentCodec:
     return CODECS.build(codec) if isinstance(codec, str) else codec
 
 
-def prepare_batch(batch: dict, codec: LatentCodec, pose_reference: str) -> tuple[Tensor, Cond]:
+def prepare_batch(batch: dict, codec: LatentCodec, pose_reference: str,
+                  text_dim: int | None = None) -> tuple[Tensor, Cond]:
     """A data batch (docs/data.md) -> clean target latents x0 [B, F, C, h, w] and the conditions.
 
-    Target poses become relative to the source camera under ``pose_reference``; a temporally
-    compressing codec gives each latent frame the camera of one video frame (``LatentCodec.pose_frames``).
+    A latent batch (``source_latents`` / ``target_latents`` from encoded shards) is used as it is, and the codec is
+    never called; a frame batch is encoded here. The batch's ``text`` goes to ``Cond.text``; ``text_dim`` (the
+    denoiser's) makes a batch without it an error that names the fix. Target poses become relative to the source
+    camera under ``pose_reference``; a temporally compressing codec gives each latent frame the camera of one
+    video frame (``LatentCodec.pose_frames``).
     """
-    source, target = batch["source"], batch["target"]
-    H, W = source.shape[-2:]
-    with torch.no_grad():
-        x0, src = codec.encode(target), codec.encode(source)
+    if "target_latents" in batch:
+        x0, src = batch["target_latents"].float(), batch["source_latents"].float()
+        check_latents(x0, codec, batch["source_c2w"].shape[1], batch.get("key"))
+        H, W = x0.shape[-2] * codec.spatial_factor, x0.shape[-1] * codec.spatial_factor
+    else:
+        source, target = batch["source"], batch["target"]
+        H, W = source.shape[-2:]
+        with torch.no_grad():
+            x0, src = codec.encode(target), codec.encode(source)
+    text = batch.get("text")
+    if text_dim is not None and text is None:
+        raise ValueError(f"the batch has no `text` but the denoiser has text_dim={text_dim}: encode the shards with "
+                         f"their prompts (`realcam data encode SRC --out DIR --vae PATH --text-encoder PATH --prompt "
+                         f"TEXT`) and train from DIR")
     rel = geometry.relative_poses(batch["source_c2w"].float(), batch["target_c2w"].float(), pose_reference)
     frames = torch.tensor(codec.pose_frames(x0.shape[1]), device=x0.device)
     cond = Cond(source=src, target_c2w=rel[:, frames], target_K=batch["target_K"][:, frames].float(),
-                source_K=batch["source_K"][:, frames].float(), image_size=(H, W))
+                source_K=batch["source_K"][:, frames].float(), image_size=(int(H), int(W)),
+                text=None if text is None else text.float())
     return x0, cond
+
+
+def check_latents(latents: Tensor, codec: LatentCodec, frames: int, keys: list | None = None) -> None:
+    """Stored latents [B, F, C, h, w] of ``frames`` video frames must be the codec's: its channel count, and the
+    F its frame rule gives (Wan: 1 + (T - 1) / 4)."""
+    fix = (f"encode the shards with the model's codec (`realcam data encode --vae PATH`) or set the model's codec "
+           f"to the one that encoded them")
+    if latents.ndim != 5 or latents.shape[2] != codec.latent_channels:
+        raise ValueError(f"the shards' latents have shape {tuple(latents.shape)} (samples {keys}) but codec "
+                         f"{type(codec).__name__} has latent_channels={codec.latent_channels}: {fix}")
+    if codec.video_frames(latents.shape[1]) != frames:
+        raise ValueError(f"the shards' latents have {latents.shape[1]} frames for T={frames} video frames (samples "
+                         f"{keys}) but codec {type(codec).__name__} makes {codec.video_frames(latents.shape[1])} "
+                         f"video frames of them: {fix}")
+
+
+def check_channels(codec: LatentCodec, network: nn.Module, field: str) -> None:
+    """Construction-time check that a network takes the codec's latents (one line naming both fields)."""
+    channels = getattr(network, "in_channels", None)
+    if channels is not None and channels != codec.latent_channels:
+        name = next((n for n in CODECS if CODECS.get(n) is type(codec)), type(codec).__name__)
+        raise ValueError(f"codec {name} gives {codec.latent_channels} latent channels but {field} in_channels="
+                         f"{channels}: set {field}.init_args.in_channels: {codec.latent_channels} or use a codec "
+                         f"with {channels} latent channels")
 
 
 def save_config(module, networks: tuple[str, ...]) -> None:

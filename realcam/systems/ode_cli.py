@@ -114,7 +114,8 @@ def make_ode_pairs(args: argparse.Namespace) -> dict[str, Any]:
                            num_samples=args.num_samples, dtype=args.dtype, prefix=args.prefix,
                            samples_per_shard=args.samples_per_shard, overwrite=args.overwrite,
                            extra_meta=dict(checkpoint=str(args.teacher), config=str(args.config),
-                                           use_ema=not args.no_ema, precision=args.precision), progress=not args.quiet)
+                                           use_ema=not args.no_ema, precision=args.precision), progress=not args.quiet,
+                           text_dim=teacher.text_dim)
 
 
 def main(argv: list[str]) -> int:

@@ -19,9 +19,12 @@ One tar member per field, WebDataset style (``KEY.FIELD.EXT``)::
     KEY.target_k.npy         float32 [F, 3, 3]                (lower-case k: WebDataset lower-cases suffixes)
     KEY.source_k.npy         float32 [F, 3, 3]
     KEY.revisit.npy          int64   [T]                      LoopAug revisit map, m at n, -1 elsewhere
+    KEY.text.npy             float32 [L, D]                   the prompt's text embeddings (Cond.text), for a
+                                                              text-conditioned teacher (as in its batch)
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -31,6 +34,7 @@ import torch
 from torch import Tensor
 
 from realcam.atomic import write_atomic
+from realcam.data.encode import batch_text
 from realcam.data.shards import (ShardError, ShardWriter, _load_npy, _npy_bytes, check_name,
                                  expand_urls, iter_shard, temp_shard_name)
 from realcam.modules.codecs import LatentCodec
@@ -105,10 +109,11 @@ def write_ode_pairs(denoiser: Denoiser, codec: LatentCodec, batches: Iterable[di
                     pose_reference: str = "first_source", seed: int = 0, num_samples: int | None = None,
                     dtype: str = "float32", prefix: str = "ode", samples_per_shard: int = 64,
                     overwrite: bool = False, extra_meta: dict[str, Any] | None = None,
-                    progress: bool = False) -> dict[str, Any]:
-    """Run the teacher over data ``batches`` (docs/data.md batch dicts) and write ODE pairs into
-    ``out/PREFIX-NNNNNN.tar`` plus ``out/ode_index.json``. Sample n's noise comes from (seed, n) alone, so
-    the pairs do not depend on the batch size. Returns the index summary."""
+                    progress: bool = False, text_dim: int | None = None) -> dict[str, Any]:
+    """Run the teacher over data ``batches`` (docs/data.md batch dicts, frames or latents) and write ODE pairs
+    into ``out/PREFIX-NNNNNN.tar`` plus ``out/ode_index.json``. Sample n's noise comes from (seed, n) alone, so
+    the pairs do not depend on the batch size. ``text_dim``: the teacher's; its batches must then carry ``text``,
+    which every pair stores. Returns the index summary."""
     if dtype not in STATE_DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {sorted(STATE_DTYPES)}")
     if num_samples is not None and num_samples < 1:
@@ -138,7 +143,7 @@ def write_ode_pairs(denoiser: Denoiser, codec: LatentCodec, batches: Iterable[di
                 if n >= num_samples:
                     break
                 batch = _slice_batch(batch, num_samples - n)
-            target, cond = prepare_batch(batch, codec, pose_reference)
+            target, cond = prepare_batch(batch, codec, pose_reference, text_dim)
             B = target.shape[0]
             noise = torch.stack([sample_noise(target.shape[1:], step_generator(seed, n + b, 0, "ode"), target)
                                  for b in range(B)]).float()
@@ -148,7 +153,7 @@ def write_ode_pairs(denoiser: Denoiser, codec: LatentCodec, batches: Iterable[di
                 meta = dict(meta_common, key=f"{prefix}-{n:08d}", source_key=_item(batch, "key", b),
                             scene_id=_item(batch, "scene_id", b), strategy=_item(batch, "strategy", b),
                             num_states=len(sigmas), frames=int(x0.shape[1]), latent_shape=list(x0.shape[2:]),
-                            image_size=list(cond.image_size), length=int(batch["source"].shape[1]))
+                            image_size=list(cond.image_size), length=int(batch["revisit"].shape[1]))
                 arrays = {"ode_states.npy": states[b].cpu().numpy().astype(np_dtype),
                           "ode_sigmas.npy": sigmas.numpy(),
                           "ode_x0.npy": x0[b].cpu().numpy().astype(np_dtype),
@@ -160,6 +165,8 @@ def write_ode_pairs(denoiser: Denoiser, codec: LatentCodec, batches: Iterable[di
                           .float().cpu().numpy()}
                 if "revisit" in batch:
                     arrays["revisit.npy"] = batch["revisit"][b].cpu().numpy().astype(np.int64)
+                if cond.text is not None:
+                    arrays["text.npy"] = cond.text[b].float().cpu().numpy()
                 members = [("json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())]
                 members += [(suffix, _npy_bytes(a)) for suffix, a in arrays.items()]
                 writer.write_members(meta["key"], [(f"{meta['key']}.{suffix}", data) for suffix, data in members])
@@ -209,8 +216,16 @@ def decode_ode_pair(entries: dict[str, bytes], key: str = "?") -> dict[str, Any]
     if "revisit.npy" in entries:
         out["revisit"] = torch.from_numpy(_load_npy(entries["revisit.npy"], "revisit.npy", np.int64,
                                                     (int(meta["length"]),)))
+    out["text"] = _load_text(entries["text.npy"], key) if "text.npy" in entries else None
     out.update(key=meta["key"], image_size=tuple(meta["image_size"]), meta=meta)
     return out
+
+
+def _load_text(data: bytes, key: str) -> Tensor:
+    text = np.load(io.BytesIO(data), allow_pickle=False)
+    if text.ndim != 2 or text.dtype != np.float32:
+        raise ValueError(f"sample {key!r}: text.npy has dtype {text.dtype} shape {text.shape}: expected float32 [L, D]")
+    return torch.from_numpy(text)
 
 
 def read_ode_pairs(urls: str | list[str], schedule: FlowSchedule | None = None) -> Iterator[dict[str, Any]]:
@@ -239,7 +254,12 @@ def collate_ode_pairs(samples: list[dict[str, Any]]) -> dict[str, Any]:
     sizes = {s["image_size"] for s in samples}
     if len(sizes) != 1:
         raise ValueError(f"collate_ode_pairs: samples have different image sizes {sorted(sizes)}")
+    texts = [s.get("text") for s in samples]
+    if any(t is None for t in texts) and any(t is not None for t in texts):
+        raise ValueError("collate_ode_pairs: some samples hold text.npy and some do not: make all pairs with one "
+                         "teacher (a text-conditioned one stores every pair's text)")
     cond = Cond(source=stack("source"), target_c2w=stack("target_c2w"), target_K=stack("target_K"),
-                source_K=stack("source_K"), image_size=sizes.pop())
+                source_K=stack("source_K"), image_size=sizes.pop(),
+                text=None if texts[0] is None else batch_text(texts))
     return dict(states=stack("states"), sigmas=samples[0]["sigmas"], x0=stack("x0"), target=stack("target"),
                 cond=cond, key=[s["key"] for s in samples])

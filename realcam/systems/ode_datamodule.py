@@ -23,7 +23,8 @@ class OdePairStream(ShardStream):
 
     @staticmethod
     def shape_key(sample: dict[str, Any]) -> tuple:
-        return tuple(sample["states"].shape), tuple(sample["image_size"])
+        text = sample.get("text")
+        return tuple(sample["states"].shape), tuple(sample["image_size"]), None if text is None else text.shape[-1]
 
     def _prepare(self, key: str, sample: dict[str, Any], rng) -> dict[str, Any]:
         return sample            # latents are stored ready to use: no crops, no resizing

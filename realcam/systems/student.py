@@ -23,8 +23,8 @@ from realcam.losses import critic_loss, dmd_generator_loss, ode_regression_loss
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule, draw
 from realcam.modules.protocol import check_causal
-from realcam.systems.common import (EMA, ClipAndEMA, adamw_with_warmup, build_codec, clip_gradients, prepare_batch,
-                                    sample_generators, save_config, step_generator, update_ema)
+from realcam.systems.common import (EMA, ClipAndEMA, adamw_with_warmup, build_codec, check_channels, clip_gradients,
+                                    prepare_batch, sample_generators, save_config, step_generator, update_ema)
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
 from realcam.networks import build_network, load_network_weights
 from realcam.rollout import causal_rollout
@@ -78,9 +78,15 @@ class StudentModule(EvaluatesVideos, L.LightningModule):
         if generator_init:
             load_network_weights(self.generator, generator_init, generator_init_weights, "generator_init")
         self.codec = build_codec(codec)
+        check_channels(self.codec, self.generator, "generator")
         self.schedule = FlowSchedule(shift=shift, denoising_steps=tuple(denoising_steps))
         self.ema = EMA(self.generator, ema_decay, ema_start)
         self.evaluator = VideoEvaluator(lpips_backbone_weights)
+
+    @property
+    def text_dim(self) -> int | None:
+        """The generator's text width: batches must then carry ``text`` (encoded shards)."""
+        return getattr(self.generator, "text_dim", None)
 
     @property
     def sigmas(self) -> Tensor:
@@ -89,7 +95,7 @@ class StudentModule(EvaluatesVideos, L.LightningModule):
     @torch.no_grad()
     def generate(self, batch: dict, use_ema: bool = True, seed: int | None = None) -> Tensor:
         """Stream the batch's target videos [B, T, 3, H, W] in [-1, 1] with the KV cache (sink + window)."""
-        _, cond = prepare_batch(batch, self.codec, self.hparams.pose_reference)
+        _, cond = prepare_batch(batch, self.codec, self.hparams.pose_reference, self.text_dim)
         model = self.ema.module if use_ema else self.generator
         g = step_generator(self.hparams.seed if seed is None else seed, 0, 0, "sample")
         latents = causal_rollout(model, cond, self.sigmas, g).x0
@@ -120,6 +126,10 @@ class OdeInitModule(ClipAndEMA, StudentModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         states, sigmas, x0, cond = batch["states"], batch["sigmas"], batch["x0"], batch["cond"]
+        if self.text_dim is not None and cond.text is None:
+            raise ValueError(f"the ODE pairs hold no text.npy but the generator has text_dim={self.text_dim}: make "
+                             f"them with a text-conditioned teacher from encoded shards (`realcam data encode ... "
+                             f"--text-encoder PATH --prompt TEXT`, then `realcam data make-ode-pairs`)")
         if sigmas.shape != self.sigmas.shape or not torch.allclose(sigmas.float().cpu(), self.sigmas, atol=1e-6):
             raise ValueError(f"the ODE pairs hold sigmas {sigmas.tolist()} but this module's schedule (shift="
                              f"{self.schedule.shift}, denoising_steps={list(self.schedule.denoising_steps)}) gives "
@@ -184,6 +194,11 @@ class SelfForcingDMDModule(StudentModule):
             if net.attention_mode != "bidirectional":
                 raise ValueError(f"{name} must be bidirectional (it scores whole videos): set "
                                  f"{name}.init_args.attention_mode: bidirectional")
+            check_channels(self.codec, net, name)
+            if getattr(net, "text_dim", None) != self.text_dim:
+                raise ValueError(f"{name} has text_dim={getattr(net, 'text_dim', None)} but the generator has "
+                                 f"text_dim={self.text_dim}: the three networks share one Cond.text; give them one "
+                                 f"text_dim")
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
 
     def train(self, mode: bool = True):
@@ -247,7 +262,7 @@ class SelfForcingDMDModule(StudentModule):
         self._sync_grads = self._own_gradient_sync()
         gen_opt, critic_opt = self.optimizers()
         gen_sched, critic_sched = self.lr_schedulers()
-        _, cond = prepare_batch(batch, self.codec, hp.pose_reference)
+        _, cond = prepare_batch(batch, self.codec, hp.pose_reference, self.text_dim)
         B = cond.source.shape[0]
         g = sample_generators(batch, B, hp.seed, it, "dmd", self.global_rank)
         shared = step_generator(hp.seed, it, 0, "dmd/exit")        # the exit steps: the same on every rank

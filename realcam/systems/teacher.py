@@ -18,8 +18,8 @@ from realcam.losses.flow_matching import WEIGHTINGS
 from realcam.modules.codecs import LatentCodec
 from realcam.modules.flow import FlowSchedule, Generators, draw, sample_noise
 from realcam.modules.samplers import euler_sample
-from realcam.systems.common import (EMA, ClipAndEMA, build_codec, prepare_batch, sample_generators, save_config,
-                                    step_generator)
+from realcam.systems.common import (EMA, ClipAndEMA, build_codec, check_channels, prepare_batch, sample_generators,
+                                    save_config, step_generator)
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
 
 
@@ -73,9 +73,15 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
             raise ValueError(f"loss_weighting={loss_weighting!r}: choose one of {WEIGHTINGS}")
         self.denoiser = denoiser
         self.codec = build_codec(codec)
+        check_channels(self.codec, denoiser, "denoiser")
         self.schedule = FlowSchedule(shift=shift)
         self.ema = EMA(denoiser, ema_decay, ema_start)
         self.evaluator = VideoEvaluator(lpips_backbone_weights)
+
+    @property
+    def text_dim(self) -> int | None:
+        """The denoiser's text width: batches must then carry ``text`` (encoded shards)."""
+        return getattr(self.denoiser, "text_dim", None)
 
     # ---- training --------------------------------------------------------------------------------
     def sample_sigma(self, B: int, Fr: int, g: Generators, like: Tensor) -> Tensor:
@@ -91,7 +97,7 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
         return sigma.expand(B, Fr).to(like.device, torch.float32)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        x0, cond = prepare_batch(batch, self.codec, self.hparams.pose_reference)
+        x0, cond = prepare_batch(batch, self.codec, self.hparams.pose_reference, self.text_dim)
         B, Fr = x0.shape[:2]
         g = sample_generators(batch, B, self.hparams.seed, self.global_step, "teacher", self.global_rank)
         sigma = self.sample_sigma(B, Fr, g, x0)
@@ -110,7 +116,7 @@ class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
                  use_ema: bool = True, seed: int | None = None) -> Tensor:
         """Sample target videos [B, T, 3, H, W] in [-1, 1] for a batch with the Euler sampler."""
         hp = self.hparams
-        x0, cond = prepare_batch(batch, self.codec, hp.pose_reference)
+        x0, cond = prepare_batch(batch, self.codec, hp.pose_reference, self.text_dim)
         model = self.ema.module if use_ema else self.denoiser
         g = step_generator(hp.seed if seed is None else seed, 0, 0, "sample")
         noise = sample_noise(x0.shape, g, x0)

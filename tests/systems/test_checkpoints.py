@@ -58,7 +58,7 @@ def test_the_yaml_fills_what_a_checkpoint_lacks_and_must_agree(tmp_path):
     from realcam.streaming import run_bundle_config
     from realcam.systems import TeacherModule
 
-    net = CrossFrameDiT(in_channels=12, dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16)
+    net = CrossFrameDiT(in_channels=48, dim=16, depth=1, heads=2, ffn_dim=32, freq_dim=16)
     module = TeacherModule(net, codec="pixel", shift=5.0)
     assert "denoiser" not in module.hparams
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from realcam.cli import main as realcam
 from tests.systems.conftest import RESUME_ARGS
 from realcam.modules.backbone import CrossFrameDiT
+from realcam.modules.codecs import PixelCodec
 from realcam.systems.student import SelfForcingDMDModule, loop_consistency_loss
 from tests.modules.test_backbone import randomize
 
@@ -164,9 +165,15 @@ def test_networks_must_have_the_right_attention(teacher_weights):
     with pytest.raises(ValueError, match="generator must be causal"):
         SelfForcingDMDModule(generator=CrossFrameDiT(**bidirectional), real_score=CrossFrameDiT(**bidirectional))
     with pytest.raises(ValueError, match="real_score must be bidirectional"):
-        SelfForcingDMDModule(generator=CrossFrameDiT(**causal), real_score=CrossFrameDiT(**causal))
+        SelfForcingDMDModule(generator=CrossFrameDiT(**causal), real_score=CrossFrameDiT(**causal), codec=PixelCodec(2))
     with pytest.raises(ValueError, match="real_score_init"):
         SelfForcingDMDModule(generator=CrossFrameDiT(**causal), real_score=CrossFrameDiT(in_channels=12, dim=32),
-                             real_score_init=str(teacher_weights))
+                             real_score_init=str(teacher_weights), codec=PixelCodec(2))
+    with pytest.raises(ValueError, match="codec pixel gives 48 latent channels but generator in_channels=12: set "
+                                         "generator.init_args.in_channels: 48"):
+        SelfForcingDMDModule(generator=CrossFrameDiT(**causal), real_score=CrossFrameDiT(**bidirectional))
+    with pytest.raises(ValueError, match="real_score has text_dim=8 but the generator has text_dim=None"):
+        SelfForcingDMDModule(generator=CrossFrameDiT(**causal), real_score=CrossFrameDiT(**bidirectional, text_dim=8),
+                             codec=PixelCodec(2))
     with pytest.raises(ValueError, match="registered backbone"):
         SelfForcingDMDModule(generator="tinyy")
