@@ -26,6 +26,7 @@ from realcam.modules.protocol import check_causal
 from realcam.systems.common import (EMA, ClipAndEMA, adamw_with_warmup, build_codec, clip_gradients, prepare_batch,
                                     sample_generators, save_config, step_generator, update_ema)
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
+from realcam.systems.sharding import ShardsNetworks
 from realcam.networks import build_network, load_network_weights
 from realcam.rollout import causal_rollout
 
@@ -49,7 +50,7 @@ def loop_consistency_loss(x: Tensor, revisit: Tensor) -> Tensor:
     return (x[b, n].float() - x[b, m].detach().float()).square().mean()
 
 
-class StudentModule(EvaluatesVideos, L.LightningModule):
+class StudentModule(ShardsNetworks, EvaluatesVideos, L.LightningModule):
     """The causal generator, its EMA, the shared schedule and evaluation by streaming rollout.
 
     Args:

@@ -51,5 +51,7 @@ class SaveRankWeights(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         Path(self.folder).mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        # under FSDP2 a rank holds DTensor shards: gather every whole tensor (a collective, on every rank)
+        state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu().clone()
+                 for k, v in pl_module.state_dict().items()}
         torch.save({"state": state, "keys": self.keys}, Path(self.folder) / f"rank{trainer.global_rank}.pt")
