@@ -78,7 +78,8 @@ def fit_two_processes(config: str, root: Path, shards: Path, vae: Path, *extra: 
            "--trainer.callbacks.folder", str(root / "weights"), *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "Error" in line]     # every rank's, not only the last
+    assert done.returncode == 0, "\n".join(errors[-10:]) + done.stderr[-2000:]
     assert (root / "checkpoints" / "last.ckpt").is_file(), "a checkpoint of whole tensors"
     return {r: torch.load(root / "weights" / f"rank{r}.pt", weights_only=True)["state"] for r in range(2)}
 
@@ -114,12 +115,16 @@ def test_teacher_config_on_two_processes(teacher_run):
 
 
 def test_ode_config_on_two_processes(teacher_run, wan_shards, tiny_wan_vae_dir, tmp_path):
+    import yaml
+
     teacher_root, _ = teacher_run
-    pairs = tmp_path / "ode"
+    pairs, config = tmp_path / "ode", tmp_path / "teacher.yaml"
+    resolved = yaml.safe_load((teacher_root / "config.yaml").read_text())     # the run's config, overrides included
+    config.write_text(yaml.safe_dump({"model": resolved["model"]}))
     assert realcam(["data", "make-ode-pairs", "--teacher", str(teacher_root / "checkpoints" / "last.ckpt"),
-                    "--config", str(teacher_root / "config.yaml"), "--shards", str(wan_shards / "train-000000.tar"),
+                    "--config", str(config), "--image-size", "32,32", "--shards", str(wan_shards / "train-000000.tar"),
                     "--out", str(pairs), "--steps", "2", "--num-samples", "4", "--batch-size", "2",
-                    "--precision", "fp32", "--quiet"]) == 0
+                    "--precision", "fp32", "--samples-per-shard", "2", "--quiet"]) == 0     # a shard per rank
     # the ODE pairs carry their own conditions: OdePairDataModule instead of FixedSamples
     data = {"class_path": "realcam.systems.ode_datamodule.OdePairDataModule",
             "init_args": {"train_shards": str(pairs), "batch_size": 1, "num_workers": 0}}
