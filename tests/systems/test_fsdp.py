@@ -68,6 +68,30 @@ def test_dmd_under_fsdp2_on_two_processes_equals_one(tiny_shards, teacher_weight
                                     {f"{net}.head.weight": head for net in ("generator", "critic", "ema.module")})
 
 
+@pytest.mark.slow
+def test_dmd_validates_under_fsdp2(tiny_shards, teacher_weights, tmp_path):
+    """Validation streams with the sharded EMA generator (a collective per pass), so every rank needs the same
+    number of validation batches: 2 validation shards for 2 ranks (with one, the rank without a batch would leave
+    the other waiting forever)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.systems.conftest import make_shards
+
+    val = make_shards(tmp_path / "val", "val", 16)      # 2 shards of 8
+    args = [a.replace(str(tiny_shards / "val-000000.tar"), str(val)) for a in
+            dmd_args(tiny_shards, tmp_path / "run", teacher_weights, "--trainer.max_steps", "2",
+                     "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
+                     "--data.init_args.num_workers", "0", "--data.init_args.train_batches_per_epoch", "2")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "realcam", "fit", *args, "--trainer.accelerator", "cpu",
+                           "--trainer.devices", "2", "--trainer.strategy", FSDP2], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run" / "videos" / "val_step0000002").is_dir(), "validated after step 2"
+
+
 # ---- FSDP1 through Lightning's FSDPStrategy: CUDA only ----------------------------------------------------------
 FSDP = ["--trainer.accelerator", "gpu", "--trainer.devices", "1", "--trainer.strategy", "fsdp",
         "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"]
