@@ -146,17 +146,28 @@ def clip_gradients(module, optimizer, max_norm: float) -> Tensor:
     ``module.clip_gradients`` (Lightning's: per optimizer, after the precision plugin unscaled them), except under
     FSDP, where a rank holds a shard of each gradient: there the root FSDP module's ``clip_grad_norm_`` reduces
     the norm over every shard (torch's FSDP docs; Lightning's FSDP precision plugin refuses norm clipping, and
-    ``torch.nn.utils.clip_grad_norm_`` would clip each shard by its own norm)."""
+    ``torch.nn.utils.clip_grad_norm_`` would clip each shard by its own norm). Under FSDP2
+    (:class:`~realcam.systems.sharding.FullyShardStrategy`) the gradients are DTensors, whose norm
+    ``clip_grad_norm_`` already reduces over the shards: Lightning's path is right as it is."""
     from torch.distributed.fsdp import FullyShardedDataParallel
 
     wrapped = module.trainer.strategy.model
     if isinstance(wrapped, FullyShardedDataParallel):
         return wrapped.clip_grad_norm_(max_norm)
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) \
-        if grads else torch.zeros(())
+    norm = _total_norm(grads)
     module.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
     return norm
+
+
+def _total_norm(grads: list[Tensor]) -> Tensor:
+    """The 2-norm of all ``grads`` together. Under FSDP2 a gradient is a DTensor shard: torch's
+    ``get_total_norm`` reduces over the shards, and ``full_tensor`` gives every rank the same number (what
+    ``clip_grad_norm_`` clips by)."""
+    if not grads:
+        return torch.zeros(())
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def update_ema(system, network: nn.Module, step: int) -> None:

@@ -21,11 +21,13 @@ from torch import Tensor, nn
 
 from realcam.losses import critic_loss, dmd_generator_loss, ode_regression_loss
 from realcam.modules.codecs import LatentCodec
+from realcam.modules.cond import Cond
 from realcam.modules.flow import FlowSchedule, draw
 from realcam.modules.protocol import check_causal
 from realcam.systems.common import (EMA, ClipAndEMA, adamw_with_warmup, build_codec, check_channels, clip_gradients,
                                     prepare_batch, sample_generators, save_config, step_generator, update_ema)
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
+from realcam.systems.sharding import ShardsNetworks
 from realcam.networks import build_network, load_network_weights
 from realcam.rollout import causal_rollout
 
@@ -49,7 +51,7 @@ def loop_consistency_loss(x: Tensor, revisit: Tensor) -> Tensor:
     return (x[b, n].float() - x[b, m].detach().float()).square().mean()
 
 
-class StudentModule(EvaluatesVideos, L.LightningModule):
+class StudentModule(ShardsNetworks, EvaluatesVideos, L.LightningModule):
     """The causal generator, its EMA, the shared schedule and evaluation by streaming rollout.
 
     Args:
@@ -164,6 +166,10 @@ class SelfForcingDMDModule(StudentModule):
         generator_lr / critic_lr / betas / weight_decay / warmup_steps / grad_clip: two AdamW optimizers.
         sigma_range: DMD and critic noise levels (uniform, shifted, clamped).
         loop_weight: weight of :func:`loop_consistency_loss` (0 = off, the default: ablate it).
+        accumulate: micro-batches per DMD iteration (gradient accumulation: manual optimization cannot take
+            ``trainer.accumulate_grad_batches``). Each network steps once per iteration on the mean of its
+            micro-batches' losses, which equals one batch of ``accumulate`` times the size (see
+            :meth:`training_step`).
     """
 
     def __init__(self, real_score: nn.Module | str = "tiny", critic: nn.Module | str | None = None,
@@ -172,12 +178,14 @@ class SelfForcingDMDModule(StudentModule):
                  guidance: float = 1.0, critic_ratio: int = 5, generator_lr: float = 2e-6, critic_lr: float = 4e-7,
                  betas: tuple[float, float] = (0.0, 0.999), weight_decay: float = 0.01, warmup_steps: int = 0,
                  grad_clip: float = 10.0, sigma_range: tuple[float, float] = (0.02, 0.98), loop_weight: float = 0.0,
-                 ema_start: int = 20, **student):
+                 ema_start: int = 20, accumulate: int = 1, **student):
         """``student``: :class:`StudentModule`'s arguments (generator, codec, schedule, EMA, evaluation, seed);
         the EMA starts earlier here (``ema_start`` 20)."""
         super().__init__(ema_start=ema_start, **student)
         if critic_ratio < 1:
             raise ValueError(f"critic_ratio={critic_ratio} must be >= 1 (critic updates per generator update)")
+        if accumulate < 1:
+            raise ValueError(f"accumulate={accumulate} must be >= 1 (micro-batches per DMD iteration)")
         if loop_weight < 0:
             raise ValueError(f"loop_weight={loop_weight} must be >= 0 (0 turns the LoopAug loop term off)")
         self.automatic_optimization = False
@@ -200,6 +208,7 @@ class SelfForcingDMDModule(StudentModule):
                                  f"text_dim={self.text_dim}: the three networks share one Cond.text; give them one "
                                  f"text_dim")
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self._micro: list[tuple[dict, Cond, list]] = []     # this iteration's micro-batches so far (accumulation)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -239,13 +248,18 @@ class SelfForcingDMDModule(StudentModule):
         for g, part in zip(grads, flat.split([g.numel() for g in grads])):
             g.copy_(part.view_as(g))
 
-    def _update(self, loss: Tensor, net: nn.Module, opt, sched, counts: bool) -> Tensor:
-        """Backward, synchronize (under DDP), clip through Lightning, step. Only the critic's step ``counts``
-        towards ``trainer.global_step``, so that global_step (max_steps, checkpoint names, the data draw) counts
-        DMD iterations."""
-        for optimizer in self.optimizers():      # only the stepped network holds gradients (FSDP clips them all)
-            optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+    def _backward(self, loss: Tensor, first: bool, opt) -> None:
+        """Backward of one micro-batch's loss, scaled by 1 / accumulate so the summed gradients are the mean's.
+        The first micro-batch of a step starts from no gradient (only the stepped network holds any: FSDP1
+        clips every gradient of its root)."""
+        if first:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss / self.hparams.accumulate)
+
+    def _step(self, net: nn.Module, opt, sched, counts: bool) -> Tensor:
+        """Synchronize (under DDP), clip through Lightning, step, clear the gradients. Only the critic's step
+        ``counts`` towards ``trainer.global_step``, so that global_step (max_steps, checkpoint names, the data
+        draw) counts DMD iterations."""
         if self._sync_grads:
             self._average_gradients(net)
         norm = clip_gradients(self, opt, self.hparams.grad_clip)
@@ -254,46 +268,85 @@ class SelfForcingDMDModule(StudentModule):
         else:
             opt.optimizer.step()        # the bare torch optimizer: no progress bookkeeping
         sched.step()
+        opt.zero_grad(set_to_none=True)
         return norm
 
+    def _exit_steps(self, it: int, generator_turn: bool) -> tuple[int | None, int]:
+        """(the generator's exit step or None, the critic rollout's), drawn from (seed, iteration) alone: the same
+        on every rank and for every micro-batch of the iteration."""
+        shared = step_generator(self.hparams.seed, it, 0, "dmd/exit")
+        S = len(self.sigmas)
+        first = int(torch.randint(S, (1,), generator=shared))
+        return (first, int(torch.randint(S, (1,), generator=shared))) if generator_turn else (None, first)
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        """One micro-batch of a DMD iteration (``accumulate`` of them make an iteration). On a generator turn
+        (every ``critic_ratio``-th iteration) each micro-batch adds its generator gradient and is kept; the last
+        one steps the generator, then the critic trains on every kept micro-batch through the stepped generator,
+        as one batch would. Otherwise each micro-batch adds its critic gradient at once. Every draw comes from
+        (seed, iteration, sample key), so the micro-batches draw what one batch of their samples draws."""
         hp = self.hparams
         it = int(self.iteration)
         self._sync_grads = self._own_gradient_sync()
-        gen_opt, critic_opt = self.optimizers()
-        gen_sched, critic_sched = self.lr_schedulers()
+        generator_turn = it % hp.critic_ratio == 0
         _, cond = prepare_batch(batch, self.codec, hp.pose_reference, self.text_dim)
         B = cond.source.shape[0]
         g = sample_generators(batch, B, hp.seed, it, "dmd", self.global_rank)
-        shared = step_generator(hp.seed, it, 0, "dmd/exit")        # the exit steps: the same on every rank
-        S = len(self.sigmas)
+        self._micro.append((batch, cond, g) if generator_turn else (None, None, None))
+        n, last = len(self._micro), len(self._micro) == hp.accumulate
+        gen_exit, critic_exit = self._exit_steps(it, generator_turn)
         logs: dict[str, Tensor] = {}
-
-        if it % hp.critic_ratio == 0:                  # generator step
-            exit_step = int(torch.randint(S, (1,), generator=shared))
-            x = causal_rollout(self.generator, cond, self.sigmas, g, exit_step=exit_step).x0
-            uncond = cond.without_camera() if hp.guidance != 1.0 else None
-            loss, dmd_logs = dmd_generator_loss(x, self.real_score, self.critic, cond, uncond, self.schedule,
-                                                hp.guidance, g, sigma_range=tuple(hp.sigma_range))
-            logs.update({f"train/dmd_{k}": v for k, v in dmd_logs.items()})
-            logs["train/dmd_loss"] = loss.detach().float()
-            if hp.loop_weight > 0:
-                loop = loop_consistency_loss(x, batch["revisit"].to(x.device))
-                loss = loss + hp.loop_weight * loop
-                logs["train/loop_loss"] = loop.detach()
-            logs["train/generator_grad_norm"] = self._update(loss, self.generator, gen_opt, gen_sched, False)
-            update_ema(self, self.generator, it // hp.critic_ratio)
-
-        with torch.no_grad():                          # critic step on a fresh, detached rollout
-            exit_step = int(torch.randint(S, (1,), generator=shared))
-            x = causal_rollout(self.generator, cond, self.sigmas, g, exit_step=exit_step).x0
-        closs, critic_logs = critic_loss(self.critic, x, cond, self.schedule, g, sigma_range=tuple(hp.sigma_range))
-        logs["train/critic_loss"] = closs.detach()
-        logs["train/critic_grad_norm"] = self._update(closs, self.critic, critic_opt, critic_sched, True)
-        self.iteration += 1
-        logs["train/iteration"] = self.iteration.float()
+        if generator_turn:
+            logs.update(self._generator_micro_step(batch, cond, g, gen_exit, first=n == 1, last=last))
+            critic_turns = list(enumerate(self._micro)) if last else []
+        else:
+            critic_turns = [(n - 1, (batch, cond, g))]
+        critic = [self._critic_micro_step(c, gs, critic_exit, first=i == 0, last=i == hp.accumulate - 1, logs=logs)
+                  for i, (_, c, gs) in critic_turns]
+        if critic:
+            logs["train/critic_loss"] = torch.stack(critic).mean()
+            self.log("train/critic", logs["train/critic_loss"], prog_bar=True, batch_size=B)
+        if last:
+            self._micro = []
+            self.iteration += 1
+            logs["train/iteration"] = self.iteration.float()
         self.log_dict(logs, prog_bar=False, batch_size=B)
-        self.log("train/critic", closs.detach(), prog_bar=True, batch_size=B)
+
+    def _generator_micro_step(self, batch: dict, cond: Cond, g: list, exit_step: int, first: bool,
+                              last: bool) -> dict[str, Tensor]:
+        """Rollout with gradient at ``exit_step``, DMD loss (+ the loop term), backward; the generator steps on
+        the ``last`` micro-batch."""
+        hp = self.hparams
+        gen_opt, _ = self.optimizers()
+        x = causal_rollout(self.generator, cond, self.sigmas, g, exit_step=exit_step).x0
+        uncond = cond.without_camera() if hp.guidance != 1.0 else None
+        loss, dmd_logs = dmd_generator_loss(x, self.real_score, self.critic, cond, uncond, self.schedule,
+                                            hp.guidance, g, sigma_range=tuple(hp.sigma_range))
+        logs = {f"train/dmd_{k}": v for k, v in dmd_logs.items()}
+        logs["train/dmd_loss"] = loss.detach().float()
+        if hp.loop_weight > 0:
+            loop = loop_consistency_loss(x, batch["revisit"].to(x.device))
+            loss = loss + hp.loop_weight * loop
+            logs["train/loop_loss"] = loop.detach()
+        self._backward(loss, first, gen_opt)
+        if last:
+            logs["train/generator_grad_norm"] = self._step(self.generator, gen_opt, self.lr_schedulers()[0], False)
+            update_ema(self, self.generator, int(self.iteration) // hp.critic_ratio)
+        return logs
+
+    def _critic_micro_step(self, cond: Cond, g: list, exit_step: int, first: bool, last: bool,
+                           logs: dict[str, Tensor]) -> Tensor:
+        """Flow matching of the critic on a fresh, detached rollout; the critic steps on the ``last`` one (its
+        gradient norm goes into ``logs``). Returns the loss, detached."""
+        hp = self.hparams
+        _, critic_opt = self.optimizers()
+        with torch.no_grad():
+            x = causal_rollout(self.generator, cond, self.sigmas, g, exit_step=exit_step).x0
+        closs, _ = critic_loss(self.critic, x, cond, self.schedule, g, sigma_range=tuple(hp.sigma_range))
+        self._backward(closs, first, critic_opt)
+        if last:
+            logs["train/critic_grad_norm"] = self._step(self.critic, critic_opt, self.lr_schedulers()[1], True)
+        return closs.detach()
 
 
 def _clone_arch(net: nn.Module) -> nn.Module:

@@ -21,9 +21,10 @@ from realcam.modules.samplers import euler_sample
 from realcam.systems.common import (EMA, ClipAndEMA, build_codec, check_channels, prepare_batch, sample_generators,
                                     save_config, step_generator)
 from realcam.systems.evaluation import EvaluatesVideos, VideoEvaluator
+from realcam.systems.sharding import ShardsNetworks
 
 
-class TeacherModule(EvaluatesVideos, ClipAndEMA, L.LightningModule):
+class TeacherModule(ShardsNetworks, EvaluatesVideos, ClipAndEMA, L.LightningModule):
     """Args:
         denoiser: the bidirectional network (e.g. ``realcam.modules.backbone.CrossFrameDiT``).
         codec: latent codec, registry name or instance.

@@ -2,7 +2,8 @@
 
 :class:`FixedSamples` serves a fixed list of samples as a map-style dataset, so a DistributedSampler
 (in order) splits each global batch over the ranks: N ranks at batch B see, step for step, the samples one process sees at
-batch N x B. :class:`SaveRankWeights` writes every rank's final weights (Lightning checkpoints only rank 0's).
+batch N x B. :class:`SaveRankWeights` writes every rank's final weights (Lightning checkpoints only rank 0's), the
+sample keys of each step and the norm of every optimizer step's gradients after clipping.
 """
 from pathlib import Path
 
@@ -46,10 +47,23 @@ class SaveRankWeights(L.Callback):
 
         self.keys: list[list[str]] = []
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        """Record the global norm of each optimizer's gradients right before it steps (after clipping)."""
+        self.clipped: list[float] = []
+        for opt in trainer.optimizers:
+            opt.register_step_pre_hook(self._record_norm)
+
+    def _record_norm(self, optimizer, args, kwargs) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        self.clipped.append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.keys.append(list(batch["key"]))
 
     def on_train_end(self, trainer, pl_module) -> None:
         Path(self.folder).mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
-        torch.save({"state": state, "keys": self.keys}, Path(self.folder) / f"rank{trainer.global_rank}.pt")
+        # under FSDP2 a rank holds DTensor shards: gather every whole tensor (a collective, on every rank)
+        state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu().clone()
+                 for k, v in pl_module.state_dict().items()}
+        torch.save({"state": state, "keys": self.keys, "clipped": self.clipped}, Path(self.folder) / f"rank{trainer.global_rank}.pt")

@@ -22,9 +22,10 @@ def data_args(shards: Path, batch_size: int) -> list[str]:
     return ["--data", json.dumps(data)]
 
 
-def run(args: list[str], root: Path, devices: int) -> tuple[dict[int, dict[str, torch.Tensor]], list[list[str]]]:
-    """`realcam fit` on ``devices`` CPU processes: every rank's final weights by rank, and the sample keys of each
-    global batch."""
+def run(args: list[str], root: Path, devices: int, strategy: str = "ddp"
+        ) -> tuple[dict[int, dict[str, torch.Tensor]], list[list[str]]]:
+    """`realcam fit` on ``devices`` CPU processes under ``strategy``: every rank's final weights by rank, and the
+    sample keys of each global batch."""
     common = ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
               "--trainer.precision", "32-true", "--trainer.limit_val_batches", "0",
               "--trainer.callbacks+=tests.systems.ddp_data.SaveRankWeights",
@@ -34,7 +35,7 @@ def run(args: list[str], root: Path, devices: int) -> tuple[dict[int, dict[str, 
     else:
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "realcam", "fit", *args, *common, "--trainer.accelerator", "cpu",
-               "--trainer.devices", str(devices), "--trainer.strategy", "ddp"]
+               "--trainer.devices", str(devices), "--trainer.strategy", strategy]
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     saved = {r: torch.load(root / "weights" / f"rank{r}.pt", weights_only=True) for r in range(devices)}
