@@ -368,7 +368,7 @@ class RealcamDataModule(L.LightningDataModule):
         latents: read the precomputed latents (and text) of ``realcam data encode`` output instead of the frames
             (:mod:`realcam.data.latents`; evaluation splits still decode the frames, for the metrics). None (the
             default): wherever index.json beside the shards says they were encoded. Latent samples are used whole:
-            image_size and max_zoom must stay unset; length_buckets crop to the first T' frames.
+            image_size, when set, must equal the encoded size (a check: the latents are not resized) and max_zoom stay 1.0; length_buckets crop to the first T' frames.
         text_length: pad each latent batch's ``text`` to this many tokens with zeros; 512 is what Wan's model saw
             in its own training (its text cross-attention has no mask, so the padding is part of the condition).
             None: to the batch's longest prompt.
@@ -413,7 +413,7 @@ class RealcamDataModule(L.LightningDataModule):
         self._train_loader: _EpochLoader | None = None
 
     def _latent_split(self, split: str, urls: list[str] | None, latents: bool | None) -> bool:
-        from realcam.data.latents import check_latent_shards, encoded_entry
+        from realcam.data.latents import check_encoded_size, check_latent_shards, encoded_entry
 
         if urls is None or latents is False:
             return False
@@ -421,10 +421,11 @@ class RealcamDataModule(L.LightningDataModule):
             check_latent_shards(urls, f"{split}_shards")
         elif encoded_entry(urls) is None:
             return False
-        if self.image_size is not None or self.max_zoom != 1.0:
-            raise ValueError(f"image_size={self.image_size} / max_zoom={self.max_zoom} cannot apply to the latent "
-                             f"shards of {split}_shards (latents are used whole, at the resolution they were encoded "
-                             f"at): unset image_size and max_zoom, or set latents: false to train from the frames")
+        if self.max_zoom != 1.0:
+            raise ValueError(f"max_zoom={self.max_zoom} cannot apply to the latent shards of {split}_shards (latents "
+                             f"are used whole, at the resolution they were encoded at): set max_zoom: 1.0, or "
+                             f"latents: false to train from the frames")
+        check_encoded_size(urls, self.image_size, f"{split}_shards")
         return True
 
     @property

@@ -58,9 +58,9 @@ class LatentShardStream(ShardStream):
     this many tokens (None: to the batch's longest)."""
 
     def __init__(self, urls: list[str], *, frames: bool = False, text_length: int | None = None, **kwargs: Any):
-        if kwargs.get("image_size") is not None or kwargs.get("max_zoom", 1.0) != 1.0:
-            raise ValueError("image_size / max_zoom cannot apply to latent shards (latents were encoded at the "
-                             "stored resolution): leave them unset")
+        if kwargs.get("max_zoom", 1.0) != 1.0:
+            raise ValueError("max_zoom cannot apply to latent shards (latents were encoded at the stored "
+                             "resolution): leave it at 1.0")
         super().__init__(urls, **kwargs)
         self.frames, self.text_length = frames, text_length
 
@@ -109,6 +109,20 @@ class LatentShardStream(ShardStream):
         batch["length"] = int(batch["revisit"].shape[1])
         batch.update({k: [s[k] for s in samples] for k in ("key", "scene_id", "strategy")})
         return batch
+
+
+def check_encoded_size(urls: list[str], image_size: tuple[int, int] | None, argument: str) -> None:
+    """``image_size`` on latent shards is a check, not a resize: it must be the one size index.json says the
+    frames were encoded at (shards without an index, e.g. remote ones, are not checked)."""
+    entry = encoded_entry(urls)
+    if image_size is None or entry is None or not entry.get("resolutions"):
+        return
+    want = f"{image_size[0]}x{image_size[1]}"
+    if set(entry["resolutions"]) != {want}:
+        stored = sorted(entry["resolutions"])
+        raise ValueError(f"{argument} were encoded at {', '.join(stored)} but image_size={list(image_size)}: latents "
+                         f"are used at the size they were encoded at; set image_size: "
+                         f"[{stored[0].replace('x', ', ')}] (or leave it unset), or encode frames of that size")
 
 
 def check_latent_shards(urls: list[str], argument: str) -> None:

@@ -97,8 +97,12 @@ def test_length_buckets_crop_to_a_latent_prefix(encoded, tiny_wan_vae_dir):
 def test_bad_options_and_shards_name_the_fix(encoded):
     with pytest.raises(ValueError, match=r"train_shards: .* holds shards without latents .*realcam data encode"):
         _dm(encoded["src"], val_shards=None, latents=True)
-    with pytest.raises(ValueError, match=r"image_size=\(8, 8\) / max_zoom=1.0 cannot apply to the latent shards"):
+    with pytest.raises(ValueError, match=r"max_zoom=2.0 cannot apply to the latent shards of train_shards"):
+        _dm(encoded["out"], max_zoom=2.0)
+    with pytest.raises(ValueError, match=r"train_shards were encoded at 16x16 but image_size=\[8, 8\]: .*set "
+                                         r"image_size: \[16, 16\]"):
         _dm(encoded["out"], image_size=(8, 8))
+    assert next(iter(_dm(encoded["out"], image_size=(16, 16)).train_dataloader()))["source_latents"].shape[-1] == 2
     frames = _dm(encoded["out"], latents=False, image_size=(8, 8))          # the frames of the same shards
     assert next(iter(frames.train_dataloader()))["source"].shape == (2, T, 3, 8, 8)
     batch = next(iter(_dm(encoded["out"]).train_dataloader()))
