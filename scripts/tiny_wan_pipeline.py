@@ -37,20 +37,20 @@ REPO = Path(__file__).resolve().parents[1]
 VIDEO = REPO.parent / "shared" / "fixtures" / "recammaster" / "videos" / "10.mp4"
 CAMERAS = VIDEO.parents[1] / "camera_extrinsics.json"
 SIZE = 32               # frames of SIZE x SIZE: 4 x 4 latents, 2 x 2 tokens with tiny-wan's patch
-TRAIN_FRAMES = 13       # 1 + 4 * 3: 4 latent frames, two chunks of 2 latent frames
-CHUNK = 2               # latent frames per chunk (wan1.3b: 3)
+TRAIN_FRAMES = 21       # 1 + 4 * 5: 6 latent frames, two chunks of wan1.3b's 3 latent frames
 STREAM_FRAMES = 81      # the ReCamMaster clip length: 21 latent frames
 PROMPT = "a quiet street, a slow camera move"
 
 
 def override(stage: str, steps: int, work: Path, model: Any) -> dict[str, Any]:
     """What the tiny run changes in a wan1.3b config: device, steps, sizes, paths; the recipe stays."""
-    network = {"pretrained": str(work / "pretrained"), "chunk_frames": CHUNK, "attention": "math"}
+    network = {"pretrained": str(work / "pretrained"), "attention": "math"}
     trainer = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true",
                "accumulate_grad_batches": 1, "max_steps": steps, "val_check_interval": None,
                "limit_val_batches": 0, "check_val_every_n_epoch": None, "log_every_n_steps": 1,
                "default_root_dir": str(work / "runs" / stage)}
-    data = {"train_shards": str(work / "data" / "train_latents"), "val_shards": str(work / "data" / "val_latents"),
+    train = work / "data" / ("ode" if stage == "ode" else "train_latents")
+    data = {"train_shards": str(train), "val_shards": str(work / "data" / "val_latents"),
             "test_shards": str(work / "data" / "val_latents"), "num_workers": 0, "image_size": [SIZE, SIZE],
             "length_buckets": [TRAIN_FRAMES], "batch_size": 2}
     codec = {"init_args": {"path": str(work / "pretrained"), "dtype": "float32"}}
@@ -98,15 +98,13 @@ class Pipeline:
 
 
 def test_metrics(run: Path) -> dict[str, Any]:
-    """PSNR and source-copy PSNR of the newest test report under a run folder."""
-    reports = sorted(run.glob("test/**/*.json"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(reports):
-        report = json.loads(path.read_text())
-        summary = report.get("summary", report)
-        if "psnr" in summary:
-            return {"psnr": round(float(summary["psnr"]), 2),
-                    "source_copy_psnr": round(float(summary["source_copy_psnr"]), 2), "report": str(path)}
-    raise SystemExit(f"no test report with a psnr under {run / 'test'}")
+    """PSNR against ground truth and the source-copy PSNR from a run's ``realcam test`` report."""
+    path = run / "test" / "last" / "test_report.json"
+    if not path.is_file():
+        raise SystemExit(f"`realcam test` wrote no {path}")
+    metrics = json.loads(path.read_text())["metrics"]
+    return {"psnr": round(float(metrics["psnr"]), 2),
+            "source_copy_psnr": round(float(metrics["baseline/source_copy/psnr"]), 2), "report": str(path)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"denoiser": {"init_args": network}}
 
     teacher = p.fit_and_test("teacher", "teacher/wan1.3b.yaml", denoiser)
-    p.realcam("make-ode-pairs", "data", "make-ode-pairs", "--teacher", str(teacher), "--config",
-              str(REPO / "configs" / "teacher" / "wan1.3b.yaml"), "--config", str(work / "overrides" / "teacher.yaml"),
-              "--shards", str(data / "train_latents"), "--out", str(data / "ode"), "--steps", "8",
+    p.realcam("make-ode-pairs", "data", "make-ode-pairs", "--teacher", str(teacher), "--shards", str(data / "train_latents"), "--out", str(data / "ode"), "--steps", "8",
               "--precision", "fp32", "--quiet")
 
     def student(init: Path, **more: dict) -> Any:
@@ -158,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ode = p.fit_and_test("ode", "student/wan1.3b_ode.yaml", student(teacher))
     dmd = p.fit_and_test("dmd", "student/wan1.3b_dmd.yaml",
                          student(ode, real_score={"init_args": {"pretrained": str(work / "pretrained"),
-                                                               "chunk_frames": CHUNK, "attention": "math"}},
+                                                               "attention": "math"}},
                                  real_score_init=str(teacher)))
     bundle = work / "bundle"
     p.realcam("export", "export", "--ckpt", str(dmd), "--out", str(bundle), "--text",
@@ -166,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     stream = work / "stream" / "10.mp4"
     stream.parent.mkdir()
     p.realcam("stream 10.mp4", "stream", "--bundle", str(bundle), "--video", str(VIDEO), "--trajectory",
-              str(CAMERAS), "--camera", "cam01", "--frames", str(STREAM_FRAMES), "--out", str(stream), "--quiet")
+              str(CAMERAS), "--camera", "cam01", "--frames", str(STREAM_FRAMES), "--stride", "1", "--out", str(stream), "--quiet")
     report = json.loads(stream.with_suffix(".json").read_text())
     p.rows[-1].update(frames_in=STREAM_FRAMES, frames_out=report["stats"]["frames"])
     total = time.perf_counter() - t_start
@@ -177,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['stage']:<28}{row['seconds']:>9.1f}  {json.dumps(result) if result else ''}")
     print(f"{'total':<28}{total:>9.1f}")
     summary = {"workdir": str(work), "steps": args.steps, "size": SIZE, "train_frames": TRAIN_FRAMES,
-               "chunk_latent_frames": CHUNK, "total_seconds": round(total, 1), "stages": p.rows}
+               "total_seconds": round(total, 1), "stages": p.rows}
     out.write_text(json.dumps(summary, indent=2))
     print(f"wrote {out}")
     return 0

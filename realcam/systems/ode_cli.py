@@ -1,10 +1,11 @@
 """``realcam data make-ode-pairs``: load a trained teacher, run its sampler over shards, write ODE pairs.
 
-    realcam data make-ode-pairs --teacher runs/teacher_tiny/.../last.ckpt --config configs/teacher/tiny.yaml \\
+    realcam data make-ode-pairs --teacher runs/teacher_tiny/checkpoints/last.ckpt \\
         --shards data/tiny/train --out data/tiny_ode --steps 50 --batch-size 8
 
-The teacher is built from its training YAML (the ``model`` section; ``data`` is only read for the default
-image size) and loaded with the checkpoint's EMA weights. The schedule defaults to the teacher's shift and the
+The teacher is built from the run's config, which its checkpoint carries (``--config``, the training YAML, only
+fills what an older or Python-built checkpoint lacks; ``data`` is only read for the default image size), and
+loaded with the checkpoint's EMA weights. The schedule defaults to the teacher's shift and the
 student list (1000, 750, 500, 250); the student configs must use the same (the reader checks it).
 """
 from __future__ import annotations
@@ -22,28 +23,35 @@ from realcam.modules.flow import FlowSchedule
 from realcam.systems.ode_data import STATE_DTYPES, write_ode_pairs
 
 
-def load_teacher(config: str | Path, ckpt: str | Path | None = None, map_location: str = "cpu"):
-    """(TeacherModule, data init_args dict) from a teacher training YAML and, if given, a Lightning checkpoint."""
+def build_teacher(model: dict[str, Any]):
+    """A TeacherModule from a config's ``model`` section (``class_path`` + ``init_args``), as `realcam fit` builds it."""
     from jsonargparse import ArgumentParser
 
     from realcam.systems.teacher import TeacherModule
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--model", type=TeacherModule)
-    parser.add_argument("--data", type=dict | None, default=None)     # not instantiated: its shards may be elsewhere
-    parser.add_argument("--trainer", type=dict | None, default=None)
-    parser.add_argument("--seed_everything", type=int | bool | None, default=None)
-    parser.add_argument("--ckpt_path", type=str | None, default=None)
-    cfg = parser.parse_path(str(config))
-    teacher = parser.instantiate(cfg).model
-    if ckpt is not None:
-        state = torch.load(ckpt, map_location=map_location, weights_only=True)
-        if "state_dict" not in state:
-            raise ValueError(f"--teacher {ckpt}: no 'state_dict' entry (keys {sorted(state)[:8]}): expected a "
-                             f"Lightning checkpoint written by `realcam fit`")
-        teacher.load_state_dict(state["state_dict"])
-    data = cfg.get("data") or {}
-    return teacher, dict(data.get("init_args", {}) if isinstance(data, dict) else {})
+    return parser.instantiate(parser.parse_object({"model": model})).model
+
+
+def load_teacher(ckpt: str | Path, config: str | Path | None = None, map_location: str = "cpu"):
+    """(TeacherModule with the checkpoint's weights, data init_args dict) of a teacher run. The checkpoint of
+    `realcam fit` describes its run (:func:`realcam.run_config.merged_run_config`); ``config``, the training YAML,
+    is needed only for what it lacks, and a value contradicting the checkpoint is an error naming the key."""
+    from realcam.run_config import merged_run_config
+
+    run = merged_run_config(ckpt, config)
+    if run["model"] is None or not (run["model"].get("init_args") or {}).get("denoiser"):
+        raise ValueError(f"--teacher {ckpt} does not record its network (a system built in Python): pass --config, "
+                         f"the teacher's training YAML")
+    teacher = build_teacher(run["model"])
+    state = torch.load(ckpt, map_location=map_location, weights_only=True)
+    if "state_dict" not in state:
+        raise ValueError(f"--teacher {ckpt}: no 'state_dict' entry (keys {sorted(state)[:8]}): expected a "
+                         f"Lightning checkpoint written by `realcam fit`")
+    teacher.load_state_dict(state["state_dict"])
+    data = run["data"] or {}
+    return teacher, dict(data.get("init_args") or {})
 
 
 def _int_list(text: str) -> list[int]:
@@ -58,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Teacher ODE trajectories at the student's warped timesteps, written "
                                 "as WebDataset shards (realcam/systems/ode_data.py).")
     p.add_argument("--teacher", required=True, help="teacher checkpoint (.ckpt from `realcam fit`)")
-    p.add_argument("--config", required=True, help="the teacher's training YAML (its `model` section builds it)")
+    p.add_argument("--config", default=None, help="the teacher's training YAML, only for what the checkpoint lacks "
+                   "(a .ckpt of `realcam fit` describes its run); a value contradicting the checkpoint is an error")
     p.add_argument("--shards", required=True, help="LoopSequence shards: a directory, glob or brace pattern")
     p.add_argument("--out", required=True, help="output directory (shards + ode_index.json)")
     p.add_argument("--steps", type=int, default=50, help="teacher Euler steps (the student sigmas are added)")
@@ -89,7 +98,7 @@ def make_ode_pairs(args: argparse.Namespace) -> dict[str, Any]:
     from realcam.data.datamodule import RealcamDataModule
 
     checked_device(args.device, "--device")
-    teacher, data_args = load_teacher(args.config, args.teacher)
+    teacher, data_args = load_teacher(args.teacher, args.config)
     teacher = teacher.to(args.device).eval()
     denoiser = teacher.denoiser if args.no_ema else teacher.ema.module
     schedule = FlowSchedule(shift=teacher.hparams.shift if args.shift is None else args.shift,
@@ -113,7 +122,7 @@ def make_ode_pairs(args: argparse.Namespace) -> dict[str, Any]:
                            guidance=args.guidance, pose_reference=teacher.hparams.pose_reference, seed=args.seed,
                            num_samples=args.num_samples, dtype=args.dtype, prefix=args.prefix,
                            samples_per_shard=args.samples_per_shard, overwrite=args.overwrite,
-                           extra_meta=dict(checkpoint=str(args.teacher), config=str(args.config),
+                           extra_meta=dict(checkpoint=str(args.teacher), config=None if args.config is None else str(args.config),
                                            use_ema=not args.no_ema, precision=args.precision), progress=not args.quiet,
                            text_dim=teacher.text_dim)
 
