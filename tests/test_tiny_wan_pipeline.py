@@ -39,6 +39,9 @@ def test_every_stage_runs(pipeline):
     for row in report["stages"]:
         if row["stage"].startswith("test "):
             assert 0 < row["psnr"] < 100 and 0 < row["source_copy_psnr"] < 100, row
+    rows = {row["stage"]: row for row in report["stages"]}
+    assert 0 < rows["encode val"]["vae_roundtrip_psnr"] < 100
+    assert rows["fit dmd"]["loss"] == "train/dmd_loss" and rows["fit teacher"]["loss_first5"] > 0
     for stage in ("teacher", "ode", "dmd"):
         assert (work / "runs" / stage / "checkpoints" / "last.ckpt").is_file()
 
