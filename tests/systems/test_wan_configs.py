@@ -88,7 +88,10 @@ def fit_two_processes(config: str, root: Path, wan: Path, *extra: str) -> dict[i
     errors = [line for line in done.stderr.splitlines() if "Error" in line]     # every rank's, not only the last
     assert done.returncode == 0, "\n".join(errors[-10:]) + done.stderr[-2000:]
     assert (root / "checkpoints" / "last.ckpt").is_file(), "a checkpoint of whole tensors"
-    return {r: torch.load(root / "weights" / f"rank{r}.pt", weights_only=True)["state"] for r in range(2)}
+    saved = [torch.load(root / "weights" / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    # each rank reads its own samples: identical weights must come from the strategy's gradient sync
+    assert saved[0]["keys"] and saved[0]["keys"] != saved[1]["keys"], [s["keys"] for s in saved]
+    return {r: s["state"] for r, s in enumerate(saved)}
 
 
 def assert_ranks_equal_and_trained(states: dict[int, dict], moved: dict[str, torch.Tensor]) -> None:
