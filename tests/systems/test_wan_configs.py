@@ -157,11 +157,11 @@ def test_ode_config_on_two_processes(teacher_run, wan_latents, tiny_wan_dir, tmp
                                             for key in ("head.weight", "text_embed.0.weight")})
 
 
-def test_dmd_config_on_two_processes(teacher_run, wan_latents, tiny_wan_dir):
+def test_dmd_config_on_two_processes(teacher_run, wan_latents, tiny_wan_dir, tmp_path):
     """Generator and real score (and so the critic) from the 2-process teacher's EMA weights."""
     teacher_root, _ = teacher_run
     teacher_ckpt = teacher_root / "checkpoints" / "last.ckpt"
-    states = fit_two_processes("dmd", teacher_root.parent / "dmd_wan", tiny_wan_dir,
+    states = fit_two_processes("dmd", tmp_path / "run", tiny_wan_dir,
                                *data_args(wan_latents, wan_latents), f"--data.init_args.length_buckets=[{LENGTH}]",
                                *pretrained_args("generator", tiny_wan_dir),
                                *pretrained_args("real_score", tiny_wan_dir),
