@@ -31,3 +31,13 @@ RESUME_ARGS = ["--trainer.val_check_interval", "null", "--trainer.limit_val_batc
                "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
                "--trainer.callbacks.save_last", "true", "--trainer.callbacks.every_n_train_steps", "2",
                "--trainer.callbacks.save_top_k", "-1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_dir(tmp_path_factory) -> Path:
+    """A whole random tiny diffusers-layout Wan checkpoint (transformer/, vae/, text_encoder/, tokenizer/; text width
+    32) from :func:`realcam.tiny_wan.make_tiny_wan`: what ``PretrainedWan(pretrained=...)``, ``WanCodec(path=...)``
+    and ``realcam data encode --vae/--text-encoder`` read in place of Wan2.1-T2V-1.3B."""
+    from realcam.tiny_wan import make_tiny_wan
+
+    return make_tiny_wan(tmp_path_factory.mktemp("tiny_wan") / "model", seed=0)
