@@ -85,8 +85,9 @@ def estimate(preset: str, frames: int, grid: tuple[int, int], text: int, chunk: 
     # K and V of every layer: K float32 (under bf16 autocast, norm_k's float32 weight promotes it), V bf16
     kv_bytes = D * (4 + 2)
     kv_cache = depth * cache_tokens * kv_bytes
-    # the past chunks the exit pass of each chunk attends to (sink + window at most), every layer
-    pinned_kv = sum(min(c, sink + window) for c in range(chunks)) * depth * chunk_tokens * kv_bytes
+    # the K/V of every chunk some later exit pass attends to, every layer, held once for the recomputations
+    # (KVCache.keep_chunk_kv: the passes share them)
+    pinned_kv = sum(1 for c in range(chunks - 1) if c < sink or window > 0) * depth * chunk_tokens * kv_bytes
     rows = []
     for g in gpus:
         shard = 1 / g
@@ -97,10 +98,11 @@ def estimate(preset: str, frames: int, grid: tuple[int, int], text: int, chunk: 
         dmd_states = P * ((4 + 4 + 8 + 4) + (4 + 4 + 8) + 4) * shard       # generator + EMA, critic, real score
         critic_act = depth * video * D * 4 + activation_bytes(p, video)    # the critic's checkpointed step
         # the exit passes, checkpointed (realcam.systems.sharding.checkpoint_block): every block's input and the
-        # past K/V each pass attended to, pinned from forward time for the recomputation, plus one block
-        # recomputed; uncheckpointed, each pass keeps its whole graph (its attention saves the same past K/V)
+        # past K/V pinned from forward time for the recomputation, plus one block recomputed; uncheckpointed,
+        # each pass keeps its whole graph, with the past K/V its attention saves (one concatenation per pass)
         exit_ckpt = chunks * depth * chunk_tokens * D * 4 + pinned_kv + activation_bytes(p, chunk_tokens)
-        exit_plain = chunks * depth * activation_bytes(p, chunk_tokens) + pinned_kv
+        attended = sum(min(c, sink + window) for c in range(chunks)) * depth * chunk_tokens * kv_bytes
+        exit_plain = chunks * depth * activation_bytes(p, chunk_tokens) + attended
         dmd_act, dmd_act_plain = max(exit_ckpt, critic_act), max(exit_plain, critic_act)
         seconds = {k: v * global_batch / (g * peak_tflops * 1e12 * mfu) for k, v in flops.items()}
         rows.append({"gpus": g, "teacher_gb": (teacher_states + gathered + teacher_act) / GB,

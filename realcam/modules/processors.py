@@ -103,38 +103,46 @@ class CachedLayer:
     def pin(self) -> "PastAttention":
         """This layer with the cache as it is now: its raw keys, values and their rotary positions, held as
         references (a commit builds new tensors and new lists, and the no-grad KV buffers are separate tensors,
-        so nothing held here is written later). The chunk's K/V are staged by the first call only."""
+        so nothing held here is written later). Held chunk by chunk (:meth:`KVCache.keep_chunk_kv`, turned on
+        here) when the cache can, so the pins of later chunks share them. The chunk's K/V are staged by the
+        first call only."""
         cache, i = self.owner.cache, self.index
-        return PastAttention(self.owner.backend, self.owner.rotate_cached, cache.k[i], cache.v[i], cache.chunks,
+        past = (cache.chunk_kv[i] if cache.keep_chunk_kv() else
+                [] if cache.k[i] is None else [(cache.k[i], cache.v[i])])
+        return PastAttention(self.owner.backend, self.owner.rotate_cached, past, cache.chunks,
                              cache.key_chunk_starts(), partial(cache.stage, i))
 
 
 class PastAttention:
-    """One chunk attending to [past | itself] with the past given explicitly (raw keys [B, H, P, D] rotated here
-    at ``starts``, values [B, H, P, D]; None for an empty cache): a pure function of its tensors, so a
+    """One chunk attending to [past | itself] with the past given explicitly (``past``: (raw keys, values)
+    [B, H, *, D] pieces in cache order, concatenated here, the keys rotated at ``starts``; empty for an empty
+    cache): a pure function of its tensors, so a
     checkpointed block recomputes in the backward pass exactly what it computed in the forward pass, however the
     cache has moved on. ``stage(raw_k, v)`` runs on the first call only: a recomputation writes nothing.
 
     Computes what :meth:`CachedAttention.attend` computes with gradients (the same rotation, concatenation and
     backend call); raises if a held tensor was written in place since (its version counter moved)."""
 
-    def __init__(self, backend: AttentionBackend, rotate_cached: RotateCached, past_k: Tensor | None,
-                 past_v: Tensor | None, chunks: list, starts: list[int],
-                 stage: Callable[[Tensor, Tensor], None] | None = None):
+    def __init__(self, backend: AttentionBackend, rotate_cached: RotateCached, past: list[tuple[Tensor, Tensor]],
+                 chunks: list, starts: list[int], stage: Callable[[Tensor, Tensor], None] | None = None):
         self.backend, self.rotate_cached = backend, rotate_cached
-        self.past_k, self.past_v, self.chunks, self.starts, self.stage = past_k, past_v, chunks, starts, stage
-        self.versions = None if past_k is None else (past_k._version, past_v._version)
+        self.past, self.chunks, self.starts, self.stage = list(past), chunks, starts, stage
+        self.versions = self._versions()
+
+    def _versions(self) -> list[int]:
+        return [t._version for kv in self.past for t in kv]
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, raw_k: Tensor) -> Tensor:
         if self.stage is not None:
             self.stage(raw_k, v)
             self.stage = None
-        if self.past_k is not None:
-            if (self.past_k._version, self.past_v._version) != self.versions:
+        if self.past:
+            if self._versions() != self.versions:
                 raise RuntimeError("PastAttention: the cached K/V it holds were written in place after the "
                                    "forward pass; a KV cache must build new tensors on commit")
-            k = torch.cat([self.rotate_cached(self.past_k, self.chunks, self.starts).to(k.dtype), k], dim=2)
-            v = torch.cat([self.past_v.to(v.dtype), v], dim=2)
+            past_k, past_v = (torch.cat(t, dim=2) if len(t) > 1 else t[0] for t in zip(*self.past))
+            k = torch.cat([self.rotate_cached(past_k, self.chunks, self.starts).to(k.dtype), k], dim=2)
+            v = torch.cat([past_v.to(v.dtype), v], dim=2)
         return self.backend(q, k, v, FULL)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from realcam.modules.block import DiTBlock
 from realcam.modules.flow import FlowSchedule
-from realcam.modules.processors import PastAttention
+from realcam.modules.processors import CachedLayer, PastAttention
 from realcam.modules.protocol import CONTRACT_SIZE
 from realcam.registry import BACKBONES
 from realcam.rollout import causal_rollout
@@ -79,11 +79,31 @@ def test_recomputation_leaves_the_cache_alone():
     assert all(s is None for s in cache._staged) and cache._staged_info is None
 
 
+def test_pinned_passes_share_each_chunk(monkeypatch):
+    """Over 5 chunks with sink 1 and window 2, the exit passes' pins hold each committed chunk's K/V once (shared
+    from pass to pass, not one concatenation per cache state), and the chunk-wise K/V the cache keeps for them
+    concatenate to exactly what it attends to."""
+    pins = []
+    pin = CachedLayer.pin
+    monkeypatch.setattr(CachedLayer, "pin", lambda self: pins.append((self.index, pin(self))) or pins[-1][1])
+    _, _, cond = make_inputs(B=1, F=5)
+    model = checkpointed(causal_model("tiny", window=2))
+    cache = model.new_cache()
+    causal_rollout(model, cond, FlowSchedule(shift=3.0).student_sigmas(), torch.Generator().manual_seed(1),
+                   exit_step=0, cache=cache).x0.sum().backward()
+    layer0 = [p for i, p in pins if i == 0]
+    assert [len(p.past) for p in layer0] == [0, 1, 2, 3, 3]
+    assert len({id(k) for p in layer0 for k, _ in p.past}) == 4         # chunks 0..3, each held once
+    for i in range(len(model.blocks)):
+        k, v = (torch.cat(t, dim=2) for t in zip(*cache.chunk_kv[i]))
+        assert torch.equal(k, cache.k[i]) and torch.equal(v, cache.v[i])
+
+
 def test_past_attention_refuses_a_cache_written_in_place():
     """Pinned K/V are references; a cache that wrote into them would make the recomputation wrong: it raises."""
     q = k = v = torch.randn(1, 2, 4, 3)
     past = torch.randn(1, 2, 4, 3)
-    attn = PastAttention(lambda q, k, v, mask: q, lambda k, chunks, starts: k, past, past.clone(), [], [])
+    attn = PastAttention(lambda q, k, v, mask: q, lambda k, chunks, starts: k, [(past, past.clone())], [], [])
     attn(q, k, v, k)
     past.add_(1)
     with pytest.raises(RuntimeError, match="written in place"):
