@@ -91,14 +91,14 @@ class CachedAttention:
         return k_buf, v_buf
 
 
-class CachedLayer:
-    """Layer ``index`` of a :class:`CachedAttention`: ``attn(q, k, v, raw_k)`` as the block calls it."""
+class CachedLayer(partial):
+    """Layer ``index`` of a :class:`CachedAttention`: ``attn(q, k, v, raw_k)`` as the block calls it (a
+    ``partial`` of :meth:`CachedAttention.attend`, so streaming calls it as cheaply as before)."""
 
-    def __init__(self, owner: CachedAttention, index: int):
-        self.owner, self.index = owner, index
-
-    def __call__(self, q: Tensor, k: Tensor, v: Tensor, raw_k: Tensor) -> Tensor:
-        return self.owner.attend(self.index, q, k, v, raw_k)
+    def __new__(cls, owner: CachedAttention, index: int):
+        layer = super().__new__(cls, owner.attend, index)
+        layer.owner, layer.index = owner, index
+        return layer
 
     def pin(self) -> "PastAttention":
         """This layer with the cache as it is now: its raw keys, values and their rotary positions, held as
