@@ -116,9 +116,9 @@ class CachedLayer(partial):
 class PastAttention:
     """One chunk attending to [past | itself] with the past given explicitly (``past``: (raw keys, values)
     [B, H, *, D] pieces in cache order, concatenated here, the keys rotated at ``starts``; empty for an empty
-    cache): a pure function of its tensors, so a
-    checkpointed block recomputes in the backward pass exactly what it computed in the forward pass, however the
-    cache has moved on. ``stage(raw_k, v)`` runs on the first call only: a recomputation writes nothing.
+    cache): a pure function of its tensors, so a checkpointed block recomputes in the backward pass exactly what
+    it computed in the forward pass, however the cache has moved on. ``stage(raw_k, v)`` runs on the first call
+    only: a recomputation writes nothing.
 
     Computes what :meth:`CachedAttention.attend` computes with gradients (the same rotation, concatenation and
     backend call); raises if a held tensor was written in place since (its version counter moved)."""
