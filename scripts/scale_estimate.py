@@ -75,13 +75,19 @@ def estimate(preset: str, frames: int, grid: tuple[int, int], text: int, chunk: 
     flops = {
         # forward, backward (2x), and the forward again under activation checkpointing
         "teacher_step": 4 * full,
-        # generator turn: rollout (+ backward 2x through the exit passes), real score with guidance (2 passes),
-        # critic score (1); every iteration: a no-grad rollout and the critic's flow-matching step (4 passes)
-        "dmd_generator_turn": rollout + 2 * chunks * cached + 3 * full,
+        # generator turn: rollout (+ backward 2x and the recomputation through the exit passes), real score with
+        # guidance (2 passes), critic score (1); every iteration: a no-grad rollout and the critic's flow-matching
+        # step (4 passes)
+        "dmd_generator_turn": rollout + 3 * chunks * cached + 3 * full,
         "dmd_critic_turn": rollout + 4 * full,
     }
     flops["dmd_iteration_mean"] = flops["dmd_critic_turn"] + flops["dmd_generator_turn"] / critic_ratio
-    kv_cache = depth * 2 * cache_tokens * D * 2      # K and V of every layer, bf16
+    # K and V of every layer: K float32 (under bf16 autocast, norm_k's float32 weight promotes it), V bf16
+    kv_bytes = D * (4 + 2)
+    kv_cache = depth * cache_tokens * kv_bytes
+    # the K/V of every chunk some later exit pass attends to, every layer, held once for the recomputations
+    # (KVCache.keep_chunk_kv: the passes share them)
+    pinned_kv = sum(1 for c in range(chunks - 1) if c < sink or window > 0) * depth * chunk_tokens * kv_bytes
     rows = []
     for g in gpus:
         shard = 1 / g
@@ -90,18 +96,21 @@ def estimate(preset: str, frames: int, grid: tuple[int, int], text: int, chunk: 
         gathered = 2 * 4 * p["block"]                # the block being computed and the next, prefetched
         teacher_act = depth * video * D * 4 + activation_bytes(p, video)    # checkpoints + one block recomputed
         dmd_states = P * ((4 + 4 + 8 + 4) + (4 + 4 + 8) + 4) * shard       # generator + EMA, critic, real score
-        dmd_act = max(chunks * activation_bytes(p, chunk_tokens) * depth,   # the exit passes' graphs (no ckpt)
-                      depth * video * D * 4 + activation_bytes(p, video))   # the critic's checkpointed step
-        # were the exit passes checkpointed too (not yet: a cached pass reads a cache that moves on, see
-        # realcam.systems.sharding.checkpoint_uncached), each would keep its block inputs only
-        dmd_act_ckpt = max(chunks * depth * chunk_tokens * D * 4 + activation_bytes(p, chunk_tokens),
-                           depth * video * D * 4 + activation_bytes(p, video))
+        critic_act = depth * video * D * 4 + activation_bytes(p, video)    # the critic's checkpointed step
+        # the exit passes, checkpointed (realcam.systems.sharding.checkpoint_block): every block's input and the
+        # past K/V pinned from forward time for the recomputation, plus one block recomputed; uncheckpointed,
+        # each pass keeps its whole graph, with the past K/V its attention saves (one concatenation per pass)
+        exit_ckpt = chunks * depth * chunk_tokens * D * 4 + pinned_kv + activation_bytes(p, chunk_tokens)
+        attended = sum(min(c, sink + window) for c in range(chunks)) * depth * chunk_tokens * kv_bytes
+        exit_plain = chunks * depth * activation_bytes(p, chunk_tokens) + attended
+        dmd_act, dmd_act_plain = max(exit_ckpt, critic_act), max(exit_plain, critic_act)
         seconds = {k: v * global_batch / (g * peak_tflops * 1e12 * mfu) for k, v in flops.items()}
         rows.append({"gpus": g, "teacher_gb": (teacher_states + gathered + teacher_act) / GB,
                      "teacher_states_gb": teacher_states / GB, "teacher_activations_gb": teacher_act / GB,
                      "dmd_gb": (dmd_states + gathered + dmd_act + kv_cache) / GB, "dmd_states_gb": dmd_states / GB,
-                     "dmd_activations_gb": dmd_act / GB, "kv_cache_gb": kv_cache / GB,
-                     "dmd_gb_if_exit_passes_checkpointed": (dmd_states + gathered + dmd_act_ckpt + kv_cache) / GB,
+                     "dmd_activations_gb": dmd_act / GB, "dmd_pinned_kv_gb": pinned_kv / GB,
+                     "kv_cache_gb": kv_cache / GB,
+                     "dmd_gb_exit_passes_uncheckpointed": (dmd_states + gathered + dmd_act_plain + kv_cache) / GB,
                      "teacher_step_s": seconds["teacher_step"], "dmd_iteration_s": seconds["dmd_iteration_mean"]})
     return {"preset": preset, "params": p, "latent_frames": frames, "latent_grid": list(grid),
             "tokens": {"video": video, "chunk": chunk_tokens, "cache": cache_tokens, "text": text},
@@ -132,12 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{a.preset}: {p['total'] / 1e6:.1f} M parameters ({p['depth']} blocks of {p['block'] / 1e6:.1f} M); "
           f"{result['tokens']['video']} video tokens; TFLOP per sample: teacher step {t['teacher_step']:.0f}, "
           f"DMD iteration {t['dmd_iteration_mean']:.0f} (mean over the {a.critic_ratio}:1 cycle)")
-    print(f"{'GPUs':>5} {'teacher GB/GPU':>15} {'DMD GB/GPU':>11} {'(exit ckpt)':>11} {'teacher step s':>15} "
+    print(f"{'GPUs':>5} {'teacher GB/GPU':>15} {'DMD GB/GPU':>11} {'(pinned K/V)':>12} {'teacher step s':>15} "
           f"{'DMD iteration s':>16}")
     for r in result["per_gpu"]:
-        print(f"{r['gpus']:>5} {r['teacher_gb']:>15.1f} {r['dmd_gb']:>11.1f} "
-              f"{r['dmd_gb_if_exit_passes_checkpointed']:>11.1f} {r['teacher_step_s']:>15.1f} "
-              f"{r['dmd_iteration_s']:>16.1f}")
+        print(f"{r['gpus']:>5} {r['teacher_gb']:>15.1f} {r['dmd_gb']:>11.1f} {r['dmd_pinned_kv_gb']:>12.1f} "
+              f"{r['teacher_step_s']:>15.1f} {r['dmd_iteration_s']:>16.1f}")
     print(f"(global batch {a.global_batch}, {a.mfu:.0%} of {a.peak_tflops:.0f} TFLOP/s per GPU)")
     if a.out:
         write_atomic(a.out, json.dumps(result, indent=2))

@@ -42,6 +42,7 @@ class CommitPlan:
     chunks: list
     starts: list[int]
     query_t_start: int      # where the chunk after ``info`` sits
+    evicted: int = 0        # chunks evicted after the sink ones
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class KVCache:
         # compared by value); unlike ``scratch`` it survives commits.
         self.memo: dict = {}
         self.next_t = 0             # absolute time index of the next chunk's first frame
+        # Per layer, each visible chunk's own (K, V), in cache order, once keep_chunk_kv() asked for them: what
+        # the pinned passes of a checkpointed rollout hold, shared from chunk to chunk (None: not kept).
+        self.chunk_kv: list[list[tuple[Tensor, Tensor]]] | None = None
         self._staged: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
         self._staged_info: ChunkInfo | None = None
         self._drop_chunk_state()
@@ -147,6 +151,15 @@ class KVCache:
         self._buffers[layer] = (k_buf, v_buf)
         return k_buf, v_buf
 
+    def keep_chunk_kv(self) -> bool:
+        """From now on also keep :attr:`chunk_kv` (references to the staged K/V that commits concatenate). Only an
+        empty cache can start; True when they are kept. Each cache state's concatenated K/V is a new tensor, so
+        passes that hold on to several states (checkpointed, :meth:`~realcam.modules.processors.CachedLayer.pin`)
+        hold every chunk once this way, instead of once per state that shows it."""
+        if self.chunk_kv is None and self.num_committed == 0:
+            self.chunk_kv = [[] for _ in range(self.num_layers)]
+        return self.chunk_kv is not None
+
     # ---- commit ------------------------------------------------------------------------------
     @torch.no_grad()
     def commit(self) -> None:
@@ -155,7 +168,7 @@ class KVCache:
             raise RuntimeError("KVCache.commit() without a staged chunk: run a forward with this cache first")
         plan = self.plan_commit(self._staged_info)
         kv = [self.appended(i, k, v, plan) for i, (k, v) in enumerate(self._staged)]
-        self.install_commit(plan, kv)
+        self.install_commit(plan, kv, own_kv=self._staged)
         self.discard_staged()
 
     def plan_commit(self, info: ChunkInfo) -> CommitPlan:
@@ -165,7 +178,7 @@ class KVCache:
         return CommitPlan(info, keep_front=sum(c.tokens for c in self.chunks[: self.sink]),
                           drop=sum(c.tokens for c in self.chunks[self.sink: self.sink + evict]), chunks=chunks,
                           starts=self.key_chunk_starts(chunks),
-                          query_t_start=self.query_t_start(chunks, info.t_start + info.frames))
+                          query_t_start=self.query_t_start(chunks, info.t_start + info.frames), evicted=evict)
 
     def appended(self, layer: int, k: Tensor, v: Tensor, plan: CommitPlan) -> tuple[Tensor, Tensor]:
         """This layer's keys and values once ``plan`` is committed with the chunk's (k, v); the cache itself is
@@ -175,13 +188,19 @@ class KVCache:
 
     @torch.no_grad()
     def install_commit(self, plan: CommitPlan, kv: list[tuple[Tensor, Tensor]],
-                       next_buffers: list[tuple[Tensor, Tensor]] | None = None) -> None:
+                       next_buffers: list[tuple[Tensor, Tensor]] | None = None,
+                       own_kv: list[tuple[Tensor, Tensor]] | None = None) -> None:
         """Make ``plan`` happen with every layer's :meth:`appended` keys and values. ``next_buffers``: the KV
         buffers of the chunk after it, already built (a pass that committed one chunk and started the next,
-        whose staged K/V then stay staged); without them the chunk state is dropped as by :meth:`commit`."""
+        whose staged K/V then stay staged); without them the chunk state is dropped as by :meth:`commit`.
+        ``own_kv``: the chunk's own (K, V) per layer, for :attr:`chunk_kv` (without them it stops being kept)."""
         if len(kv) != self.num_layers:
             raise ValueError(f"install_commit needs {self.num_layers} layers of keys and values, got {len(kv)}")
         self.k, self.v = [k for k, _ in kv], [v for _, v in kv]
+        if self.chunk_kv is not None:       # the sink chunks, the window after the evicted ones, the new chunk
+            s, e = self.sink, plan.evicted
+            self.chunk_kv = None if own_kv is None else [c[:s] + c[s + e:] + [own]
+                                                         for c, own in zip(self.chunk_kv, own_kv)]
         self.chunks = list(plan.chunks)
         self.num_committed += 1
         self.next_t = plan.info.t_start + plan.info.frames

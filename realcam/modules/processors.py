@@ -8,7 +8,9 @@ output [B, H, Lq, D/H]. A backbone makes one processor per pass and hands each b
 - :class:`MaskedAttention`: the whole sequence under a :class:`~realcam.modules.attention.MaskSpec` (training,
   the teacher, a block-causal forward);
 - :class:`CachedAttention`: one chunk against a :class:`~realcam.modules.cache.KVCache`: stages the chunk's K/V
-  and attends to [cache, rotated at its policy positions | chunk];
+  and attends to [cache, rotated at its policy positions | chunk]; its layer view :class:`CachedLayer` can
+  :meth:`~CachedLayer.pin` the cache as it is now into a :class:`PastAttention`, the same attention as a pure
+  function of tensors held from forward time (what activation checkpointing recomputes in the backward pass);
 - :class:`CommitAndAttend`: a finished chunk's clean pass and the next chunk's first pass as one (the fused
   cache pass): the first rows attend to the cache as it is, their K/V are committed, the rest attend to the
   cache after that commit.
@@ -60,8 +62,8 @@ class CachedAttention:
                  attn_cast: torch.dtype | None = None):
         self.backend, self.cache, self.rotate_cached, self.attn_cast = backend, cache, rotate_cached, attn_cast
 
-    def layer(self, index: int) -> AttentionProcessor:
-        return partial(self.attend, index)
+    def layer(self, index: int) -> "CachedLayer":
+        return CachedLayer(self, index)
 
     def stage(self, index: int, raw_k: Tensor, v: Tensor) -> None:
         """Stage a layer's K/V without attending (the last block of a cache-only pass)."""
@@ -89,6 +91,61 @@ class CachedAttention:
         return k_buf, v_buf
 
 
+class CachedLayer(partial):
+    """Layer ``index`` of a :class:`CachedAttention`: ``attn(q, k, v, raw_k)`` as the block calls it (a
+    ``partial`` of :meth:`CachedAttention.attend`, so streaming calls it as cheaply as before)."""
+
+    def __new__(cls, owner: CachedAttention, index: int):
+        layer = super().__new__(cls, owner.attend, index)
+        layer.owner, layer.index = owner, index
+        return layer
+
+    def pin(self) -> "PastAttention":
+        """This layer with the cache as it is now: its raw keys, values and their rotary positions, held as
+        references (a commit builds new tensors and new lists, and the no-grad KV buffers are separate tensors,
+        so nothing held here is written later). Held chunk by chunk (:meth:`KVCache.keep_chunk_kv`, turned on
+        here) when the cache can, so the pins of later chunks share them. The chunk's K/V are staged by the
+        first call only."""
+        cache, i = self.owner.cache, self.index
+        past = (cache.chunk_kv[i] if cache.keep_chunk_kv() else
+                [] if cache.k[i] is None else [(cache.k[i], cache.v[i])])
+        return PastAttention(self.owner.backend, self.owner.rotate_cached, past, cache.chunks,
+                             cache.key_chunk_starts(), partial(cache.stage, i))
+
+
+class PastAttention:
+    """One chunk attending to [past | itself] with the past given explicitly (``past``: (raw keys, values)
+    [B, H, *, D] pieces in cache order, concatenated here, the keys rotated at ``starts``; empty for an empty
+    cache): a pure function of its tensors, so a checkpointed block recomputes in the backward pass exactly what
+    it computed in the forward pass, however the cache has moved on. ``stage(raw_k, v)`` runs on the first call
+    only: a recomputation writes nothing.
+
+    Computes what :meth:`CachedAttention.attend` computes with gradients (the same rotation, concatenation and
+    backend call); raises if a held tensor was written in place since (its version counter moved)."""
+
+    def __init__(self, backend: AttentionBackend, rotate_cached: RotateCached, past: list[tuple[Tensor, Tensor]],
+                 chunks: list, starts: list[int], stage: Callable[[Tensor, Tensor], None] | None = None):
+        self.backend, self.rotate_cached = backend, rotate_cached
+        self.past, self.chunks, self.starts, self.stage = list(past), chunks, starts, stage
+        self.versions = self._versions()
+
+    def _versions(self) -> list[int]:
+        return [t._version for kv in self.past for t in kv]
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, raw_k: Tensor) -> Tensor:
+        if self.stage is not None:
+            self.stage(raw_k, v)
+            self.stage = None
+        if self.past:
+            if self._versions() != self.versions:
+                raise RuntimeError("PastAttention: the cached K/V it holds were written in place after the "
+                                   "forward pass; a KV cache must build new tensors on commit")
+            past_k, past_v = (torch.cat(t, dim=2) if len(t) > 1 else t[0] for t in zip(*self.past))
+            k = torch.cat([self.rotate_cached(past_k, self.chunks, self.starts).to(k.dtype), k], dim=2)
+            v = torch.cat([past_v.to(v.dtype), v], dim=2)
+        return self.backend(q, k, v, FULL)
+
+
 class CommitAndAttend(CachedAttention):
     """[chunk i, clean | chunk i + 1] in one pass, without gradients. The first ``split`` rows (chunk i) attend
     to the cache as it is; their K/V are committed by ``plan`` (collected here, installed by :meth:`install`, so
@@ -101,6 +158,9 @@ class CommitAndAttend(CachedAttention):
         self.split, self.plan = split, plan
         self.new_kv: list[tuple[Tensor, Tensor]] = []
         self.next_buffers: list[tuple[Tensor, Tensor]] = []
+
+    def layer(self, index: int) -> AttentionProcessor:
+        return partial(self.attend, index)      # inference only: no gradients, nothing to pin
 
     def attend(self, index: int, q: Tensor, k: Tensor, v: Tensor, raw_k: Tensor) -> Tensor:
         n, plan = self.split, self.plan

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from realcam.modules.block import DiTBlock
-from realcam.modules.processors import MaskedAttention
+from realcam.modules.processors import CachedLayer, MaskedAttention, PastAttention
 
 # Methods other than ``forward`` that the backbone calls on a sharded module: FSDP2 gathers the module's
 # parameters only around ``forward`` unless told about them (``register_fsdp_forward_method``).
@@ -31,7 +31,7 @@ class FullyShardStrategy(ModelParallelStrategy):
 
     Args:
         activation_checkpointing: recompute each DiT block's activations in the backward pass instead of keeping
-            them, in passes without a KV cache (:func:`checkpoint_uncached`).
+            them, in every pass with gradients, cached or not (:func:`checkpoint_block`).
         reshard_after_forward: free each block's gathered parameters after its forward (ZeRO-3; False keeps
             them until the backward, ZeRO-2 style: faster, more memory).
         save_distributed_checkpoint: False (the default here) writes one file of whole tensors, which
@@ -67,7 +67,7 @@ class FullyShardStrategy(ModelParallelStrategy):
 
         for block in (m for m in network.modules() if isinstance(m, DiTBlock)):
             if self.activation_checkpointing:
-                checkpoint_uncached(block)
+                checkpoint_block(block)
             if block.cross_attn is not None:
                 unit(block.cross_attn, FORWARD_METHODS["cross_attn"])
             unit(block, FORWARD_METHODS["block"])
@@ -87,17 +87,21 @@ class ShardsNetworks:
             strategy.shard(network)
 
 
-def checkpoint_uncached(block: DiTBlock) -> None:
+def checkpoint_block(block: DiTBlock) -> None:
     """Make ``block`` recompute its activations in the backward pass (``torch.utils.checkpoint``, non-reentrant)
-    when it attends without a KV cache: the teacher, ODE init, the critic and DMD's scores. A pass against a
-    cache is left alone, because its attention stages K/V into the cache and reads what the cache holds then: a
-    recomputation in the backward pass would stage twice and read a cache that has moved on (a few chunks later
-    in a self-rollout). The self-rollout keeps a graph only for its exit step per chunk, so that is the part
-    whose activations stay in memory. The module is unchanged otherwise (same state-dict names)."""
+    in every pass with gradients: without a KV cache (the teacher, ODE init, the critic, DMD's scores) and
+    against one (the self-rollout's exit pass of each chunk). A cached pass stages its K/V into the cache and
+    reads the cache as it is then, which has moved on (and evicted) by the backward pass, so its layer is first
+    pinned (:meth:`~realcam.modules.processors.CachedLayer.pin`): the recomputation runs the block as a pure
+    function of its input and of the cache's K/V and positions held from forward time, and the staging happens in
+    the forward pass only. The fused cache pass (inference, no gradients) and no-grad passes run as they are.
+    The module is unchanged otherwise (same state-dict names)."""
     forward = block.forward
 
     def forward_checkpointed(x, mods, rope, attn, *args, **kwargs):
-        if isinstance(attn, MaskedAttention) and torch.is_grad_enabled():
+        if torch.is_grad_enabled() and isinstance(attn, CachedLayer):
+            attn = attn.pin()
+        if torch.is_grad_enabled() and isinstance(attn, (MaskedAttention, PastAttention)):
             return checkpoint(forward, x, mods, rope, attn, *args, use_reentrant=False, **kwargs)
         return forward(x, mods, rope, attn, *args, **kwargs)
 
