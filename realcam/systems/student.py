@@ -181,13 +181,13 @@ class SelfForcingDMDModule(StudentModule):
                  ema_start: int = 20, accumulate: int = 1, **student):
         """``student``: :class:`StudentModule`'s arguments (generator, codec, schedule, EMA, evaluation, seed);
         the EMA starts earlier here (``ema_start`` 20)."""
-        super().__init__(ema_start=ema_start, **student)
-        if critic_ratio < 1:
+        if critic_ratio < 1:          # the cheap checks first, before any network is built
             raise ValueError(f"critic_ratio={critic_ratio} must be >= 1 (critic updates per generator update)")
         if accumulate < 1:
             raise ValueError(f"accumulate={accumulate} must be >= 1 (micro-batches per DMD iteration)")
         if loop_weight < 0:
             raise ValueError(f"loop_weight={loop_weight} must be >= 0 (0 turns the LoopAug loop term off)")
+        super().__init__(ema_start=ema_start, **student)
         self.automatic_optimization = False
         self.real_score = build_network(real_score, real_score_args, "real_score")
         if real_score_init:
