@@ -34,8 +34,7 @@ def test_the_script_runs_every_item_at_tiny_size_and_writes_the_json(tmp_path):
         t = items[f"train_{kind}"]
         assert t["steps"] == 5 and len(t["step_s"]) == 5 and t["precision"] == "bf16-mixed"
         assert t["latent_shape"] == [3, 16, 4, 4]
-        if kind != "ode_init":      # the prompt reaches the network: prepare_batch carries it, or the bridge adds it
-            assert t["text_bridge"] == (not t["prepare_batch_reads_latents"])
+        assert t["text_tokens"] >= 1
     assert all(v["peak_gpu_mem_gib"] is None for v in items.values())      # no CUDA here
     assert "| stream_4step | ok |" in run.stdout and "video FPS" in run.stdout
 

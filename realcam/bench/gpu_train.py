@@ -1,7 +1,7 @@
 """``realcam bench gpu``'s training items: a few Lightning steps of each system on in-memory latent batches.
 
-Part of :mod:`realcam.bench.gpu` (its docstring says what the check runs); split off because the batches of the
-shared latent contract and the bridge to today's ``prepare_batch`` are their own concern.
+Part of :mod:`realcam.bench.gpu` (its docstring says what the check runs); split off because the latent batches
+and the Lightning fit are their own concern.
 """
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ from realcam.modules.flow import FlowSchedule
 
 # ---- the batches ------------------------------------------------------------------------------------------
 def latent_batch(codec, profile: Profile, text_dim: int, device: torch.device, batch: int = 1) -> dict:
-    """A training batch of the shared latent contract (docs/data.md): cameras at video rate, ``source_latents`` /
-    ``target_latents`` [B, F, C, h, w], ``text`` [B, L, D]. The latents are the codec's encoding of the batch's
-    pixel frames ``source`` / ``target``, which the batch carries too: a ``prepare_batch`` that reads latents
-    uses them, one that encodes pixels gets the same numbers."""
+    """A training batch as `realcam data encode` shards give it (docs/data.md): cameras at video rate,
+    ``source_latents`` / ``target_latents`` [B, F, C, h, w] (the codec's encoding of random frames), ``text``
+    [B, L, D]; no pixel frames, so no step runs the VAE."""
     F, (h, w) = profile.train_frames, profile.train_grid
     T, H, W = codec.temporal_factor * (F - 1) + 1, codec.spatial_factor * h, codec.spatial_factor * w
     g = torch.Generator().manual_seed(0)
@@ -31,7 +30,7 @@ def latent_batch(codec, profile: Profile, text_dim: int, device: torch.device, b
     K = torch.tensor([[float(W), 0, W / 2], [0, float(W), H / 2], [0, 0, 1]]).expand(batch, T, 3, 3)
     with torch.no_grad():
         latents = {f"{k}_latents": codec.to(device).encode(v.to(device)).cpu() for k, v in frames.items()}
-    return {**frames, **latents, "source_c2w": torch.eye(4).repeat(batch, T, 1, 1), "target_c2w": c2w,
+    return {**latents, "source_c2w": torch.eye(4).repeat(batch, T, 1, 1), "target_c2w": c2w,
             "source_K": K.clone(), "target_K": K.clone(), "revisit": torch.full((batch, T), -1),
             "length": T, "key": [f"gpu_check_{b}" for b in range(batch)],
             "scene_id": [f"random_{b}" for b in range(batch)], "strategy": ["none"] * batch,
@@ -54,34 +53,6 @@ def ode_batch(batch: dict, codec, schedule: FlowSchedule) -> dict:
     states = torch.stack([(1 - s) * x0 + s * noise for s in sigmas.tolist()], dim=1)
     return {"states": states, "sigmas": sigmas, "x0": x0, "target": x0, "key": batch["key"],
             "cond": replace(cond, text=batch["text"].to(x0.device))}
-
-
-def _text_bridge():
-    """BRIDGE (issue #17): until ``prepare_batch`` puts a latent batch's ``text`` into ``Cond.text`` (part B), put
-    it there after the call, so a Wan backbone, which needs text, trains today. Returns the patched modules'
-    originals; :func:`_restore` puts them back. Remove with the probe in :func:`train_steps` once part B has
-    landed."""
-    import realcam.systems.student as student
-    import realcam.systems.teacher as teacher
-    from realcam.systems import common
-
-    original = common.prepare_batch
-
-    def prepare_with_text(batch, codec, pose_reference, **kwargs):
-        x0, cond = original(batch, codec, pose_reference, **kwargs)
-        if cond.text is None and "text" in batch:
-            cond = replace(cond, text=batch["text"].to(cond.source.device))
-        return x0, cond
-
-    saved = {m: m.prepare_batch for m in (teacher, student)}
-    for m in saved:
-        m.prepare_batch = prepare_with_text
-    return saved
-
-
-def _restore(saved: dict) -> None:
-    for module, fn in saved.items():
-        module.prepare_batch = fn
 
 
 def build_system(kind: str, profile: Profile, codec, args, device: torch.device):
@@ -107,34 +78,19 @@ def train_steps(kind: str, profile: Profile, codec, args, budget: Budget, device
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from realcam.systems.common import prepare_batch
-
     system = build_system(kind, profile, codec, args, device)
     network = system.denoiser if kind == "teacher" else system.generator
     batch = latent_batch(system.codec, profile, network.text_dim, device)
-    # BRIDGE (issue #17): the contract's batch has no pixel frames; a prepare_batch that does not read latents yet
-    # (before part B) needs them, and one that drops the text needs _text_bridge. Probe which, on the device.
-    latent_only = {k: v for k, v in batch.items() if k not in ("source", "target")}
-    try:
-        _, probe = prepare_batch(_to(latent_only, device), system.codec, "current_source")
-        batch, reads_latents = latent_only, True
-    except KeyError:
-        _, probe = prepare_batch(_to(batch, device), system.codec, "current_source")
-        reads_latents = False
-    saved = _text_bridge() if probe.text is None and kind != "ode_init" else {}
-    try:
-        if kind == "ode_init":
-            batch = ode_batch(_to(batch, device), system.codec, system.schedule)
-        timer = step_timer(device, budget)
-        trainer = L.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu",
-                            devices=[device.index or 0] if device.type == "cuda" else 1,
-                            precision="bf16-mixed" if profile.dtype == "bf16" else "32-true",
-                            max_steps=args.train_steps, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                            limit_val_batches=0, callbacks=[timer])
-        trainer.fit(system, DataLoader([batch] * args.train_steps, batch_size=None))
-    finally:
-        _restore(saved)
+    if kind == "ode_init":
+        batch = ode_batch(_to(batch, device), system.codec, system.schedule)
+    timer = step_timer(device, budget)
+    trainer = L.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu",
+                        devices=[device.index or 0] if device.type == "cuda" else 1,
+                        precision="bf16-mixed" if profile.dtype == "bf16" else "32-true",
+                        max_steps=args.train_steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, callbacks=[timer])
+    trainer.fit(system, DataLoader([batch] * args.train_steps, batch_size=None))
     if not timer.times:
         raise RuntimeError("no training step finished")
     later = timer.times[1:] or timer.times
@@ -142,8 +98,7 @@ def train_steps(kind: str, profile: Profile, codec, args, budget: Budget, device
     return {"steps": len(timer.times), "step_s": timer.times, "first_step_s": timer.times[0],
             "step_s_median_after_first": statistics.median(later), "network_params": params,
             "latent_shape": [profile.train_frames, network.in_channels, *profile.train_grid],
-            "prepare_batch_reads_latents": reads_latents, "text_bridge": bool(saved),
-            "precision": trainer.precision}
+            "text_tokens": profile.text_tokens, "precision": trainer.precision}
 
 
 def step_timer(device: torch.device, budget: Budget):
