@@ -296,5 +296,10 @@ def export_checkpoint(config: str | Path | None, ckpt: str | Path, out: str | Pa
                                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                 **(provenance or {})}
     bundle = build_bundle(bundle_cfg, ckpt, str(ckpt), prefer)
+    network = bundle_cfg["network"]
+    if isinstance(network, dict) and network.get("class_path") == "realcam.pretrained.PretrainedWan":
+        from realcam.pretrained import standalone_spec      # the bundle's weights replace the pretrained ones
+
+        bundle_cfg["network"] = standalone_spec(network.get("init_args") or {})
     embedding = None if text is None else read_text_embedding(text, bundle.network, "--text")
     return export_bundle(bundle.network, out, bundle_cfg, overwrite, text=embedding)

@@ -389,6 +389,17 @@ class PretrainedWan(CrossFrameDiT):
         _load_into(self, pretrained, entries, layout_, kwargs, dtype)
 
 
+def standalone_spec(init_args: dict) -> dict:
+    """The ``CrossFrameDiT`` class_path/init_args that build the architecture ``PretrainedWan(**init_args)`` builds,
+    without the checkpoint: a bundle holds its own weights, so streaming it needs neither the pretrained folder
+    nor a second load of its weights. Only the checkpoint's header and config are read."""
+    options = {k: v for k, v in init_args.items() if k not in ("pretrained", "dtype")}
+    entries, config, layout = read_checkpoint(init_args["pretrained"])
+    kwargs = _model_kwargs(init_args["pretrained"], entries, config, layout, options)
+    return {"class_path": f"{CrossFrameDiT.__module__}.{CrossFrameDiT.__name__}",
+            "init_args": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+
+
 # ---- the Wan presets take ``pretrained`` (registry name + args, e.g. YAML ``generator_args: {pretrained: PATH}``) ----
 WAN_PRESETS = ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "tiny-wan")
 ARCHITECTURE_KEYS = ("in_channels", "dim", "depth", "heads", "ffn_dim", "patch", "freq_dim", "text_dim", "eps")

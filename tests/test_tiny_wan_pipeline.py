@@ -63,3 +63,21 @@ def test_the_bundle_streams_the_recammaster_video_by_the_1_plus_4k_rule(pipeline
     assert stream["frames_in"] == stream["frames_out"] == 81 and (81 - 1) % 4 == 0
     out = json.loads((work / "stream" / "10.json").read_text())
     assert out["stats"]["chunks"] == 7 and out["frames_past_last_chunk"] == 0     # 21 latent frames, 3 per chunk
+
+
+def test_the_bundle_needs_no_pretrained_transformer(pipeline):
+    """A bundle holds its own weights: its network is a plain CrossFrameDiT of the checkpoint's architecture, so
+    streaming reads neither the pretrained transformer folder nor its 1.3B weights (only the VAE folder)."""
+    from realcam.streaming import StreamingGenerator
+
+    work, _ = pipeline
+    bundle = yaml.safe_load((work / "bundle" / "config.yaml").read_text())
+    assert bundle["network"]["class_path"] == "realcam.modules.backbone.CrossFrameDiT"
+    assert bundle["network"]["init_args"]["text_dim"] == 32 and bundle["network"]["init_args"]["chunk_frames"] == 3
+    (work / "pretrained" / "transformer").rename(work / "pretrained" / "transformer.away")
+    try:
+        gen = StreamingGenerator.from_checkpoint(work / "bundle")
+    finally:
+        (work / "pretrained" / "transformer.away").rename(work / "pretrained" / "transformer")
+    assert gen.network.text_dim == 32 and gen.codec.temporal_factor == 4
+
