@@ -472,8 +472,32 @@ class RealcamDataModule(L.LightningDataModule):
             batches = None
             if split == "train":
                 batches = self.train_batches_per_epoch or max(1, count_samples(urls) // (self.batch_size * world))
+            elif world > 1 and self._sharded():
+                self._check_ranks(split, urls, world)
             stream = self._streams[split] = self.make_stream(split, urls, batches, rank, world)
         return stream
+
+    def _sharded(self) -> bool:
+        """Under FSDP (Lightning's FSDPStrategy, or ModelParallelStrategy: FSDP2) every forward is a collective."""
+        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+        return self.trainer is not None and isinstance(self.trainer.strategy, (FSDPStrategy, ModelParallelStrategy))
+
+    def _check_ranks(self, split: str, urls: list[str], world: int) -> None:
+        """Under FSDP every rank must get evaluation samples: each forward is a collective, so a rank without a
+        batch (or with fewer batches than the others) would leave the others waiting forever instead of failing."""
+        counts = rank_sample_counts(urls, world, max(1, self.num_workers))
+        if counts is None:
+            return
+        fix = (f"write {split}_shards as at least {world} shards of equal size (`realcam data make-shards "
+               f"--samples-per-shard N`), or set trainer.limit_{'val' if split == 'val' else split}_batches")
+        if min(counts) == 0:
+            raise ValueError(f"{split}_shards: rank {counts.index(0)} of {world} would read no sample (samples per "
+                             f"rank {counts}), and the other ranks would wait for it forever: {fix}")
+        if len(set(counts)) > 1:
+            warnings.warn(f"{split}_shards: the {world} ranks read {counts} samples: under FSDP (every forward is a "
+                          f"collective) unequal evaluation batch counts hang; {fix} to at most the smallest rank's "
+                          f"batch count", RuntimeWarning, stacklevel=2)
 
     def make_stream(self, split: str, urls: list[str], batches: int | None, rank: int, world: int) -> ShardStream:
         args = dict(train=split == "train", batch_size=self.batch_size, counter=self.corrupt[split],
@@ -518,22 +542,40 @@ class RealcamDataModule(L.LightningDataModule):
         return self._loader("predict")
 
 
-def count_samples(urls: list[str]) -> int:
-    """Samples in the shards: ``num_samples`` from index.json where it lists the shard, else counted from the tar
-    headers (member data is skipped on a local file; a remote URL is read once)."""
+def shard_keys(urls: list[str]) -> list[list[str] | None]:
+    """Each shard's sample keys: from index.json where it lists the shard, else from the tar headers (member data
+    is skipped on a local file; a remote URL is read once); None, with a warning, for a shard that cannot be read."""
     listed, folder = shard_index(urls), str(urls[0]).rsplit("/", 1)[0]
-    total = 0
+    out: list[list[str] | None] = []
     for url in urls:
         entry = listed.get(url.rsplit("/", 1)[-1]) if url.rsplit("/", 1)[0] == folder else None
-        if entry is not None and "num_samples" in entry:
-            total += int(entry["num_samples"])
+        if entry is not None and "keys" in entry:
+            out.append(list(entry["keys"]))
             continue
         try:
             with open_shard(url) as f, tarfile.open(fileobj=f, mode="r:") as tar:
-                total += len({m.name.partition(".")[0] for m in tar if m.isfile()})
+                out.append(sorted({m.name.partition(".")[0] for m in tar if m.isfile()}))
         except (tarfile.TarError, OSError) as err:
-            warnings.warn(f"cannot count samples in {url} ({err}); it is counted as empty", RuntimeWarning)
-    return total
+            warnings.warn(f"cannot read the sample keys of {url} ({err}); it is counted as empty", RuntimeWarning)
+            out.append(None)
+    return out
+
+
+def count_samples(urls: list[str]) -> int:
+    """Samples in the shards (:func:`shard_keys`)."""
+    return sum(len(keys) for keys in shard_keys(urls) if keys is not None)
+
+
+def rank_sample_counts(urls: list[str], world: int, workers: int) -> list[int] | None:
+    """Samples each rank reads from evaluation shards (:meth:`ShardStream._split`'s partition); None where a shard
+    cannot be read."""
+    keys = shard_keys(urls)
+    if any(k is None for k in keys):
+        return None
+    if len(urls) >= world:
+        return [sum(len(k) for k in keys[r::world]) for r in range(world)]
+    slots = [zlib.crc32(k.encode()) % (world * workers) // workers for shard in keys for k in shard]
+    return [slots.count(r) for r in range(world)]
 
 
 class CorruptSampleLogger(L.Callback):

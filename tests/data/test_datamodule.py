@@ -275,3 +275,32 @@ def test_resumed_loader_yields_the_rest_of_the_epoch(tmp_path, num_workers):
         assert a["key"] == b["key"] and torch.equal(a["source"], b["source"]) and torch.equal(a["source_K"],
                                                                                              b["source_K"])
     assert resumed.state_dict() == {"epoch": 1, "consumed": 0}
+
+
+@pytest.mark.parametrize("samples, per_shard", [(5, 2), (3, 3)])      # shards >= ranks; fewer shards than ranks
+def test_rank_sample_counts_match_what_each_rank_reads(tmp_path, samples, per_shard):
+    from realcam.data.datamodule import rank_sample_counts
+
+    make_shards(tmp_path, "val", [4] * samples, per_shard)
+    dm = RealcamDataModule(val_shards=f"{tmp_path}/val-*.tar", batch_size=2, num_workers=0)
+    urls = dm.urls["val"]
+    read = [len([k for batch in dm.make_stream("val", urls, None, r, 2) for k in batch["key"]]) for r in range(2)]
+    assert rank_sample_counts(urls, 2, 1) == read and sum(read) == samples
+
+
+def test_fsdp_refuses_a_rank_without_evaluation_samples(tmp_path):
+    """Under FSDP every forward is a collective: a rank without a validation batch would hang the others."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
+
+    make_shards(tmp_path, "val", [4], 1)                  # one sample: one of two ranks gets nothing
+    for strategy, fails in ((ModelParallelStrategy(), True), (DDPStrategy(), False)):
+        dm = RealcamDataModule(val_shards=f"{tmp_path}/val-*.tar", batch_size=2, num_workers=0)
+        dm.trainer = SimpleNamespace(strategy=strategy, global_rank=0, world_size=2, callbacks=[])
+        if fails:
+            with pytest.raises(ValueError, match=r"val_shards: rank \d of 2 would read no sample .* at least 2 "
+                                                 r"shards .*limit_val_batches"):
+                dm.val_dataloader()
+        else:
+            dm.val_dataloader()
