@@ -123,7 +123,8 @@ def loss_drop(run: Path) -> dict[str, Any]:
     """The training loss over the first and the last 5 logged steps (CSV logger): the run learned something."""
     import csv
 
-    rows = list(csv.DictReader(open(run / "csv" / "version_0" / "metrics.csv")))
+    newest = max((run / "csv").glob("*/metrics.csv"), key=lambda p: p.stat().st_mtime)     # the fit's CSV log
+    rows = list(csv.DictReader(open(newest)))
     name = next(k for k in ("train/loss", "train/dmd_loss") if any(r.get(k) for r in rows))
     values = [float(r[name]) for r in rows if r.get(name)]
     return {"loss": name, "loss_first5": round(sum(values[:5]) / len(values[:5]), 4),
