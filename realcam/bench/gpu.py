@@ -26,56 +26,20 @@ import statistics
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from realcam.atomic import write_atomic
-from realcam.bench._common import autocast, machine_info, random_cond, randomize_, sync
+from realcam.bench._common import autocast, machine_info, random_cond, sync
+from realcam.bench.gpu_profile import PROFILES, SHIFT, Budget, Profile, random_network
 from realcam.device import checked_device
 from realcam.modules.flow import FlowSchedule
-from realcam.registry import BACKBONES
 
 
-@dataclass(frozen=True)
-class Profile:
-    """The sizes of one run. ``grid``: streaming latents (h, w); ``train_grid`` / ``train_frames``: the training
-    items' latents; ``text_tokens``: prompt length; ``vae``: ``full`` (diffusers' defaults) or ``tiny``."""
-
-    preset: str
-    grid: tuple[int, int]
-    text_tokens: int
-    vae: str
-    train_grid: tuple[int, int]
-    train_frames: int
-    timed_chunks: int
-    vae_chunks: int
-    dtype: str
-    model_args: tuple = ()
-    item_s: float = 0.0       # about how long an item takes: one is not started with less budget left
-
-
-PROFILES = {
-    "full": Profile("wan2.1-t2v-1.3b", (60, 104), 512, "full", (16, 16), 6, timed_chunks=8, vae_chunks=4,
-                    dtype="bf16", item_s=20.0),
-    # chunk_frames 3 as the recipe (tiny-wan's own preset streams one latent frame per chunk)
-    "tiny": Profile("tiny-wan", (4, 4), 8, "tiny", (4, 4), 3, timed_chunks=4, vae_chunks=2, dtype="bf16",
-                    model_args=(("chunk_frames", 3),)),
-}
-SHIFT, STEPS = 5.0, (1000, 750, 500, 250)       # the wan1.3b recipe
 VAE_SPATIAL = 8                                  # Wan2.1's VAE: 8x in space (4x in time, after a first frame)
 ITEMS = ("stream_1step", "stream_4step", "vae", "train_teacher", "train_ode_init", "train_dmd")
-
-
-class Budget:
-    """The run's wall-clock deadline: items that cannot start are skipped, timed loops stop early."""
-
-    def __init__(self, seconds: float):
-        self.seconds, self.start = float(seconds), time.monotonic()
-
-    def left(self) -> float:
-        return self.seconds - (time.monotonic() - self.start)
 
 
 def _peak_gib(device: torch.device) -> float | None:
@@ -87,23 +51,6 @@ def _free(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def _model_args(profile: Profile, **extra) -> dict:
-    return {**dict(profile.model_args), **extra}
-
-
-def random_network(profile: Profile, device: torch.device, **options):
-    """A network of the profile's preset with random weights (zero-initialized outputs drawn too), built straight
-    on ``device``: a 1.3B model initializes there in seconds instead of about 20 s on a CPU. A module that cannot be
-    built under a device context is built on the CPU and moved."""
-    kwargs = _model_args(profile, **options)
-    try:
-        with torch.device(device):
-            net = BACKBONES.build(profile.preset, **kwargs)
-    except Exception:
-        net = BACKBONES.build(profile.preset, **kwargs).to(device)
-    return randomize_(net)
 
 
 def _text(batch: int, profile: Profile, model, device) -> torch.Tensor:

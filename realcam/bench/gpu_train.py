@@ -1,6 +1,6 @@
 """``realcam bench gpu``'s training items: a few Lightning steps of each system on in-memory latent batches.
 
-Part of :mod:`realcam.bench.gpu` (its docstring says what the check runs); split off because the latent batches
+Run by :mod:`realcam.bench.gpu` (its docstring says what the check runs); split off because the latent batches
 and the Lightning fit are their own concern.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import replace
 import torch
 
 from realcam.bench._common import sync
-from realcam.bench.gpu import SHIFT, STEPS, Budget, Profile, random_network
+from realcam.bench.gpu_profile import SHIFT, STEPS, Budget, Profile, random_network
 from realcam.modules.flow import FlowSchedule
 
 
