@@ -44,7 +44,7 @@ class SourceClip:
 
 def fit_frames(frames: Tensor, K: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """uint8 [T, H, W, 3] + K [3, 3] -> uint8 [T, h, w, 3] + K: resize to cover ``size`` (aspect kept), centre crop."""
-    from realcam.data.datamodule import resize_crop
+    from realcam.data.stream import resize_crop
 
     x, K = resize_crop(frames, K.expand(len(frames), 3, 3), size, zoom=1.0, top_frac=0.5, left_frac=0.5)
     return x.permute(0, 2, 3, 1).contiguous(), K[0]
@@ -78,7 +78,7 @@ def open_video(path: str | Path, size: tuple[int, int], fov_deg: float, fps: flo
                start: int = 0, max_frames: int | None = None) -> SourceClip:
     """Every ``stride``-th frame of ``path`` (default: the stride closest to ``fps``) from ``start``, resized and
     centre-cropped to ``size`` as it is decoded (:class:`VideoFrames`)."""
-    from realcam.data.datamodule import resize_crop_geometry
+    from realcam.data.stream import resize_crop_geometry
     from realcam.data.video import count_video_frames, probe_video
 
     info = probe_video(path)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from realcam.data.datamodule import ShardStream, crop_sequence
+from realcam.data.stream import ShardStream, crop_sequence
 from realcam.data.encode import ENCODE_HINT, batch_text, decode_latent_sample
 from realcam.data.loopaug import LoopSequence
 from realcam.data.shards import decode_sample, is_remote, read_index

@@ -11,7 +11,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from realcam.data.datamodule import RealcamDataModule, ShardStream
+from realcam.data.datamodule import RealcamDataModule
+from realcam.data.stream import ShardStream
 from realcam.systems.ode_data import collate_ode_pairs, decode_ode_pair
 
 

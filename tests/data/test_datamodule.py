@@ -13,7 +13,8 @@ import pytest
 from tartools import rewrite_member
 import torch
 
-from realcam.data.datamodule import CorruptCounter, RealcamDataModule, crop_sequence
+from realcam.data.datamodule import RealcamDataModule
+from realcam.data.stream import CorruptCounter, crop_sequence
 from realcam.data.loopaug import LoopSequence
 from realcam.data.shards import write_shards
 
