@@ -22,7 +22,8 @@ import yaml
 RUN_RECORD = "realcam_run"      # checkpoint key: {"argv": [...], "overrides": ["model.init_args.shift", ...]}
 
 
-def _load(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint (weights only, on the CPU), or a ValueError naming --ckpt and what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--ckpt {path} does not exist: give a .ckpt written by `realcam fit`")
@@ -43,9 +44,10 @@ def _section(hparams: dict | None) -> dict[str, Any] | None:
     return {"class_path": hparams.get("_class_path"), "init_args": init}
 
 
-def run_config(ckpt: str | Path) -> dict[str, Any]:
-    """``{"model", "data", "global_step", "overrides"}`` of a checkpoint (model/data None when not saved)."""
-    state = _load(ckpt)
+def run_config(ckpt: str | Path, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"model", "data", "global_step", "overrides"}`` of a checkpoint (model/data None when not saved);
+    ``state``: the checkpoint already loaded, so a caller that needs its weights too reads it once."""
+    state = load_checkpoint(ckpt) if state is None else state
     record = state.get(RUN_RECORD) or {}
     return {"model": _section(state.get("hyper_parameters")), "data": _section(state.get("datamodule_hyper_parameters")),
             "global_step": int(state.get("global_step", 0)), "overrides": list(record.get("overrides", []))}
@@ -72,13 +74,14 @@ def _overridden(key: str, overrides: list[str]) -> bool:
     return any(key == o or key.startswith(o + ".") for o in overrides)
 
 
-def merged_run_config(ckpt: str | Path, config: str | Path | None = None) -> dict[str, Any]:
+def merged_run_config(ckpt: str | Path, config: str | Path | None = None,
+                      state: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run's config: the checkpoint's, with what it lacks taken from the training YAML ``config``.
 
     Raises ValueError naming the key when the YAML holds a value the checkpoint contradicts (and the run did not
     override on its command line), and when neither says what the export needs (the network).
     """
-    run = run_config(ckpt)
+    run = run_config(ckpt, state)
     if config is None:
         return run
     path = Path(config)

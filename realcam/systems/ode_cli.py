@@ -34,18 +34,18 @@ def build_teacher(model: dict[str, Any]):
     return parser.instantiate(parser.parse_object({"model": model})).model
 
 
-def load_teacher(ckpt: str | Path, config: str | Path | None = None, map_location: str = "cpu"):
+def load_teacher(ckpt: str | Path, config: str | Path | None = None):
     """(TeacherModule with the checkpoint's weights, data init_args dict) of a teacher run. The checkpoint of
     `realcam fit` describes its run (:func:`realcam.run_config.merged_run_config`); ``config``, the training YAML,
     is needed only for what it lacks, and a value contradicting the checkpoint is an error naming the key."""
-    from realcam.run_config import merged_run_config
+    from realcam.run_config import load_checkpoint, merged_run_config
 
-    run = merged_run_config(ckpt, config)
+    state = load_checkpoint(ckpt)       # read once: the config and the weights come from the same file
+    run = merged_run_config(ckpt, config, state)
     if run["model"] is None or not (run["model"].get("init_args") or {}).get("denoiser"):
         raise ValueError(f"--teacher {ckpt} does not record its network (a system built in Python): pass --config, "
                          f"the teacher's training YAML")
     teacher = build_teacher(run["model"])
-    state = torch.load(ckpt, map_location=map_location, weights_only=True)
     if "state_dict" not in state:
         raise ValueError(f"--teacher {ckpt}: no 'state_dict' entry (keys {sorted(state)[:8]}): expected a "
                          f"Lightning checkpoint written by `realcam fit`")
